@@ -1,0 +1,136 @@
+"""What the bot asks a human to approve, as plain data every surface renders its own way.
+
+A Proposal carries the summary, the steps with their per-step policy decision, the risk score
+with the factors that produced it, the blast radius, evidence and the rollback plan (the HITL
+contents of the source spec). Slack renders it as Block Kit, Discord as an embed, the CLI as text;
+the wording shared by all of them lives in ``bot/wording.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Category(StrEnum):
+    read = "read"
+    write_reversible = "write_reversible"
+    write_irreversible = "write_irreversible"
+
+    @property
+    def writes(self) -> bool:
+        return self is not Category.read
+
+
+class RiskBand(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class RiskFactor(BaseModel):
+    name: str
+    points: int
+    detail: str
+
+
+class RiskScore(BaseModel):
+    score: int = Field(ge=0, le=100)
+    band: RiskBand
+    factors: list[RiskFactor] = Field(default_factory=list)
+
+
+class Decision(BaseModel):
+    """The policy's answer for one step, with the rule that matched."""
+
+    verdict: Literal["allow", "needs_approval", "deny"]
+    rule: str
+    reason: str
+    approvals_required: int = 0
+    roles: list[str] = Field(default_factory=list)
+
+
+class StepState(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+    denied = "denied"
+    rolled_back = "rolled_back"
+    unknown = "unknown"  # was running when the process died and could not be re-run
+
+
+class ParamBound(BaseModel):
+    """What an approver may change a step param to (Edit button / modal)."""
+
+    type: Literal["int", "float", "str", "bool"] = "str"
+    min: float | None = None
+    max: float | None = None
+    choices: list[str] | None = None
+    max_length: int | None = None
+
+
+class StepView(BaseModel):
+    index: int
+    name: str
+    tool: str
+    category: Category
+    params: dict[str, Any]
+    decision: Decision
+    state: StepState = StepState.pending
+    blast_radius: str = ""
+    rollback: str | None = None
+    result: str | None = None
+    dry_run: str | None = None
+    editable: dict[str, ParamBound] = Field(default_factory=dict)
+
+
+class Evidence(BaseModel):
+    kind: str
+    title: str
+    url: str | None = None
+    snippet: str = ""
+
+
+class ApprovalView(BaseModel):
+    actor: str
+    at: datetime
+
+
+class Proposal(BaseModel):
+    task_id: int
+    playbook_id: str
+    playbook_version: str = ""
+    title: str
+    summary: str
+    state: str
+    environment: str
+    severity: str = "info"
+    requester: str
+    signal_count: int = 1
+    risk: RiskScore
+    blast_radius: str
+    evidence: list[Evidence] = Field(default_factory=list)
+    steps: list[StepView] = Field(default_factory=list)
+    rollback_plan: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalView] = Field(default_factory=list)
+    approvals_required: int = 0
+    approver_roles: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    can_undo: bool = False
+    outcome: str | None = None
+
+
+class MessageRef(BaseModel):
+    """Where a proposal was posted, so later state changes can edit the same message."""
+
+    surface: str
+    channel: str
+    message_id: str
+    thread_id: str | None = None

@@ -1,0 +1,83 @@
+"""The Signal: one normalized alert or request, with its fingerprint and dedup rule.
+
+Every alert source turns its payload into Signals. Two deliveries of the same alert share a
+fingerprint, and therefore a signal id, so storing a Signal is an upsert: a resolved delivery
+updates the firing one instead of adding a second row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SignalStatus(StrEnum):
+    firing = "firing"
+    resolved = "resolved"
+
+
+class Severity(StrEnum):
+    critical = "critical"
+    warning = "warning"
+    info = "info"
+
+    @classmethod
+    def from_label(cls, value: str | None) -> Severity:
+        """Map the many spellings monitoring systems use onto our three levels."""
+        text = (value or "").strip().lower()
+        if text in {"critical", "crit", "page", "high", "error", "p1", "p2", "sev1", "sev2"}:
+            return cls.critical
+        if text in {"warning", "warn", "medium", "p3", "sev3"}:
+            return cls.warning
+        return cls.info
+
+
+class Signal(BaseModel):
+    """One normalized alert. ``raw`` keeps the source's own record as evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    fingerprint: str
+    status: SignalStatus
+    severity: Severity = Severity.info
+    title: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    url: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Stable id: the same alert always maps to the same stored row."""
+        return signal_id(self.source, self.fingerprint)
+
+
+def signal_id(source: str, fingerprint: str) -> str:
+    digest = hashlib.sha256(f"{source}\x00{fingerprint}".encode()).hexdigest()
+    return "sig_" + digest[:20]
+
+
+def fingerprint_of(source: str, labels: dict[str, str]) -> str:
+    """A stable hash of source and labels, for sources that do not fingerprint their alerts."""
+    canonical = json.dumps([source, sorted(labels.items())], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def parse_time(value: datetime | None) -> datetime | None:
+    """Alertmanager sends 0001-01-01T00:00:00Z for "not yet ended"; treat it as absent."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return None if value.year <= 1 else value

@@ -1,0 +1,83 @@
+"""The Task and its state machine.
+
+A Task is one playbook run on one group of signals (or one chat request). Every transition is
+checked against ``TRANSITIONS``; anything else raises ``IllegalTransition`` and is logged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bot.errors import IllegalTransition
+
+
+class TaskState(StrEnum):
+    queued = "queued"
+    running = "running"
+    needs_approval = "needs_approval"
+    executing = "executing"
+    completed = "completed"
+    failed_retryable = "failed_retryable"
+    failed_terminal = "failed_terminal"
+    escalated_to_human = "escalated_to_human"
+    rejected = "rejected"
+    cancelled = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self in OPEN_STATES
+
+
+S = TaskState
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    S.queued: frozenset({S.running, S.cancelled}),
+    S.running: frozenset(
+        {S.needs_approval, S.executing, S.completed, S.failed_retryable, S.failed_terminal,
+         S.escalated_to_human, S.cancelled}
+    ),
+    S.needs_approval: frozenset({S.executing, S.rejected, S.cancelled, S.escalated_to_human, S.completed}),
+    # executing -> needs_approval: a later step still needs a human after the allowed ones ran.
+    S.executing: frozenset(
+        {S.completed, S.needs_approval, S.failed_retryable, S.failed_terminal, S.escalated_to_human}
+    ),
+    S.failed_retryable: frozenset({S.running, S.executing, S.failed_terminal, S.escalated_to_human, S.cancelled}),
+    # Undo runs rollbacks of a finished task: it goes back to executing and ends again.
+    S.completed: frozenset({S.executing}),
+    S.failed_terminal: frozenset({S.executing}),
+    S.escalated_to_human: frozenset({S.executing, S.cancelled, S.completed}),
+    S.rejected: frozenset(),
+    S.cancelled: frozenset(),
+}
+OPEN_STATES = frozenset({S.queued, S.running, S.needs_approval, S.executing, S.failed_retryable})
+
+
+def check_transition(task_id: int, current: TaskState, target: TaskState) -> None:
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (final state)"
+        raise IllegalTransition(
+            f"task {task_id}: cannot move from {current} to {target}; allowed from {current}: {allowed}"
+        )
+
+
+class Task(BaseModel):
+    id: int
+    playbook_id: str
+    playbook_version: str = ""
+    state: TaskState
+    group_key: str
+    title: str
+    environment: str
+    severity: str = "info"
+    requester: str
+    signal_count: int = 0
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    proposal: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    outcome: str | None = None
