@@ -101,3 +101,13 @@ class ToolError(BotError):
 
 class RetryableToolError(ToolError):
     """A transient failure (timeout, 5xx, connection reset)."""
+
+
+class ConfirmationRequired(UserError):
+    """A critical-risk approval needs the approver to type the confirmation phrase (step-up)."""
+
+    status = 428
+
+    def __init__(self, message: str, phrase: str) -> None:
+        self.phrase = phrase
+        super().__init__(message)
