@@ -55,6 +55,11 @@ class Tool(Protocol):
     supports_dry_run: ClassVar[bool]
     idempotent: ClassVar[bool]
 
+    def category_of(self, params: Any) -> Category:
+        """The category of this particular call: ``category`` unless the call is safer
+        (an HTTP GET, an allowlisted read-only command)."""
+        ...
+
     async def run(self, params: Any, *, dry_run: bool) -> BaseModel: ...
 
     def rollback_for(self, params: Any, result: Any) -> StepCall | None:

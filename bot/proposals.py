@@ -111,6 +111,7 @@ class Proposal(BaseModel):
     state: str
     environment: str
     severity: str = "info"
+    team: str | None = None  # from the signals' ``team`` label; chat routing may use it
     requester: str
     signal_count: int = 1
     risk: RiskScore
