@@ -33,6 +33,8 @@ GUILD_ID = 900000000000000003
 CHANNEL_ID = 900000000000000004
 OTHER_CHANNEL_ID = 900000000000000005
 
+HANG_GUARD_S = 5.0  # not a wait: a test that needs longer is hung
+
 _ids = itertools.count(910000000000000000)
 
 
@@ -125,13 +127,15 @@ class FakeDiscord:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def fail_next(self, method: str, path: str, *, status: int = 429, retry_after: float = 0.01, times: int = 1) -> None:
+    def fail_next(
+        self, method: str, path: str, *, status: int = 429, retry_after: float = 0.01, times: int = 1
+    ) -> None:
         """Answer the next ``times`` requests matching ``method`` and the ``path`` regex with ``status``."""
         self._failures.append(ScriptedFailure(method, re.compile(path), status, retry_after, times))
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any]) -> Any:
         """Wait until ``predicate()`` is truthy; the timeout only guards against a hung test."""
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(HANG_GUARD_S), self._changed:
             return await self._changed.wait_for(predicate)
 
     async def _notify(self) -> None:
@@ -358,7 +362,7 @@ class FakeDiscord:
             await self._notify()
         return response
 
-    def _route(self, method: str, path: str, body: dict[str, Any]) -> web.Response:  # noqa: C901
+    def _route(self, method: str, path: str, body: dict[str, Any]) -> web.Response:
         parts = path.strip("/").split("/")
         if path == "/users/@me":
             return _json(user_payload(BOT_USER_ID, "ooda", bot=True))
