@@ -1,0 +1,170 @@
+"""Settings: one pydantic model for the whole config file, unknown keys are errors.
+
+Secrets are never in the file: it names environment variables (``*_env`` keys) and
+``bot/secrets.py`` resolves them. Sections owned by adapters (a chat platform, a tool) are kept as
+plain mappings here and validated by the adapter's own model in ``bot/app.py``, so the core does not
+know vendor settings. Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.errors import ConfigError
+from bot.identity import IdentityConfig
+from bot.yamlfile import YamlDocument, load_yaml
+
+MiB = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class StoreConfig(_Strict):
+    kind: Literal["sqlite"] = "sqlite"
+    path: Path = Path("data/ooda.db")
+    # FULL fsyncs every commit: an acknowledged alert survives power loss, not only a crash.
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class AuditConfig(_Strict):
+    hmac_key_env: str | None = None
+
+
+class SourceConfig(_Strict):
+    kind: Literal["alertmanager", "grafana", "pagerduty", "generic"]
+    auth: Literal["bearer", "hmac", "none"]
+    secret_env: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not a secret")
+        return value
+
+
+class IntakeConfig(_Strict):
+    max_body_bytes: int = Field(MiB, ge=1024)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+
+
+class EngineConfig(_Strict):
+    queue_size: int = Field(10_000, ge=10)
+    evidence_timeout_s: float = Field(10.0, gt=0)
+    step_timeout_s: float = Field(30.0, gt=0)
+    approval_expiry_s: int = Field(4 * 3600, ge=60)
+    reminder_after_s: int = Field(900, ge=60)
+
+
+class LocalSurfaceConfig(_Strict):
+    enabled: bool = True
+
+
+class ChatConfig(_Strict):
+    local: LocalSurfaceConfig = LocalSurfaceConfig()
+    slack: dict[str, Any] | None = None
+    discord: dict[str, Any] | None = None
+
+
+class ToolsConfig(_Strict):
+    http: dict[str, Any] | None = None
+    shell: dict[str, Any] | None = None
+    flags: dict[str, Any] | None = None
+
+
+class DigestConfig(_Strict):
+    enabled: bool = True
+    at: str = Field("09:00", pattern=r"^\d{2}:\d{2}$")
+    timezone: str = "UTC"
+    days: str = "mon-fri"
+    channel: str | None = None
+
+
+class StandinConfig(_Strict):
+    """The local stand-in for outside systems used by the demo playbooks."""
+
+    enabled: bool = False
+    port: int = 8099
+    flags_token_env: str | None = None
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(_Strict):
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    data_dir: Path = Path("data")
+    playbooks_dir: Path = Path("playbooks")
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    audit: AuditConfig = AuditConfig()
+    intake: IntakeConfig = IntakeConfig()
+    identities: list[IdentityConfig] = Field(default_factory=list)
+    slack_user_groups: dict[str, list[str]] = Field(default_factory=dict)
+    discord_roles: dict[str, list[str]] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    engine: EngineConfig = EngineConfig()
+    tools: ToolsConfig = ToolsConfig()
+    chat: ChatConfig = ChatConfig()
+    digest: DigestConfig = DigestConfig()
+    standin: StandinConfig = StandinConfig()
+    log: LogConfig = LogConfig()
+    vars: dict[str, str] = Field(default_factory=dict)
+
+    # Not from the file: where it was read from, for resolving paths and naming errors.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    def resolve(self, path: Path) -> Path:
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return path if path.is_absolute() else (base / path)
+
+    @property
+    def db_path(self) -> Path:
+        return self.resolve(self.store.path)
+
+    @property
+    def data_path(self) -> Path:
+        return self.resolve(self.data_dir)
+
+
+def load_settings(path: Path) -> tuple[Settings, YamlDocument]:
+    """Load and validate the config file; ``ConfigError`` lists every problem with its line."""
+    doc = load_yaml(path)
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config", problems=doc.problems(exc)) from exc
+    ids = [i.id for i in settings.identities]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{path}:{doc.line_of(('identities',))}: identities: duplicate id {dupes[0]!r}")
+    for name, source in settings.intake.sources.items():
+        if source.auth != "none" and not source.secret_env:
+            line = doc.line_of(("intake", "sources", name))
+            raise ConfigError(
+                f"{path}:{line}: intake.sources.{name}.secret_env: required when auth is {source.auth!r}; "
+                "name the environment variable holding the token or HMAC secret"
+            )
+        if source.auth == "none" and settings.environment != "dev":
+            line = doc.line_of(("intake", "sources", name, "auth"))
+            raise ConfigError(
+                f"{path}:{line}: intake.sources.{name}.auth: 'none' is only allowed in environment dev; "
+                "use bearer or hmac"
+            )
+    return settings.model_copy(update={"source_path": path.resolve()}), doc

@@ -1,0 +1,67 @@
+"""Task lifecycle events and the in-process bus they are published on.
+
+Events are written by the store in the same transaction as the change they describe and published
+only after that transaction committed, so a subscriber never sees a change that was rolled back and
+a restart loses none (they stay in the ``events`` table). Subscribers (chat notifier, metrics, the
+engine) must be quick: they run inline, so they hand work to their own queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "ops.agent_task."
+CREATED = PREFIX + "created"
+EVIDENCE_ATTACHED = PREFIX + "evidence_attached"
+PROPOSED_ACTION = PREFIX + "proposed_action"
+APPROVED = PREFIX + "approved"
+REJECTED = PREFIX + "rejected"
+EXECUTED = PREFIX + "executed"
+FAILED = PREFIX + "failed"
+COMPLETED = PREFIX + "completed"
+ESCALATED = PREFIX + "escalated"
+CANCELLED = PREFIX + "cancelled"
+UNDONE = PREFIX + "undone"
+SIGNALS_ATTACHED = PREFIX + "signals_attached"
+STATE_CHANGED = PREFIX + "state_changed"
+# Not task events: published so the engine and surfaces can react.
+SIGNALS_STORED = "ops.signals.stored"
+KILL_SWITCH = "ops.kill_switch.changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    task_id: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[tuple[str, Subscriber]] = []
+
+    def subscribe(self, prefix: str, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` for every event whose name starts with ``prefix``; returns unsubscribe."""
+        item = (prefix, callback)
+        self._subscribers.append(item)
+        return lambda: self._subscribers.remove(item)
+
+    def publish(self, event: Event) -> None:
+        for prefix, callback in list(self._subscribers):
+            if event.name.startswith(prefix):
+                try:
+                    callback(event)
+                except Exception:
+                    # One broken subscriber must not stop the others or the writer that published.
+                    log.exception("events.subscriber_failed", event_name=event.name)

@@ -1,0 +1,250 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite.
+
+One write connection owned by ``GroupCommitWriter`` and one read connection (WAL lets readers run
+beside the writer). Migrations run at open. This is the default implementation of
+``bot.store.Store``; nothing outside this module and the writer writes SQL for SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from bot.audit import AUDIT_COLUMNS, GENESIS, AuditChain, AuditEntry
+from bot.errors import StoreUnavailable
+from bot.events import EventBus
+from bot.migrations import MIGRATIONS
+from bot.signals import Signal
+from bot.sqlite_writer import GroupCommitWriter, Tx
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
+    """A signals row without its seq (the writer assigns it at commit time)."""
+    return [
+        signal.id, signal.source, signal.fingerprint, signal.status.value, signal.severity.value,
+        signal.title, json.dumps(signal.labels, ensure_ascii=False),
+        json.dumps(signal.annotations, ensure_ascii=False),
+        signal.starts_at.isoformat() if signal.starts_at else None,
+        signal.ends_at.isoformat() if signal.ends_at else None,
+        signal.url, json.dumps(signal.raw, ensure_ascii=False, default=str), received_at, received_at,
+    ]
+
+
+class SqliteStore:
+    def __init__(self, path: Path, bus: EventBus, *, synchronous: str = "full",
+                 audit_key: bytes | None = None, queue_size: int = 10_000) -> None:
+        self.path = path
+        self.bus = bus
+        self._synchronous = synchronous.upper()
+        self._audit_key = audit_key
+        self._queue_size = queue_size
+        self._write_conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreUnavailable(
+                f"SQLite {sqlite3.sqlite_version} is too old; Ooda needs {'.'.join(map(str, MIN_SQLITE))} or newer"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (the writer batches transactions).
+        self._write_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._pragmas(self._write_conn)
+        await self._write_conn.execute("PRAGMA journal_mode=WAL")
+        await self._migrate(self._write_conn)
+        self._read_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._pragmas(self._read_conn)
+        await self._read_conn.execute("PRAGMA query_only=ON")
+        last_seq, last_hash = await self._audit_head()
+        signal_seq = (await self._one("SELECT coalesce(max(seq), 0) FROM signals"))[0]
+        self._writer = GroupCommitWriter(
+            self._write_conn, AuditChain(last_seq, last_hash, self._audit_key), self.bus, signal_seq,
+            self._queue_size,
+        )
+        self._writer.start()
+        log.info("store.opened", path=str(self.path), synchronous=self._synchronous, sqlite=sqlite3.sqlite_version)
+
+    async def close(self) -> None:
+        """Drain pending writes, then close both connections. Idempotent."""
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        for conn in (self._read_conn, self._write_conn):
+            if conn is not None:
+                await conn.close()
+        self._read_conn = self._write_conn = None
+
+    async def _pragmas(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA foreign_keys=ON")
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = row[0] if row else 0
+        if current > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"{self.path} has schema version {current}, newer than this Ooda ({len(MIGRATIONS)}); upgrade Ooda"
+            )
+        for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                await conn.execute("COMMIT")
+            except Exception:
+                await conn.execute("ROLLBACK")
+                raise
+            log.info("store.migrated", version=version)
+
+    async def _audit_head(self) -> tuple[int, str]:
+        row = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise StoreUnavailable("the store is not open")
+        return self._writer
+
+    @property
+    def queue_depth(self) -> int:
+        return self._writer.depth if self._writer else 0
+
+    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        return await self.writer.transact(fn)
+
+    async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        conn = self._read_conn or self._write_conn
+        if conn is None:
+            raise StoreUnavailable("the store is not open")
+        async with conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        conn = self._read_conn
+        if conn is None:
+            raise StoreUnavailable("the store is not open")
+        async with conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # -- signals -------------------------------------------------------------------------------
+
+    async def ingest_signals(self, signals: list[Signal], audit: AuditEntry) -> list[str]:
+        """Upsert signals by id (dedup by fingerprint) plus one audit record; returns after commit."""
+        received = now_iso()
+        await self.writer.upsert_signals([to_signal_row(s, received) for s in signals], audit)
+        return [s.id for s in signals]
+
+    async def signal_count(self) -> int:
+        return (await self._one("SELECT count(*) FROM signals"))[0]
+
+    async def signals_after(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
+            "ends_at, url, task_id FROM signals WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [_signal_dict(r) for r in rows]
+
+    async def signals_of_task(self, task_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
+            "ends_at, url, task_id FROM signals WHERE task_id = ? ORDER BY seq LIMIT ?",
+            (task_id, limit),
+        )
+        return [_signal_dict(r) for r in rows]
+
+    async def raw_signals_of_task(self, task_id: int) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT id, raw FROM signals WHERE task_id = ? ORDER BY seq", (task_id,))
+        return [{"id": r[0], "raw": json.loads(r[1])} for r in rows]
+
+    # -- settings ------------------------------------------------------------------------------
+
+    async def get_setting(self, key: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT value, updated_at, updated_by FROM settings WHERE key = ?", (key,))
+        return {"value": json.loads(row[0]), "updated_at": row[1], "updated_by": row[2]} if row else None
+
+    async def heartbeat(self) -> None:
+        """A real write through the writer: what /readyz checks."""
+
+        async def write(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ('heartbeat', '0', ?, 'readyz') "
+                "ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
+                (now_iso(),),
+            )
+
+        await self.transact(write)
+
+    # -- audit and events ----------------------------------------------------------------------
+
+    async def audit_rows(self, task_id: int | None = None) -> AsyncIterator[tuple[Any, ...]]:
+        """Audit records in storage order; all of them, or one task's."""
+        conn = self._read_conn
+        if conn is None:
+            raise StoreUnavailable("the store is not open")
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+        params: tuple[Any, ...] = ()
+        if task_id is not None:
+            sql += " WHERE task_id = ?"
+            params = (task_id,)
+        async with conn.execute(sql + " ORDER BY rowid", params) as cur:
+            async for row in cur:
+                yield tuple(row)
+
+    async def events_of_task(self, task_id: int) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, name, payload, correlation_id, created_at FROM events WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        )
+        return [{"id": r[0], "name": r[1], "payload": json.loads(r[2]), "correlation_id": r[3], "at": r[4]}
+                for r in rows]
+
+
+def _signal_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row[0], "seq": row[1], "source": row[2], "fingerprint": row[3], "status": row[4],
+        "severity": row[5], "title": row[6], "labels": json.loads(row[7]), "annotations": json.loads(row[8]),
+        "starts_at": row[9], "ends_at": row[10], "url": row[11], "task_id": row[12],
+    }
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements, current = [], []
+    for line in script.splitlines():
+        if not line.strip() or line.strip().startswith("--"):
+            continue
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
+            statements.append(text)
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements

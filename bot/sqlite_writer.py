@@ -1,0 +1,212 @@
+"""Group commit: one writer task owns the SQLite write connection.
+
+Requests that arrive while a commit is in flight queue up and share the next transaction, so the
+commit itself is the batching window (no timer). Each request is answered only after the
+transaction holding its rows committed. Doing "insert then commit" per request on a shared
+connection would instead commit other requests' half-done rows, and one rollback could drop rows
+that were already acknowledged.
+
+Two kinds of work share a batch:
+- bulk signal upserts (the intake hot path): merged into one ``executemany``;
+- transactional functions (engine and commands): each runs in its own SAVEPOINT, so one that
+  raises is rolled back alone and only its caller sees the error.
+Audit records are sealed into the hash chain only for work that succeeded; events are written in
+the same transaction and published on the bus after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, current_correlation_id
+from bot.errors import StoreUnavailable
+from bot.events import SIGNALS_STORED, Event, EventBus
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MAX_BATCH = 2000
+
+SIGNAL_UPSERT = """
+INSERT INTO signals (id, seq, source, fingerprint, status, severity, title, labels, annotations,
+                     starts_at, ends_at, url, raw, received_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    seq = excluded.seq, status = excluded.status, severity = excluded.severity, title = excluded.title,
+    labels = excluded.labels, annotations = excluded.annotations, starts_at = excluded.starts_at,
+    ends_at = excluded.ends_at, url = excluded.url, raw = excluded.raw, updated_at = excluded.updated_at,
+    deliveries = signals.deliveries + 1
+"""
+
+
+class Tx:
+    """What a transactional function may do: SQL on the write connection, audit, events."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.audits: list[AuditEntry] = []
+        self.events: list[Event] = []
+
+    async def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    def audit(self, entry: AuditEntry) -> None:
+        self.audits.append(entry)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+
+@dataclass(slots=True, eq=False)
+class _Work:
+    future: asyncio.Future[Any]
+    fn: Callable[[Tx], Awaitable[Any]] | None = None
+    signal_rows: list[list[Any]] = field(default_factory=list)
+    audits: list[AuditEntry] = field(default_factory=list)
+    correlation_id: str | None = field(default_factory=current_correlation_id)
+
+
+class GroupCommitWriter:
+    def __init__(
+        self, conn: aiosqlite.Connection, chain: AuditChain, bus: EventBus, next_signal_seq: int,
+        queue_size: int = 10_000,
+    ) -> None:
+        self._conn = conn
+        self._chain = chain
+        self._bus = bus
+        self._signal_seq = next_signal_seq
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop. Idempotent."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def upsert_signals(self, rows: list[list[Any]], audit: AuditEntry) -> None:
+        """Store signal rows (without their seq column) and one audit record; returns after commit."""
+        await self._submit(_Work(asyncio.get_running_loop().create_future(), signal_rows=rows, audits=[audit]))
+
+    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``fn`` inside the next transaction; returns its result after the commit."""
+        result: T = await self._submit(_Work(asyncio.get_running_loop().create_future(), fn=fn))
+        return result
+
+    async def _submit(self, work: _Work) -> Any:
+        if self._task is None or self._task.done():
+            raise StoreUnavailable("the store writer is not running; check the server log and restart")
+        await self._queue.put(work)
+        return await work.future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Work]) -> None:
+        chain_state = self._chain.snapshot()
+        seq_state = self._signal_seq
+        results: dict[int, Any] = {}
+        errors: dict[int, BaseException] = {}
+        records, events, signal_rows = [], [], []
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            for i, work in enumerate(batch):
+                if work.fn is not None:
+                    tx = Tx(self._conn)
+                    await self._conn.execute("SAVEPOINT work")
+                    try:
+                        results[i] = await work.fn(tx)
+                    except Exception as exc:
+                        await self._conn.execute("ROLLBACK TO work")
+                        await self._conn.execute("RELEASE work")
+                        errors[i] = exc
+                        continue
+                    await self._conn.execute("RELEASE work")
+                    audits, work_events = tx.audits, tx.events
+                else:
+                    for row in work.signal_rows:
+                        self._signal_seq += 1
+                        signal_rows.append((row[0], self._signal_seq, *row[1:]))
+                    audits, work_events = work.audits, []
+                for entry in audits:
+                    if entry.correlation_id is None and work.correlation_id:
+                        entry = AuditEntry(entry.actor, entry.action, entry.task_id, entry.data,
+                                           work.correlation_id, entry.at)
+                    records.append(self._chain.seal(entry))
+                events.extend((e, work.correlation_id) for e in work_events)
+            if signal_rows:
+                await self._conn.executemany(SIGNAL_UPSERT, signal_rows)
+            if records:
+                await self._conn.executemany(
+                    f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [r.as_row() for r in records],
+                )
+            if events:
+                await self._conn.executemany(
+                    "INSERT INTO events (task_id, name, payload, correlation_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [(e.task_id, e.name, json.dumps(e.payload, default=str), cid, e.at.isoformat())
+                     for e, cid in events],
+                )
+            await self._conn.execute("COMMIT")
+        except Exception as exc:
+            self._chain.restore(chain_state)
+            self._signal_seq = seq_state
+            try:
+                await self._conn.execute("ROLLBACK")
+            except Exception:
+                log.warning("store.rollback_failed")
+            self.healthy = False
+            log.error("store.commit_failed", error=str(exc), batch=len(batch))
+            failure = StoreUnavailable(f"the store could not commit ({exc}); nothing from this request was kept")
+            for work in batch:
+                if not work.future.done():
+                    work.future.set_exception(failure)
+            return
+        self.healthy = True
+        for i, work in enumerate(batch):
+            if work.future.done():
+                continue  # the caller went away (cancelled); its rows are committed regardless
+            if i in errors:
+                work.future.set_exception(errors[i])
+            else:
+                work.future.set_result(results.get(i))
+        for event, _ in events:
+            self._bus.publish(event)
+        if signal_rows:
+            self._bus.publish(Event(SIGNALS_STORED, payload={"max_seq": self._signal_seq}))
