@@ -1,0 +1,267 @@
+"""``flags.get`` and ``flags.set``: feature flags through the Unleash admin API.
+
+Calls used (Unleash admin API, project-scoped):
+
+    GET  /api/admin/projects/{project}/features/{feature}
+    POST /api/admin/projects/{project}/features/{feature}/environments/{env}/on | /off
+    POST /api/admin/projects/{project}/features/{feature}/environments/{env}/strategies
+    PUT  /api/admin/projects/{project}/features/{feature}/environments/{env}/strategies/{id}
+
+The rollout percentage is the ``rollout`` parameter of the environment's first ``flexibleRollout``
+strategy (Unleash keeps strategy parameters as strings). ``flags.set`` writes absolute values, so
+repeating it is harmless (idempotent), and it records the previous value so that its rollback is
+another ``flags.set`` restoring it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.ports import StepCall
+from bot.proposals import Category
+from bot.redaction import redact_text, register_secret
+
+log = structlog.get_logger(__name__)
+
+FLAG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # Unleash's URL-friendly names; no path tricks
+
+
+class FlagsToolConfig(BaseModel):
+    """``tools.flags`` in the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    token_env: str
+    project: str = "default"
+    environment: str = "production"
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class FlagState(BaseModel):
+    enabled: bool
+    rollout: int | None  # None when the environment has no flexibleRollout strategy
+    strategy_id: str | None = None
+
+
+class FlagGetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flag: str = Field(pattern=FLAG_NAME)
+
+
+class FlagGetResult(BaseModel):
+    flag: str
+    project: str
+    environment: str
+    enabled: bool
+    rollout: int | None = None
+
+
+class FlagSetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flag: str = Field(pattern=FLAG_NAME)
+    enabled: bool
+    rollout: int | None = Field(default=None, ge=0, le=100)  # None leaves the rollout as it is
+
+
+class FlagSetResult(BaseModel):
+    flag: str
+    project: str
+    environment: str
+    enabled: bool
+    rollout: int | None = None
+    previous_enabled: bool
+    previous_rollout: int | None = None
+    changed: bool
+    dry_run: bool = False
+
+
+class UnleashAdmin:
+    """The few admin API calls the flag tools need, with errors translated at the seam."""
+
+    def __init__(self, config: FlagsToolConfig, env: Mapping[str, str]) -> None:
+        token = env.get(config.token_env)
+        if not token:
+            raise ConfigError(f"tools.flags.token_env names {config.token_env}, but it is not set; export it")
+        register_secret(token)
+        self.config = config
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/"),
+            headers={"Authorization": token, "Accept": "application/json"},
+            timeout=httpx.Timeout(config.timeout_s),
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _env_path(self, flag: str) -> str:
+        project = quote(self.config.project, safe="")
+        return f"/api/admin/projects/{project}/features/{flag}/environments/{quote(self.config.environment, safe='')}"
+
+    async def _request(self, method: str, path: str, flag: str, json: Any = None) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise RetryableToolError(f"Unleash at {self.config.base_url} unreachable: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status < 400:
+            return response
+        if status in (401, 403):
+            raise ToolError(
+                f"Unleash refused the token from {self.config.token_env} (HTTP {status}); "
+                "it needs an admin token with access to project " + repr(self.config.project)
+            )
+        if status == 404:
+            raise ToolError(
+                f"flag {flag!r} not found in Unleash project {self.config.project!r} "
+                f"(or environment {self.config.environment!r} is not enabled there)"
+            )
+        detail = redact_text(response.text[:300])
+        if status >= 500 or status == 429:
+            raise RetryableToolError(f"Unleash {method} {path} returned {status}: {detail}")
+        raise ToolError(f"Unleash {method} {path} returned {status}: {detail}")
+
+    async def read(self, flag: str) -> FlagState:
+        project = quote(self.config.project, safe="")
+        response = await self._request("GET", f"/api/admin/projects/{project}/features/{flag}", flag)
+        feature = response.json()
+        for env in feature.get("environments") or []:
+            if env.get("name") == self.config.environment:
+                return state_from_environment(env)
+        raise ToolError(
+            f"flag {flag!r} has no environment {self.config.environment!r}; "
+            "check tools.flags.environment against the project's environments"
+        )
+
+    async def set_enabled(self, flag: str, enabled: bool) -> None:
+        await self._request("POST", f"{self._env_path(flag)}/{'on' if enabled else 'off'}", flag)
+
+    async def set_rollout(self, flag: str, rollout: int, strategy_id: str | None) -> None:
+        body = {
+            "name": "flexibleRollout",
+            "constraints": [],
+            "parameters": {"rollout": str(rollout), "stickiness": "default", "groupId": flag},
+        }
+        path = f"{self._env_path(flag)}/strategies"
+        if strategy_id is None:
+            await self._request("POST", path, flag, json=body)
+        else:
+            await self._request("PUT", f"{path}/{quote(strategy_id, safe='')}", flag, json=body)
+
+
+def state_from_environment(env: Mapping[str, Any]) -> FlagState:
+    for strategy in env.get("strategies") or []:
+        if strategy.get("name") == "flexibleRollout" and not strategy.get("disabled", False):
+            raw = (strategy.get("parameters") or {}).get("rollout")
+            try:
+                rollout = int(raw) if raw is not None else None
+            except (TypeError, ValueError):
+                rollout = None
+            return FlagState(enabled=bool(env.get("enabled")), rollout=rollout, strategy_id=strategy.get("id"))
+    return FlagState(enabled=bool(env.get("enabled")), rollout=None)
+
+
+class FlagsGetTool:
+    name: ClassVar[str] = "flags.get"
+    category: ClassVar[Category] = Category.read
+    params_model: ClassVar[type[BaseModel]] = FlagGetParams
+    result_model: ClassVar[type[BaseModel]] = FlagGetResult
+    supports_dry_run: ClassVar[bool] = True  # a read changes nothing, so the preview is the read
+    idempotent: ClassVar[bool] = True
+
+    def __init__(self, config: FlagsToolConfig, env: Mapping[str, str]) -> None:
+        self.config = config
+        self._unleash = UnleashAdmin(config, env)
+
+    async def aclose(self) -> None:
+        await self._unleash.aclose()
+
+    def category_of(self, params: FlagGetParams) -> Category:
+        return Category.read
+
+    def rollback_for(self, params: FlagGetParams, result: FlagGetResult) -> StepCall | None:
+        return None
+
+    async def run(self, params: FlagGetParams, *, dry_run: bool) -> FlagGetResult:
+        state = await self._unleash.read(params.flag)
+        return FlagGetResult(
+            flag=params.flag,
+            project=self.config.project,
+            environment=self.config.environment,
+            enabled=state.enabled,
+            rollout=state.rollout,
+        )
+
+
+class FlagsSetTool:
+    name: ClassVar[str] = "flags.set"
+    category: ClassVar[Category] = Category.write_reversible
+    params_model: ClassVar[type[BaseModel]] = FlagSetParams
+    result_model: ClassVar[type[BaseModel]] = FlagSetResult
+    supports_dry_run: ClassVar[bool] = True
+    idempotent: ClassVar[bool] = True  # absolute values: applying twice ends in the same state
+
+    def __init__(self, config: FlagsToolConfig, env: Mapping[str, str]) -> None:
+        self.config = config
+        self._unleash = UnleashAdmin(config, env)
+
+    async def aclose(self) -> None:
+        await self._unleash.aclose()
+
+    def category_of(self, params: FlagSetParams) -> Category:
+        return self.category
+
+    def rollback_for(self, params: FlagSetParams, result: FlagSetResult) -> StepCall | None:
+        """Restore the previous value. When there was no rollout strategy before, only the
+        enabled state is restored: the strategy we added stays (Unleash has no "unset")."""
+        if result.dry_run or not result.changed:
+            return None
+        restore: dict[str, Any] = {"flag": result.flag, "enabled": result.previous_enabled}
+        if result.previous_rollout is not None and result.previous_rollout != result.rollout:
+            restore["rollout"] = result.previous_rollout
+        return StepCall(tool=self.name, params=restore)
+
+    async def run(self, params: FlagSetParams, *, dry_run: bool) -> FlagSetResult:
+        before = await self._unleash.read(params.flag)
+        rollout = params.rollout if params.rollout is not None else before.rollout
+        rollout_changes = params.rollout is not None and params.rollout != before.rollout
+        enabled_changes = params.enabled != before.enabled
+        if not dry_run:
+            # Order so that users never see the old rollout on a newly enabled flag, nor the new
+            # rollout on a flag about to be switched off.
+            if params.enabled and rollout_changes:
+                await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+            if enabled_changes:
+                await self._unleash.set_enabled(params.flag, params.enabled)
+            if not params.enabled and rollout_changes:
+                await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+            log.info(
+                "flags.set_done",
+                flag=params.flag,
+                environment=self.config.environment,
+                enabled=params.enabled,
+                rollout=rollout,
+                previous_enabled=before.enabled,
+                previous_rollout=before.rollout,
+            )
+        return FlagSetResult(
+            flag=params.flag,
+            project=self.config.project,
+            environment=self.config.environment,
+            enabled=params.enabled,
+            rollout=rollout,
+            previous_enabled=before.enabled,
+            previous_rollout=before.rollout,
+            changed=enabled_changes or rollout_changes,
+            dry_run=dry_run,
+        )

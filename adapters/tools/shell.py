@@ -1,0 +1,212 @@
+"""``shell.run``: run one allowlisted command with an argv list, never through a shell.
+
+Alert labels end up in step params, so every argument is untrusted. The process is started with
+``create_subprocess_exec`` (no shell, so ``; rm -rf /`` is just a string argument), argv[0] must be
+a command named in config and is replaced by its absolute path, each argument must fullmatch the
+command's ``allow_args_pattern`` when one is set, and the child sees only ``PATH``: no inherited
+secrets. On timeout (or cancellation) the whole process group is killed and reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping
+from typing import ClassVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.ports import StepCall
+from bot.proposals import Category
+from bot.redaction import redact_text
+
+log = structlog.get_logger(__name__)
+
+
+class CommandConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    category: Category
+    allow_args_pattern: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        # A bare name would be looked up on PATH at run time; config pins the exact binary.
+        if not os.path.isabs(value):
+            raise ValueError(f"must be an absolute path to the executable, got {value!r}")
+        return value
+
+    @field_validator("allow_args_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+
+class ShellToolConfig(BaseModel):
+    """``tools.shell`` in the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commands: dict[str, CommandConfig] = Field(default_factory=dict)
+    workdir: str | None = None
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_output_bytes: int = Field(64 * 1024, gt=0)
+    fail_on_nonzero: bool = True
+    path: str = "/usr/local/bin:/usr/bin:/bin"  # the child's whole PATH
+
+
+class ShellParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> ShellParams:
+        if any("\x00" in arg for arg in self.argv):
+            raise ValueError("argv must not contain NUL characters")
+        return self
+
+
+class ShellResult(BaseModel):
+    argv: list[str]
+    exit_code: int | None = None  # None for a dry run
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    duration_ms: int = 0
+    dry_run: bool = False
+
+
+def last_lines(text: str, count: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-count:])
+
+
+class ShellTool:
+    name: ClassVar[str] = "shell.run"
+    category: ClassVar[Category] = Category.write_irreversible
+    params_model: ClassVar[type[BaseModel]] = ShellParams
+    result_model: ClassVar[type[BaseModel]] = ShellResult
+    supports_dry_run: ClassVar[bool] = True
+    idempotent: ClassVar[bool] = False
+
+    def __init__(self, config: ShellToolConfig, env: Mapping[str, str]) -> None:
+        # ``env`` is accepted for the common tool constructor and deliberately not passed on.
+        del env
+        if config.workdir is not None and not os.path.isdir(config.workdir):
+            raise ConfigError(f"tools.shell.workdir {config.workdir!r} is not a directory; create it or change it")
+        self.config = config
+        self._patterns = {
+            name: re.compile(cmd.allow_args_pattern)
+            for name, cmd in config.commands.items()
+            if cmd.allow_args_pattern is not None
+        }
+
+    def category_of(self, params: ShellParams) -> Category:
+        command = self.config.commands.get(params.argv[0])
+        return command.category if command is not None else self.category
+
+    def rollback_for(self, params: ShellParams, result: ShellResult) -> StepCall | None:
+        return None
+
+    def resolve(self, argv: list[str]) -> list[str]:
+        """argv with its command replaced by the configured path, after every check."""
+        name, args = argv[0], argv[1:]
+        command = self.config.commands.get(name)
+        if command is None:
+            known = ", ".join(sorted(self.config.commands)) or "none"
+            raise ToolError(f"command {name!r} is not allowed; add it under tools.shell.commands (allowed: {known})")
+        pattern = self._patterns.get(name)
+        if pattern is not None:
+            for index, arg in enumerate(args, start=1):
+                if not pattern.fullmatch(arg):
+                    raise ToolError(
+                        f"argument {index} of {name} does not match its allow_args_pattern "
+                        f"{pattern.pattern!r} in tools.shell.commands.{name}"
+                    )
+        return [command.path, *args]
+
+    async def run(self, params: ShellParams, *, dry_run: bool) -> ShellResult:
+        argv = self.resolve(params.argv)
+        if dry_run:
+            return ShellResult(argv=[redact_text(a) for a in argv], dry_run=True)
+
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.config.workdir,
+                env={"PATH": self.config.path, "LANG": "C.UTF-8"},
+                start_new_session=True,  # its own process group, so a timeout kills children too
+            )
+        except OSError as exc:
+            raise ToolError(f"could not start {params.argv[0]} ({argv[0]}): {exc.strerror}") from exc
+
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                (out, out_cut), (err, err_cut) = await asyncio.gather(
+                    self._read_capped(proc.stdout), self._read_capped(proc.stderr)
+                )
+                exit_code = await proc.wait()
+        except TimeoutError:
+            await self._kill(proc)
+            log.warning("shell.timeout", command=params.argv[0], timeout_s=self.config.timeout_s)
+            raise RetryableToolError(
+                f"{params.argv[0]} did not finish within {self.config.timeout_s:g}s and was killed"
+            ) from None
+        finally:
+            # Cancelled from outside (the gateway's timeout, shutdown): never leave it running.
+            if proc.returncode is None:
+                await self._kill(proc)
+
+        duration_ms = int((time.monotonic() - started) * 1000)
+        stdout = redact_text(out.decode("utf-8", errors="replace"))
+        stderr = redact_text(err.decode("utf-8", errors="replace"))
+        log.info("shell.done", command=params.argv[0], exit_code=exit_code, duration_ms=duration_ms)
+        if exit_code != 0 and self.config.fail_on_nonzero:
+            raise ToolError(f"{params.argv[0]} exited with code {exit_code}: {last_lines(stderr) or '(no stderr)'}")
+        return ShellResult(
+            argv=[redact_text(a) for a in argv],
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            truncated=out_cut or err_cut,
+            duration_ms=duration_ms,
+        )
+
+    async def _read_capped(self, stream: asyncio.StreamReader | None) -> tuple[bytes, bool]:
+        if stream is None:
+            return b"", False
+        limit = self.config.max_output_bytes
+        kept = bytearray()
+        cut = False
+        # Keep draining past the cap: a child blocked on a full pipe would never exit.
+        while chunk := await stream.read(65536):
+            room = limit - len(kept)
+            if room > 0:
+                kept.extend(chunk[:room])
+            if len(chunk) > room:
+                cut = True
+        return bytes(kept), cut
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        # Reap it so no zombie is left; shielded so a second cancellation cannot skip this.
+        await asyncio.shield(proc.wait())
