@@ -1,0 +1,569 @@
+"""Playbooks: the YAML schema, loading with errors that name file, line and field, and the set.
+
+A playbook says when it triggers (``trigger``), what to read first (``evidence``), whether to go
+on (``condition``), what to change (``steps``, each with its rollback and blast radius), how to
+check that it worked (``verify``) and how far it may act alone (``autonomy_cap``). Params are
+Jinja2 templates rendered by ``bot.templates`` in a sandbox; labels are data, never templates.
+
+Loading validates everything that can be known before an incident: the schema (unknown keys,
+types, regexes), template syntax, the names templates refer to, and, given the tool registry,
+tool names and param keys. All problems of all files are reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from bot import matching, templates
+from bot.autonomy import Autonomy, AutonomyLevel
+from bot.errors import ConfigError, UserError
+from bot.proposals import Category, ParamBound
+from bot.signals import Severity, Signal
+from bot.yamlfile import Loc, YamlDocument, load_yaml
+
+log = structlog.get_logger(__name__)
+
+
+class BlastRadius(StrEnum):
+    single = "single"
+    service = "service"
+    multi_service = "multi_service"
+    global_ = "global"
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # YAML reads `version: 3` and `code: 500` as ints; labels and versions are strings.
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Text = Annotated[str, BeforeValidator(_scalar_to_str)]
+StepName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+
+
+def _compile_fullmatch(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Trigger(_Strict):
+    """When a signal opens (or joins) a task of this playbook."""
+
+    sources: list[str] | None = None
+    match: dict[str, Text] = Field(default_factory=dict)
+    match_re: dict[str, str] = Field(default_factory=dict)
+    match_in: dict[str, list[Text]] = Field(default_factory=dict)
+    severity: list[Severity] | None = None
+    group_by: list[str] = Field(default_factory=list)
+    group_window_s: float = Field(default=300, ge=0)
+    cooldown_s: float = Field(default=600, ge=0)
+
+    # Compiled once at load: matching runs for every stored signal.
+    _re: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
+    _in: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
+    _sources: frozenset[str] | None = PrivateAttr(default=None)
+    _severities: frozenset[Severity] | None = PrivateAttr(default=None)
+
+    @field_validator("match_re")
+    @classmethod
+    def _regexes_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for name, pattern in value.items():
+            try:
+                _compile_fullmatch(pattern)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._re = {name: _compile_fullmatch(p) for name, p in self.match_re.items()}
+        self._in = {name: frozenset(values) for name, values in self.match_in.items()}
+        self._sources = frozenset(self.sources) if self.sources is not None else None
+        self._severities = frozenset(self.severity) if self.severity else None
+
+    @property
+    def source_set(self) -> frozenset[str] | None:
+        return self._sources
+
+    @property
+    def severity_set(self) -> frozenset[Severity] | None:
+        return self._severities
+
+    @property
+    def match_re_compiled(self) -> dict[str, re.Pattern[str]]:
+        return self._re
+
+    @property
+    def match_in_sets(self) -> dict[str, frozenset[str]]:
+        return self._in
+
+
+class ArgSpec(_Strict):
+    """One argument of a manual run (``ooda run PLAYBOOK key=value``, ``/ops run``)."""
+
+    required: bool = False
+    default: Text | None = None
+    pattern: str | None = None
+    description: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile_fullmatch(value)
+        return value
+
+
+class ReadStep(_Strict):
+    """An evidence step. All of them run concurrently; results are ``evidence.<name>``.
+
+    The engine must refuse a call that the tool does not classify as a read.
+    """
+
+    name: StepName
+    tool: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10, gt=0, le=600)
+    retries: int = Field(default=0, ge=0, le=5)
+
+
+class StepCallSpec(_Strict):
+    """A tool call written in a playbook: a rollback, for example."""
+
+    tool: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Step(_Strict):
+    """A step that may change something. Steps run in order."""
+
+    name: StepName
+    tool: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    category: Category | None = None  # None: the tool decides (Tool.category_of)
+    # Assume a whole service is affected unless the author says it is narrower.
+    blast_radius: BlastRadius = BlastRadius.service
+    # Params an approver may change, with bounds; a dotted key reaches into a nested param.
+    editable: dict[str, ParamBound] = Field(default_factory=dict)
+    rollback: StepCallSpec | None = None  # tools that know their own rollback (flags.set) need none
+    timeout_s: float = Field(default=30, gt=0, le=3600)
+    retries: int = Field(default=0, ge=0, le=5)
+
+    def apply_edits(self, params: Mapping[str, Any], edits: Mapping[str, Any]) -> dict[str, Any]:
+        """Rendered ``params`` with an approver's ``edits`` applied, each checked against its bound.
+
+        Args:
+            params: the step's rendered params.
+            edits: editable key (maybe dotted, ``json.from_offset``) -> new value, as typed.
+
+        Raises:
+            UserError: a key that is not editable or a value outside its bound.
+        """
+        result = copy.deepcopy(dict(params))
+        for key, raw in edits.items():
+            bound = self.editable.get(key)
+            if bound is None:
+                allowed = ", ".join(sorted(self.editable)) or "none"
+                raise UserError(f"step {self.name!r}: {key} cannot be edited (editable: {allowed})")
+            value = _bounded(self.name, key, bound, raw)
+            *parents, leaf = key.split(".")
+            target = result
+            for part in parents:
+                target = target[part]
+            target[leaf] = value
+        return result
+
+
+def _bounded(step: str, key: str, bound: ParamBound, raw: Any) -> Any:
+    where = f"step {step!r}: {key}"
+    text = str(raw).strip()
+    try:
+        if bound.type == "int":
+            value: Any = int(text)
+        elif bound.type == "float":
+            value = float(text)
+        elif bound.type == "bool":
+            if text.lower() not in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
+                raise ValueError(text)
+            value = text.lower() in {"true", "yes", "on", "1"}
+        else:
+            value = str(raw)
+    except ValueError:
+        raise UserError(f"{where} must be a {bound.type}, got {text[:40]!r}") from None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if bound.min is not None and value < bound.min:
+            raise UserError(f"{where} must be at least {bound.min:g}, got {value}")
+        if bound.max is not None and value > bound.max:
+            raise UserError(f"{where} must be at most {bound.max:g}, got {value}")
+    if bound.choices is not None and str(value) not in bound.choices:
+        raise UserError(f"{where} must be one of {', '.join(bound.choices)}")
+    if bound.max_length is not None and isinstance(value, str) and len(value) > bound.max_length:
+        raise UserError(f"{where} must be at most {bound.max_length} characters")
+    return value
+
+
+class Verify(_Strict):
+    """After the steps: call ``tool`` until ``expect`` is true or ``within_s`` has passed."""
+
+    tool: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    expect: str
+    within_s: float = Field(default=300, gt=0, le=86400)
+    interval_s: float = Field(default=15, gt=0)
+
+
+class Playbook(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+    version: Text = "1"
+    description: str = ""
+    trigger: Trigger | None = None  # None: manual runs only
+    args: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], ArgSpec] = Field(default_factory=dict)
+    evidence: list[ReadStep] = Field(default_factory=list)
+    condition: str | None = None
+    steps: list[Step] = Field(default_factory=list)
+    verify: Verify | None = None
+    autonomy_cap: AutonomyLevel = Autonomy.L2
+    routing: dict[str, str] = Field(default_factory=dict)
+
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """``file:line`` the playbook was loaded from (empty when built in code)."""
+        return self._source
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        known = ", ".join(s.name for s in self.steps) or "none"
+        raise UserError(f"playbook {self.id!r} has no step {name!r}; its steps: {known}")
+
+    def resolve_args(self, given: Mapping[str, str]) -> dict[str, str]:
+        """Check manual-run args against ``args`` and fill in defaults.
+
+        Raises:
+            UserError: unknown, missing or malformed args, worded for the person running it.
+        """
+        problems = []
+        unknown = sorted(set(given) - set(self.args))
+        if unknown:
+            known = ", ".join(sorted(self.args)) or "none"
+            problems.append(f"unknown argument(s) {', '.join(unknown)} (this playbook takes: {known})")
+        resolved: dict[str, str] = {}
+        for name, spec in self.args.items():
+            value = given.get(name, spec.default)
+            if value is None:
+                if spec.required:
+                    hint = f" ({spec.description})" if spec.description else ""
+                    problems.append(f"missing required argument {name}=…{hint}")
+                continue
+            if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
+                problems.append(f"argument {name}={value[:80]!r} does not match the pattern {spec.pattern!r}")
+                continue
+            resolved[name] = value
+        if problems:
+            raise UserError(f"cannot run playbook {self.id!r}: " + "; ".join(problems))
+        return resolved
+
+    def group_key(self, labels: Mapping[str, str]) -> str:
+        return matching.group_key(self, labels)
+
+
+class PlaybookSet:
+    """The loaded playbooks, by id, with a fast path for matching by ``alertname``."""
+
+    def __init__(self, playbooks: Iterable[Playbook]) -> None:
+        self._by_id: dict[str, Playbook] = {}
+        for playbook in playbooks:
+            if playbook.id in self._by_id:
+                raise ConfigError(f"duplicate playbook id {playbook.id!r}")
+            self._by_id[playbook.id] = playbook
+        # Most triggers pin alertname; indexing on it keeps a storm's matching cost flat.
+        self._by_alertname: dict[str, list[Playbook]] = {}
+        self._unindexed: list[Playbook] = []
+        for playbook in self._by_id.values():
+            if playbook.trigger is None:
+                continue
+            name = playbook.trigger.match.get("alertname")
+            if name is None:
+                self._unindexed.append(playbook)
+            else:
+                self._by_alertname.setdefault(name, []).append(playbook)
+
+    def __iter__(self) -> Iterator[Playbook]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, playbook_id: object) -> bool:
+        return playbook_id in self._by_id
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    def get(self, playbook_id: str) -> Playbook:
+        """Raises ``UserError`` naming the known ids, with a "did you mean" when one is close."""
+        try:
+            return self._by_id[playbook_id]
+        except KeyError:
+            close = difflib.get_close_matches(playbook_id, self._by_id, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(self.ids) or "none loaded"
+            raise UserError(f"no playbook {playbook_id!r}.{hint} Known playbooks: {known}") from None
+
+    def match(self, signal: Signal) -> list[Playbook]:
+        """Every playbook whose trigger matches ``signal``, in id order."""
+        candidates = self._by_alertname.get(signal.labels.get("alertname", ""), [])
+        found = [p for p in (*candidates, *self._unindexed) if p.trigger and matching.matches(p.trigger, signal)]
+        return sorted(found, key=lambda p: p.id) if len(found) > 1 else found
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def load_playbooks(
+    directory: Path | str, known_tools: Mapping[str, type[BaseModel]] | None = None
+) -> PlaybookSet:
+    """Load every ``*.yaml`` / ``*.yml`` file in ``directory``.
+
+    Args:
+        directory: one playbook per file.
+        known_tools: tool name -> params model, from the tool registry. When given, tool names
+            and param keys are checked too (values are templates, so only keys are static).
+
+    Raises:
+        ConfigError: with one ``file:line: field: problem`` line per problem, for all files.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError(f"playbook directory {path} does not exist; create it or fix playbooks.directory")
+    files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+    if not files:
+        log.warning("playbooks.none_found", directory=str(path))
+    return load_playbook_files(files, known_tools)
+
+
+def load_playbook_files(
+    files: Iterable[Path], known_tools: Mapping[str, type[BaseModel]] | None = None
+) -> PlaybookSet:
+    """Like ``load_playbooks`` for an explicit list of files (lint, replay of one version)."""
+    problems: list[str] = []
+    loaded: list[tuple[Playbook, YamlDocument]] = []
+    for file in files:
+        try:
+            doc = load_yaml(file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        playbook, file_problems = _validate(doc, known_tools)
+        problems.extend(file_problems)
+        if playbook is not None:
+            loaded.append((playbook, doc))
+    first_seen: dict[str, str] = {}
+    for playbook, doc in loaded:
+        where = f"{doc.path}:{doc.line_of(('id',))}"
+        if playbook.id in first_seen:
+            other = first_seen[playbook.id]
+            problems.append(f"{where}: id: duplicate playbook id {playbook.id!r}, also defined at {other}")
+        else:
+            first_seen[playbook.id] = where
+    if problems:
+        count = len(problems)
+        raise ConfigError(f"{count} problem{'s' if count > 1 else ''} in playbooks; fix them and reload", problems)
+    playbooks = []
+    for playbook, doc in loaded:
+        playbook._source = str(doc.path)
+        playbooks.append(playbook)
+    log.info("playbooks.loaded", count=len(playbooks), ids=[p.id for p in playbooks])
+    return PlaybookSet(playbooks)
+
+
+def _validate(
+    doc: YamlDocument, known_tools: Mapping[str, type[BaseModel]] | None
+) -> tuple[Playbook | None, list[str]]:
+    if not isinstance(doc.data, dict):
+        return None, [f"{doc.path}:1: (top level): a playbook must be a mapping with id, trigger, steps, …"]
+    problems: list[tuple[int, str]] = []
+    playbook = None
+    try:
+        playbook = Playbook.model_validate(doc.data)
+    except ValidationError as exc:
+        for line in doc.problems(exc):
+            problems.append((_line_number(line, doc), line))
+    for loc, message in _StaticChecks(doc.data, known_tools).run():
+        field = ".".join(str(p) for p in loc)
+        line = doc.line_of(loc)
+        problems.append((line, f"{doc.path}:{line}: {field}: {message}"))
+    problems.sort(key=lambda item: item[0])
+    return (playbook if not problems else None), [text for _, text in problems]
+
+
+def _line_number(problem: str, doc: YamlDocument) -> int:
+    number = problem.removeprefix(f"{doc.path}:").split(":", 1)[0]
+    return int(number) if number.isdigit() else 0
+
+
+_BASE_NAMES = templates.CONTEXT_NAMES - {"evidence"}
+
+
+class _StaticChecks:
+    """Checks over the raw YAML data, so they run even when the schema check failed elsewhere.
+
+    Every lookup is defensive: shapes are the schema's business, this only reads what it can.
+    """
+
+    def __init__(self, data: dict[str, Any], known_tools: Mapping[str, type[BaseModel]] | None) -> None:
+        self.data = data
+        self.known_tools = known_tools
+        self.problems: list[tuple[Loc, str]] = []
+        self.evidence_names = {
+            s.get("name") for s in _list(data.get("evidence")) if isinstance(s, dict) and isinstance(s.get("name"), str)
+        }
+        args = data.get("args")
+        self.arg_names = set(args) if isinstance(args, dict) else set()
+
+    def run(self) -> list[tuple[Loc, str]]:
+        with_evidence = _BASE_NAMES | {"evidence"}
+        for i, step in enumerate(_list(self.data.get("evidence"))):
+            self.call(("evidence", i), step, _BASE_NAMES)
+        for i, step in enumerate(_list(self.data.get("steps"))):
+            self.call(("steps", i), step, with_evidence)
+            if isinstance(step, dict):
+                self.editable(("steps", i), step)
+                self.call(("steps", i, "rollback"), step.get("rollback"), with_evidence | {"result"})
+        verify = self.data.get("verify")
+        self.call(("verify",), verify, with_evidence)
+        if isinstance(verify, dict) and isinstance(verify.get("expect"), str):
+            self.template(("verify", "expect"), verify["expect"], with_evidence | {"result"}, expression=True)
+        if isinstance(self.data.get("condition"), str):
+            self.template(("condition",), self.data["condition"], with_evidence, expression=True)
+        self.names_unique("evidence")
+        self.names_unique("steps")
+        return self.problems
+
+    def call(self, loc: Loc, spec: Any, names: frozenset[str]) -> None:
+        if not isinstance(spec, dict):
+            return
+        params = spec.get("params")
+        if isinstance(params, dict):
+            for param_loc, value in _strings(params, (*loc, "params")):
+                if templates.is_template(value):
+                    self.template(param_loc, value, names)
+        tool = spec.get("tool")
+        if self.known_tools is None or not isinstance(tool, str):
+            return
+        model = self.known_tools.get(tool)
+        if model is None:
+            close = difflib.get_close_matches(tool, self.known_tools, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            known = ", ".join(sorted(self.known_tools))
+            self.problems.append(((*loc, "tool"), f"unknown tool {tool!r}; {hint}known tools: {known}"))
+            return
+        if not isinstance(params, dict) and params is not None:
+            return
+        params = params or {}
+        fields = _field_names(model)
+        for key in params:
+            if key not in fields:
+                self.problems.append(
+                    ((*loc, "params", key), f"{tool} has no param {key!r}; its params: {', '.join(sorted(fields))}")
+                )
+        for name, info in model.model_fields.items():
+            if info.is_required() and name not in params and (info.alias or name) not in params:
+                self.problems.append(((*loc, "params"), f"{tool} needs param {name!r}"))
+
+    def editable(self, loc: Loc, step: dict[str, Any]) -> None:
+        editable, params = step.get("editable"), step.get("params")
+        if not isinstance(editable, dict):
+            return
+        for key in editable:
+            if not isinstance(key, str) or _lookup(params, key) is _MISSING:
+                self.problems.append(
+                    ((*loc, "editable", key), f"{key!r} is not a param of this step; editable keys must name params")
+                )
+
+    def template(self, loc: Loc, source: str, names: frozenset[str], *, expression: bool = False) -> None:
+        problem = templates.syntax_problem(source, expression=expression)
+        if problem is not None:
+            self.problems.append((loc, problem))
+            return
+        for name, attrs in templates.references(source, expression=expression).items():
+            if name not in names:
+                if name == "evidence":
+                    self.problems.append((loc, "evidence is not available here (evidence steps run concurrently)"))
+                    continue
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                available = ", ".join(sorted(names))
+                self.problems.append((loc, f"unknown name {name!r} in template{hint} (available: {available})"))
+            elif name == "evidence":
+                for attr in sorted(attrs - self.evidence_names):
+                    known = ", ".join(sorted(self.evidence_names)) or "none"
+                    self.problems.append((loc, f"no evidence step named {attr!r} (evidence steps: {known})"))
+            elif name == "args" or (name == "labels" and self.arg_names):
+                for attr in sorted(attrs - self.arg_names):
+                    why = "" if name == "args" else "; a manual run has only its args as labels, so declare it in args"
+                    self.problems.append((loc, f"{name}.{attr} is not a declared arg{why}"))
+
+    def names_unique(self, section: str) -> None:
+        seen: set[str] = set()
+        for i, step in enumerate(_list(self.data.get(section))):
+            name = step.get("name") if isinstance(step, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    self.problems.append(((section, i, "name"), f"duplicate step name {name!r} in {section}"))
+                seen.add(name)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*loc, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*loc, i))
+
+
+_MISSING = object()
+
+
+def _lookup(params: Any, dotted: str) -> Any:
+    """``json.from_offset`` -> ``params["json"]["from_offset"]``, or ``_MISSING``."""
+    value = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    names.update(info.alias for info in model.model_fields.values() if info.alias)
+    return names
