@@ -143,7 +143,8 @@ class FakeDiscord:
             self._changed.notify_all()
 
     def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
-        return [m for m in self.messages.values() if int(m["channel_id"]) == channel_id]
+        """Messages the bot posted in a channel, without interaction replies."""
+        return [m for m in self.messages.values() if int(m["channel_id"]) == channel_id and "webhook_id" not in m]
 
     # -- people acting -----------------------------------------------------------------------
 
@@ -194,7 +195,9 @@ class FakeDiscord:
                            role_ids: list[int] = (), name: str = "someone",  # type: ignore[assignment]
                            message_id: int | None = None) -> int:
         """Submit the modal ``custom_id`` with text input values keyed by their custom_id."""
-        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        # Modals with ui.Label submit each text input wrapped in a type 18 label component.
+        rows = [{"type": 18, "id": n, "component": {"type": 4, "custom_id": k, "value": v}}
+                for n, (k, v) in enumerate(values.items(), start=1)]
         message = self.messages[message_id] if message_id is not None else None
         channel_id = int(message["channel_id"]) if message else CHANNEL_ID
         return await self._interact(5, {"custom_id": custom_id, "components": rows}, user_id, list(role_ids), name,
@@ -401,6 +404,8 @@ class FakeDiscord:
                                     "archive_timestamp": _now(), "locked": False},
             }
             self.threads[int(parts[3])] = thread
+            if int(parts[3]) in self.messages:
+                self.messages[int(parts[3])]["thread"] = thread
             return _json(thread)
         if parts[:1] == ["interactions"] and parts[3:] == ["callback"]:
             interaction_id = int(parts[1])
@@ -410,6 +415,7 @@ class FakeDiscord:
             interaction_id = self._tokens[parts[2]]
             message = self._message(CHANNEL_ID, body, webhook=True)
             self.followups.setdefault(interaction_id, []).append(message)
+            self.messages[int(message["id"])] = message  # so a test can click a button on an ephemeral reply
             return _json(message)
         if parts[:1] == ["webhooks"] and parts[3:] == ["messages", "@original"] and method == "PATCH":
             interaction_id = self._tokens[parts[2]]

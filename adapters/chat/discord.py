@@ -1,0 +1,260 @@
+"""The Discord chat surface: proposals as embeds with buttons, and ``/ops`` as an app command group.
+
+discord.py does the wire work: REST with per-route rate-limit buckets (it sleeps on a 429 using
+``retry_after`` and retries 5xx), and a gateway that reconnects and resumes on its own. This module
+runs the client in the background, posts and edits proposal messages, routes them to channels by
+config, and translates Discord failures into ``DiscordUnavailable`` at the seam: the core then keeps
+the proposal and posts it again later, so a failure here never loses one.
+
+Intents: only ``guilds`` (a privileged intent is never needed): it fills the guild cache with roles,
+which is how a member's role ids become Ooda roles. Buttons and app commands need no intent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, ClassVar
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import structlog
+import yarl
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from adapters.chat.discord_embeds import to_embed
+from adapters.chat.discord_interactions import Interactions, ProposalButton, ops_group, to_view
+from bot import wording
+from bot.commands import Commands
+from bot.errors import BotError, ConfigError
+from bot.identity import IdentityDirectory
+from bot.proposals import MessageRef, Proposal
+
+log = structlog.get_logger(__name__)
+
+Snowflake = Annotated[str, StringConstraints(pattern=r"^\d{1,20}$")]
+MESSAGE_MAX = 2000
+THREAD_NAME_MAX = 100
+
+
+class DiscordUnavailable(BotError):
+    """Discord did not take a message now (network, 5xx after retries, rate limit, missing access)."""
+
+
+class DiscordRoute(BaseModel):
+    """Send matching proposals to ``channel``; unset matchers match anything. First match wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    playbook: str | None = None
+    severity: str | None = None
+    team: str | None = None
+    channel: Snowflake
+
+    def matches(self, proposal: Proposal) -> bool:
+        return (
+            (self.playbook is None or self.playbook == proposal.playbook_id)
+            and (self.severity is None or self.severity == proposal.severity)
+            and (self.team is None or self.team == proposal.team)
+        )
+
+
+class DiscordConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bot_token_env: str = "DISCORD_BOT_TOKEN"
+    application_id: Snowflake | None = None
+    guild_ids: list[Snowflake] = Field(default_factory=list, description="app commands are synced to these guilds")
+    sync_commands: bool = True
+    default_channel: Snowflake
+    routes: list[DiscordRoute] = Field(default_factory=list)
+    roles: dict[str, list[str]] = Field(default_factory=dict, description="Discord role id -> Ooda roles")
+    # For tests and proxies. These set class attributes of discord.py, so they apply to every
+    # Discord client in the process, not only this surface's.
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+    ready_timeout_s: float = Field(default=30.0, gt=0)
+    guild_ready_timeout_s: float = Field(default=2.0, ge=0)
+    send_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class OodaClient(discord.Client):
+    def __init__(self, config: DiscordConfig, interactions: Interactions, ready: asyncio.Event) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            intents=intents,
+            application_id=int(config.application_id) if config.application_id else None,
+            guild_ready_timeout=config.guild_ready_timeout_s,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.interactions = interactions
+        self.tree = discord.app_commands.CommandTree(self)
+        self._config = config
+        self._ready_event = ready
+
+    async def setup_hook(self) -> None:
+        # Runs after login and before the gateway connects, so buttons on old messages work from
+        # the first event on.
+        self.add_dynamic_items(ProposalButton)
+        guilds = [discord.Object(int(g)) for g in self._config.guild_ids]
+        self.tree.add_command(ops_group(self.interactions.on_ops), guilds=guilds or discord.utils.MISSING)
+        if self._config.sync_commands:
+            for guild in guilds:
+                await self.tree.sync(guild=guild)
+                log.info("discord.commands_synced", guild_id=str(guild.id))
+
+    async def on_ready(self) -> None:
+        log.info("discord.ready", user_id=str(self.user.id) if self.user else None, guilds=len(self.guilds))
+        self._ready_event.set()
+
+    async def on_resumed(self) -> None:
+        log.info("discord.resumed")
+
+
+class DiscordSurface:
+    """**ChatSurface** on Discord. ``start()`` before use, ``stop()`` at shutdown (idempotent)."""
+
+    name: ClassVar[str] = "discord"
+
+    def __init__(self, config: DiscordConfig, *, commands: Commands, identities: IdentityDirectory,
+                 env: Mapping[str, str]) -> None:
+        self.config = config
+        self._env = env
+        self._interactions = Interactions(self, commands, identities)
+        self._client: OodaClient | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        token = self._env.get(self.config.bot_token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"Discord: environment variable {self.config.bot_token_env} is empty or not set. Put the bot "
+                "token there (Developer Portal > your application > Bot > Reset Token)."
+            )
+        if self.config.api_base_url:
+            discord.http.Route.BASE = self.config.api_base_url.rstrip("/")
+        if self.config.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
+        ready = asyncio.Event()
+        self._client = OodaClient(self.config, self._interactions, ready)
+        self._runner = asyncio.create_task(self._client.start(token), name="discord-client")
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({waiter, self._runner}, timeout=self.config.ready_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            return
+        waiter.cancel()
+        failure = self._runner.exception() if self._runner in done else None
+        await self.stop()
+        if isinstance(failure, discord.LoginFailure):
+            raise ConfigError(f"Discord rejected the token in {self.config.bot_token_env}: {failure}. "
+                              "Reset the bot token in the Developer Portal and update the variable.") from failure
+        if isinstance(failure, discord.PrivilegedIntentsRequired):
+            raise ConfigError(str(failure)) from failure
+        if failure is not None:
+            raise DiscordUnavailable(f"Discord client stopped while starting: {type(failure).__name__}: "
+                                     f"{failure}") from failure
+        raise DiscordUnavailable(f"Discord did not become ready within {self.config.ready_timeout_s:g} s; "
+                                 "check the network and discordstatus.com, then restart.")
+
+    async def stop(self) -> None:
+        client, runner = self._client, self._runner
+        self._client = self._runner = None
+        if client is not None:
+            await client.close()
+        if runner is not None:
+            try:
+                await runner
+            except Exception as exc:  # already reported by start(); stopping must not raise
+                log.info("discord.client_ended", error=type(exc).__name__)
+
+    # -- ChatSurface -----------------------------------------------------------------------------
+
+    def route(self, proposal: Proposal) -> str:
+        """The channel id for a proposal: the first matching route, else the default channel."""
+        for route in self.config.routes:
+            if route.matches(proposal):
+                return route.channel
+        return self.config.default_channel
+
+    async def post_proposal(self, proposal: Proposal, channel: str | None = None) -> MessageRef:
+        channel_id = channel or self.route(proposal)
+        async with self._delivery("proposal", task_id=proposal.task_id, channel=channel_id):
+            target = await self._channel(channel_id)
+            view = to_view(proposal)
+            message = await target.send(embed=to_embed(proposal), view=view)
+            view.stop()  # buttons are dispatched by custom_id (DynamicItem), not by this view
+        thread_id = await self._open_thread(message, proposal)
+        log.info("discord.proposal_posted", task_id=proposal.task_id, channel=channel_id, message_id=str(message.id))
+        return MessageRef(surface=self.name, channel=channel_id, message_id=str(message.id), thread_id=thread_id)
+
+    async def update_proposal(self, ref: MessageRef, proposal: Proposal, note: str | None = None) -> None:
+        async with self._delivery("proposal update", task_id=proposal.task_id, message_id=ref.message_id):
+            message = self._require_client().get_partial_messageable(int(ref.channel)).get_partial_message(
+                int(ref.message_id))
+            view = to_view(proposal)
+            await message.edit(embed=to_embed(proposal), view=view)
+            view.stop()
+        if note:
+            await self.post_note(ref, note)
+
+    async def post_notice(self, channel: str | None, text: str) -> None:
+        channel_id = channel or self.config.default_channel
+        async with self._delivery("notice", channel=channel_id):
+            target = self._require_client().get_partial_messageable(int(channel_id))
+            await target.send(wording.truncate(text, MESSAGE_MAX))
+
+    async def post_note(self, ref: MessageRef, text: str) -> None:
+        """Who did what, in the proposal's thread, or as a reply when there is no thread."""
+        async with self._delivery("note", message_id=ref.message_id):
+            client = self._require_client()
+            text = wording.truncate(text, MESSAGE_MAX)
+            if ref.thread_id:
+                await client.get_partial_messageable(int(ref.thread_id)).send(text)
+            else:
+                reference = discord.MessageReference(message_id=int(ref.message_id), channel_id=int(ref.channel),
+                                                     fail_if_not_exists=False)
+                await client.get_partial_messageable(int(ref.channel)).send(text, reference=reference)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _require_client(self) -> OodaClient:
+        if self._client is None:
+            raise DiscordUnavailable("The Discord surface is not started; call start() first.")
+        return self._client
+
+    async def _channel(self, channel_id: str) -> Any:
+        client = self._require_client()
+        return client.get_channel(int(channel_id)) or await client.fetch_channel(int(channel_id))
+
+    async def _open_thread(self, message: discord.Message, proposal: Proposal) -> str | None:
+        # A thread keeps the channel readable; without one (no permission, a channel type without
+        # threads) notes become replies, so the record is kept either way.
+        name = wording.truncate(f"#{proposal.task_id} {wording.neutralize_mentions(proposal.title)}", THREAD_NAME_MAX)
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                thread = await message.create_thread(name=name, auto_archive_duration=1440)
+        except (discord.DiscordException, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("discord.thread_failed", task_id=proposal.task_id, error=type(exc).__name__)
+            return None
+        return str(thread.id)
+
+    @asynccontextmanager
+    async def _delivery(self, what: str, **context: Any) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                yield
+        except (discord.DiscordException, aiohttp.ClientError, TimeoutError) as exc:
+            status = getattr(exc, "status", None)
+            log.warning("discord.delivery_failed", what=what, error=type(exc).__name__, status=status, **context)
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            raise DiscordUnavailable(
+                f"Discord did not take the {what} ({reason}). It is kept and sent again later; if this repeats, "
+                "check the bot's access to the channel and discordstatus.com."
+            ) from exc

@@ -1,0 +1,157 @@
+"""The modals a Discord user fills in: reject reason, edited step params, typed confirmation.
+
+Edits are checked here against each step's ``ParamBound`` before the core sees them (the core
+checks again): a modal only ever delivers strings, so this is where "5" becomes 5 and "50" for a
+param bounded 1..10 becomes a refusal the person can act on.
+
+Modals live only in the running process (discord.py keeps them by custom_id until submitted); a
+modal left open across a restart is ignored, and the person clicks the button again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot import wording
+from bot.errors import UserError
+from bot.proposals import ParamBound, Proposal, RiskBand
+
+MODAL_TITLE_MAX = 45
+LABEL_MAX = 45
+DESCRIPTION_MAX = 100
+MAX_INPUTS = 5  # a modal holds at most 5 top-level components
+CONFIRM_INPUT = "confirmation"
+
+Submit = Callable[[discord.Interaction, dict[str, str]], Awaitable[None]]
+
+
+class InvalidEdit(UserError):
+    """An edited value outside the step's bounds; nothing was approved."""
+
+
+class FormModal(discord.ui.Modal):
+    """A modal whose submit hands the typed values, keyed by input custom_id, to ``on_values``."""
+
+    def __init__(self, *, title: str, custom_id: str, on_values: Submit) -> None:
+        super().__init__(title=wording.truncate(title, MODAL_TITLE_MAX), custom_id=custom_id, timeout=None)
+        self._on_values = on_values
+        self._inputs: list[discord.ui.TextInput[FormModal]] = []
+
+    def add_input(self, key: str, label: str, *, description: str | None = None, default: str | None = None,
+                  placeholder: str | None = None, long: bool = False, required: bool = True) -> None:
+        text = discord.ui.TextInput(
+            custom_id=key,
+            style=discord.TextStyle.paragraph if long else discord.TextStyle.short,
+            default=default,
+            placeholder=wording.truncate(placeholder, 100) if placeholder else None,
+            required=required,
+            max_length=1000,
+        )
+        self._inputs.append(text)
+        self.add_item(discord.ui.Label(
+            text=wording.truncate(label, LABEL_MAX),
+            description=wording.truncate(description, DESCRIPTION_MAX) if description else None,
+            component=text,
+        ))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self._on_values(interaction, {t.custom_id: t.value for t in self._inputs})
+
+
+def reject_modal(task_id: int, on_values: Submit) -> FormModal:
+    modal = FormModal(title=f"Reject task #{task_id}", custom_id=f"ooda:modal:reject:{task_id}", on_values=on_values)
+    modal.add_input("reason", "Why reject?", placeholder="wrong service, not during the freeze, ...", long=True)
+    return modal
+
+
+def confirm_modal(task_id: int, on_values: Submit) -> FormModal:
+    modal = FormModal(title=f"Approve task #{task_id}", custom_id=f"ooda:modal:confirm:{task_id}",
+                      on_values=on_values)
+    modal.add_input(CONFIRM_INPUT, "Confirmation phrase",
+                    description="Critical risk: type the phrase the bot showed you, exactly.")
+    return modal
+
+
+def edit_keys(proposal: Proposal) -> list[tuple[str, str, str, ParamBound]]:
+    """(input key, step name, param, bound) of the editable params a modal can hold."""
+    keys = [
+        (f"{step.index}.{param}"[:100], step.name, param, bound)
+        for step in proposal.steps
+        for param, bound in step.editable.items()
+    ]
+    room = MAX_INPUTS - (1 if proposal.risk.band is RiskBand.critical else 0)
+    return keys[:room]
+
+
+def describe_bound(bound: ParamBound) -> str:
+    if bound.choices:
+        return "one of: " + ", ".join(bound.choices)
+    low = "" if bound.min is None else f"{bound.min:g}"
+    high = "" if bound.max is None else f"{bound.max:g}"
+    span = f" {low}..{high}" if low or high else ""
+    if bound.max_length is not None:
+        span += f", at most {bound.max_length} characters"
+    return f"{bound.type}{span}"
+
+
+def edit_modal(proposal: Proposal, on_values: Submit) -> FormModal:
+    modal = FormModal(title=f"Edit and approve #{proposal.task_id}",
+                      custom_id=f"ooda:modal:edit:{proposal.task_id}", on_values=on_values)
+    params = {s.name: s.params for s in proposal.steps}
+    for key, step_name, param, bound in edit_keys(proposal):
+        current = params[step_name].get(param)
+        modal.add_input(key, f"{step_name}: {param}", description=describe_bound(bound),
+                        default=None if current is None else str(current))
+    if proposal.risk.band is RiskBand.critical:
+        modal.add_input(CONFIRM_INPUT, "Confirmation phrase", description="Critical risk: type the phrase shown.",
+                        required=False)
+    return modal
+
+
+def parse_value(label: str, raw: str, bound: ParamBound) -> Any:
+    """``raw`` converted to the bound's type and checked; raises InvalidEdit with the rule."""
+    raw = raw.strip()
+    value: Any
+    try:
+        if bound.type == "int":
+            value = int(raw)
+        elif bound.type == "float":
+            value = float(raw)
+        elif bound.type == "bool":
+            if raw.lower() not in {"true", "false", "yes", "no", "1", "0"}:
+                raise ValueError(raw)
+            value = raw.lower() in {"true", "yes", "1"}
+        else:
+            value = raw
+    except ValueError:
+        raise InvalidEdit(f"{label}: `{wording.truncate(raw, 40)}` is not a {bound.type}. "
+                          f"Allowed: {describe_bound(bound)}.") from None
+    if bound.min is not None and isinstance(value, int | float) and value < bound.min:
+        raise InvalidEdit(f"{label}: {value} is below the minimum {bound.min:g}. Allowed: {describe_bound(bound)}.")
+    if bound.max is not None and isinstance(value, int | float) and value > bound.max:
+        raise InvalidEdit(f"{label}: {value} is above the maximum {bound.max:g}. Allowed: {describe_bound(bound)}.")
+    if bound.choices is not None and str(value) not in bound.choices:
+        raise InvalidEdit(f"{label}: `{wording.truncate(str(value), 40)}` is not allowed. "
+                          f"Allowed: {describe_bound(bound)}.")
+    if bound.max_length is not None and isinstance(value, str) and len(value) > bound.max_length:
+        raise InvalidEdit(f"{label}: {len(value)} characters is longer than {bound.max_length}.")
+    return value
+
+
+def parse_edits(proposal: Proposal, values: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The changed params, as ``Commands.approve(edits=...)`` takes them, from the modal values.
+
+    Bounds come from the proposal as it stands at submit time, not when the modal was opened.
+    """
+    params = {s.name: s.params for s in proposal.steps}
+    edits: dict[str, dict[str, Any]] = {}
+    for key, step_name, param, bound in edit_keys(proposal):
+        if key not in values:
+            continue
+        value = parse_value(f"{step_name}.{param}", values[key], bound)
+        if params[step_name].get(param) != value:
+            edits.setdefault(step_name, {})[param] = value
+    return edits
