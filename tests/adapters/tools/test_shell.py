@@ -89,18 +89,19 @@ async def test_timeout_kills_the_process(tmp_path):
 
 async def test_cancellation_kills_the_process(tmp_path):
     tool = make(tmp_path)
-    pidfile = tmp_path / "pid"
-    script = f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 30"
-    task = asyncio.create_task(tool.run(ShellParams(argv=["sh", "-c", script]), dry_run=False))
-    while not pidfile.exists():  # the child writes its pid once it runs; poll without a fixed sleep
-        await asyncio.sleep(0.01)
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)  # reading it blocks until the child has started and written its pid
+    task = asyncio.create_task(
+        tool.run(ShellParams(argv=["sh", "-c", f"echo $$ > {fifo}; exec sleep 30"]), dry_run=False)
+    )
+    pid = int(await asyncio.to_thread(fifo.read_text))
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
     with pytest.raises(ProcessLookupError):
-        os.kill(int(pidfile.read_text()), 0)
+        os.kill(pid, 0)
 
 
 async def test_nonzero_exit_fails_with_code_and_stderr_by_default(tmp_path):
