@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from bot import matching, templates
 from bot.autonomy import Autonomy, AutonomyLevel
@@ -56,6 +56,14 @@ def _compile_fullmatch(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
 
 
+def _valid_regex(pattern: str) -> str:
+    _compile_fullmatch(pattern)
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_valid_regex)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,7 +73,7 @@ class Trigger(_Strict):
 
     sources: list[str] | None = None
     match: dict[str, Text] = Field(default_factory=dict)
-    match_re: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, Regex] = Field(default_factory=dict)
     match_in: dict[str, list[Text]] = Field(default_factory=dict)
     severity: list[Severity] | None = None
     group_by: list[str] = Field(default_factory=list)
@@ -77,19 +85,6 @@ class Trigger(_Strict):
     _in: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
     _sources: frozenset[str] | None = PrivateAttr(default=None)
     _severities: frozenset[Severity] | None = PrivateAttr(default=None)
-
-    @field_validator("match_re")
-    @classmethod
-    def _regexes_compile(cls, value: dict[str, str]) -> dict[str, str]:
-        problems = []
-        for name, pattern in value.items():
-            try:
-                _compile_fullmatch(pattern)
-            except ValueError as exc:
-                problems.append(f"{name}: {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
 
     def model_post_init(self, context: Any) -> None:
         self._re = {name: _compile_fullmatch(p) for name, p in self.match_re.items()}
@@ -119,15 +114,8 @@ class ArgSpec(_Strict):
 
     required: bool = False
     default: Text | None = None
-    pattern: str | None = None
+    pattern: Regex | None = None  # fullmatch
     description: str = ""
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            _compile_fullmatch(value)
-        return value
 
 
 class ReadStep(_Strict):
