@@ -62,6 +62,7 @@ class FakeSlack:
     async def __aenter__(self) -> FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # some methods (usergroups.list) are GETs
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/respond/{key}", self._respond)
         self._runner = web.AppRunner(app)
