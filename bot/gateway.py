@@ -177,6 +177,7 @@ class ToolGateway:
             "reason_code": reason_code,
             "idempotency_key": idempotency_key,
             "dry_run": dry_run,
+            "rollback": None,
         }
 
         refusal = self._refusal(tool, category, decision, reason_code, approval_id, dry_run)
@@ -204,6 +205,7 @@ class ToolGateway:
             error=outcome.error,
             duration_ms=outcome.duration_ms,
             attempts=outcome.attempts,
+            rollback=redact(outcome.rollback.model_dump(mode="json")) if outcome.rollback else None,
         )
         await audit(record)
         log.info(
@@ -282,9 +284,10 @@ class ToolGateway:
     @staticmethod
     def _finish(tool: Tool, params: BaseModel, raw: Any, dry_run: bool, attempts: int) -> ToolOutcome:
         try:
-            data = raw.model_dump(mode="json") if isinstance(raw, BaseModel) else raw
-            result = tool.result_model.model_validate(data)
-        except ValidationError:
+            if isinstance(raw, BaseModel) and not isinstance(raw, tool.result_model):
+                raise TypeError(type(raw).__name__)
+            result = tool.result_model.model_validate(raw)
+        except (ValidationError, TypeError):
             log.error("tool.bad_result", tool=tool.name, result_type=type(raw).__name__)
             return ToolOutcome(
                 ok=False, error=f"{tool.name} returned a result that does not match its model", attempts=attempts
