@@ -292,7 +292,13 @@ class ToolGateway:
             return ToolOutcome(
                 ok=False, error=f"{tool.name} returned a result that does not match its model", attempts=attempts
             )
-        rollback = None if dry_run else tool.rollback_for(params, result)
+        rollback = None
+        if not dry_run:
+            try:
+                rollback = tool.rollback_for(params, result)
+            except Exception:
+                # The call already happened; losing its undo must not turn a success into a failure.
+                log.exception("tool.rollback_unavailable", tool=tool.name)
         return ToolOutcome(
             ok=True,
             result=redact(result.model_dump(mode="json", by_alias=True)),
