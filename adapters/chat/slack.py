@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -103,7 +104,7 @@ class SlackSurface:
             name="ooda",
         )
         self.pacer = ChannelPacer(config.send_interval_s, clock=monotonic)
-        self._seen_events: dict[str, None] = {}
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._groups: dict[str, list[str]] = {}  # user id -> group ids
         self._groups_at: float | None = None
         self._groups_lock = asyncio.Lock()
@@ -254,8 +255,8 @@ class SlackSurface:
                 log.info("slack.event_duplicate", event_id=event_id)
                 return BoltResponse(status=200, body="")
             self._seen_events[event_id] = None
-            while len(self._seen_events) > SEEN_EVENTS:
-                self._seen_events.pop(next_key(self._seen_events))
+            if len(self._seen_events) > SEEN_EVENTS:
+                self._seen_events.popitem(last=False)
         await next()
         return None
 
@@ -273,6 +274,7 @@ class SlackSurface:
             try:
                 result = await self.commands.approve(task_id, actor)
             except ConfirmationRequired as exc:
+                # The core refuses before running anything, so the trigger_id is still fresh (3 s).
                 ctx = kit.ModalContext(task_id=task_id, channel=channel, message_ts=ts, phrase=exc.phrase)
                 await self._open_view(body["trigger_id"], kit.confirm_modal(ctx), channel, body["user"]["id"])
                 return
@@ -341,6 +343,7 @@ class SlackSurface:
         ctx = kit.ModalContext.load(view["private_metadata"])
         values = view["state"]["values"]
         try:
+            # Validation needs the bounds, so this read happens before the ack: it must stay well under 3 s.
             proposal = await self.commands.show(ctx.task_id)
         except Exception as exc:
             await ack()
@@ -429,6 +432,3 @@ class SlackSurface:
             log.warning("slack.views_open_failed", error=exc.response.get("error"))
             await self._ephemeral(channel, user_id, "Slack closed the form before it opened; click the button again.")
 
-
-def next_key(d: dict[str, None]) -> str:
-    return next(iter(d))
