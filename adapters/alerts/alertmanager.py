@@ -10,14 +10,13 @@ the resolved delivery of one alert land on the same stored Signal, and so do ret
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, Labels, validate_body
+from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, Labels, validate_body, vendor_time
 from bot.errors import Unauthorized
-from bot.signals import Severity, Signal, SignalStatus, fingerprint_of, parse_time
+from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
 
 
 class AlertmanagerAlert(BaseModel):
@@ -28,8 +27,9 @@ class AlertmanagerAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: Labels
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
+    # Strings, parsed by vendor_time: see there why.
+    startsAt: str = ""
+    endsAt: str = ""
     generatorURL: str = ""
     fingerprint: str = ""
 
@@ -61,10 +61,10 @@ class AlertmanagerSource:
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[Signal]:
         payload = validate_body(AlertmanagerPayload, body, "Alertmanager")
         group = {"groupKey": payload.groupKey, "receiver": payload.receiver, "externalURL": payload.externalURL}
-        return [to_signal(self.name, alert, group) for alert in payload.alerts]
+        return [to_signal(self.name, alert, index, group) for index, alert in enumerate(payload.alerts)]
 
 
-def to_signal(source: str, alert: AlertmanagerAlert, group: Mapping[str, Any]) -> Signal:
+def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[str, Any]) -> Signal:
     return Signal(
         source=source,
         fingerprint=alert.fingerprint or fingerprint_of(source, alert.labels),
@@ -73,25 +73,22 @@ def to_signal(source: str, alert: AlertmanagerAlert, group: Mapping[str, Any]) -
         title=alert.annotations.get("summary") or alert.labels.get("alertname", ""),
         labels=alert.labels,
         annotations=alert.annotations,
-        starts_at=parse_time(alert.startsAt),
-        ends_at=parse_time(alert.endsAt),
+        starts_at=vendor_time(alert.startsAt, "Alertmanager", "alerts", index, "startsAt"),
+        ends_at=vendor_time(alert.endsAt, "Alertmanager", "alerts", index, "endsAt"),
         url=alert.generatorURL or None,
-        raw={**raw_alert(alert), **group},
+        raw=raw_alert(alert, group),
     )
 
 
-def raw_alert(alert: AlertmanagerAlert) -> dict[str, Any]:
-    """The alert as plain JSON values, built field by field: cheaper than ``model_dump``."""
+def raw_alert(alert: AlertmanagerAlert, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert as plain JSON values plus ``extra``, built field by field: cheaper than ``model_dump``."""
     return {
         "status": alert.status,
         "labels": alert.labels,
         "annotations": alert.annotations,
-        "startsAt": iso(alert.startsAt),
-        "endsAt": iso(alert.endsAt),
+        "startsAt": alert.startsAt,
+        "endsAt": alert.endsAt,
         "generatorURL": alert.generatorURL,
         "fingerprint": alert.fingerprint,
+        **extra,
     }
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

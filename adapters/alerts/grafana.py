@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.alerts.alertmanager import AlertmanagerAlert, raw_alert
-from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body
+from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body, vendor_time
 from adapters.alerts.signatures import check_timestamp, hmac_sha256_hex, matches_any, require_header
 from bot.errors import ConfigError, Unauthorized
-from bot.signals import Severity, Signal, SignalStatus, fingerprint_of, parse_time
+from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
 
 
 class GrafanaAlert(AlertmanagerAlert):
@@ -92,10 +92,10 @@ class GrafanaSource:
             "externalURL": payload.externalURL,
             "orgId": payload.orgId,
         }
-        return [to_signal(self.name, alert, group) for alert in payload.alerts]
+        return [to_signal(self.name, alert, index, group) for index, alert in enumerate(payload.alerts)]
 
 
-def to_signal(source: str, alert: GrafanaAlert, group: Mapping[str, Any]) -> Signal:
+def to_signal(source: str, alert: GrafanaAlert, index: int, group: Mapping[str, Any]) -> Signal:
     annotations = alert.annotations
     if alert.values:
         # Playbooks and proposals read annotations; the numbers stay typed in raw as well.
@@ -108,19 +108,21 @@ def to_signal(source: str, alert: GrafanaAlert, group: Mapping[str, Any]) -> Sig
         title=alert.annotations.get("summary") or alert.labels.get("alertname", ""),
         labels=alert.labels,
         annotations=annotations,
-        starts_at=parse_time(alert.startsAt),
-        ends_at=parse_time(alert.endsAt),
+        starts_at=vendor_time(alert.startsAt, "Grafana", "alerts", index, "startsAt"),
+        ends_at=vendor_time(alert.endsAt, "Grafana", "alerts", index, "endsAt"),
         url=alert.panelURL or alert.dashboardURL or alert.generatorURL or None,
-        raw={
-            **raw_alert(alert),
-            "silenceURL": alert.silenceURL,
-            "dashboardURL": alert.dashboardURL,
-            "panelURL": alert.panelURL,
-            "values": alert.values,
-            "valueString": alert.valueString,
-            "imageURL": alert.imageURL,
-            **group,
-        },
+        raw=raw_alert(
+            alert,
+            {
+                "silenceURL": alert.silenceURL,
+                "dashboardURL": alert.dashboardURL,
+                "panelURL": alert.panelURL,
+                "values": alert.values,
+                "valueString": alert.valueString,
+                "imageURL": alert.imageURL,
+                **group,
+            },
+        ),
     )
 
 

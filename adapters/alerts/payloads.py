@@ -7,11 +7,13 @@ dotted path of the field (``alerts.0.labels.instance``) so the sender can find i
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, StringConstraints, ValidationError
 
 from bot.errors import InvalidPayload
+from bot.signals import parse_time
 
 # Labels are indexed, grouped on and rendered into every proposal; long text belongs in annotations.
 MAX_LABEL_VALUE_CHARS = 16 * 1024
@@ -34,6 +36,24 @@ def validate_body(model: type[Model], body: bytes, vendor: str) -> Model:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise to_invalid_payload(exc, vendor) from exc
+
+
+def vendor_time(value: str | None, vendor: str, *path: str | int) -> datetime | None:
+    """An RFC 3339 time from a vendor body; empty and Alertmanager's 0001-01-01 mean absent.
+
+    Vendor models keep times as the sender's strings: raw evidence stays verbatim, and the C
+    ``fromisoformat`` (which also reads Go's nanoseconds and "Z") costs a tenth of formatting a
+    parsed datetime back for ``raw``. ``path`` names the field in the error.
+    """
+    if not value:
+        return None
+    try:
+        return parse_time(datetime.fromisoformat(value))
+    except ValueError:
+        field = ".".join(str(part) for part in path)
+        raise InvalidPayload(
+            f"Invalid {vendor} payload: {field} is not an RFC 3339 time{shown(value)}.", field=field
+        ) from None
 
 
 def to_invalid_payload(exc: ValidationError, vendor: str, prefix: tuple[str | int, ...] = ()) -> InvalidPayload:

@@ -10,13 +10,15 @@ from bot.signals import Severity, SignalStatus, fingerprint_of
 NEVER = "0001-01-01T00:00:00Z"
 
 
-def alert(instance: str, status: str = "firing", fingerprint: str = "", **labels: str) -> dict:
+def alert(
+    instance: str, status: str = "firing", fingerprint: str = "", startsAt: str = "", endsAt: str = "", **labels: str
+) -> dict:
     return {
         "status": status,
         "labels": {"alertname": "HostHighCpuLoad", "instance": instance, "severity": "critical", **labels},
         "annotations": {"summary": f"CPU at 97% on {instance}"},
-        "startsAt": "2026-01-05T09:58:10.021Z",
-        "endsAt": "2026-01-05T10:12:40.551Z" if status == "resolved" else NEVER,
+        "startsAt": startsAt or "2026-01-05T09:58:10.021Z",
+        "endsAt": endsAt or ("2026-01-05T10:12:40.551Z" if status == "resolved" else NEVER),
         "generatorURL": "http://prometheus:9090/graph?g0.expr=cpu",
         "fingerprint": fingerprint,
     }
@@ -87,7 +89,22 @@ def test_raw_keeps_the_alert_and_the_group_context_for_evidence():
     assert signal.raw["groupKey"] == '{}:{alertname="HostHighCpuLoad"}'
     assert signal.raw["receiver"] == "ooda"
     assert signal.raw["externalURL"] == "http://alertmanager:9093"
+    assert (signal.raw["startsAt"], signal.raw["endsAt"]) == ("2026-01-05T09:58:10.021Z", NEVER)  # verbatim
     json.dumps(signal.raw)  # stored as JSON: plain values only
+
+
+def test_go_nanosecond_times_are_read():
+    (signal,) = parse(group(alert("db-01", startsAt="2026-01-05T09:58:10.123456789Z")))
+
+    assert signal.starts_at == datetime(2026, 1, 5, 9, 58, 10, 123456, tzinfo=UTC)
+
+
+def test_a_time_that_is_not_rfc3339_names_the_field():
+    with pytest.raises(InvalidPayload) as caught:
+        parse(group(alert("db-01"), alert("db-02", endsAt="yesterday")))
+
+    assert caught.value.field == "alerts.1.endsAt"
+    assert "not an RFC 3339 time (got 'yesterday')" in str(caught.value)
 
 
 def test_title_falls_back_to_alertname_and_severity_to_info():
