@@ -1,8 +1,8 @@
 """Which playbook a signal triggers, and which task group it joins.
 
-This runs for every stored signal, so a 10k-alert storm must drain in seconds: every regex and
-set is compiled once when the playbook loads (``Trigger`` keeps them), and matching itself is a
-few dict lookups per playbook.
+This runs for every stored signal, so a 10k-alert storm must drain in seconds: every trigger is
+compiled once, when the playbook loads, into a ``Matcher`` of plain tuples and precompiled
+regexes, and matching itself is a few dict lookups per playbook.
 
 Label semantics follow Alertmanager: a label the signal does not carry counts as the empty
 string, so ``match: {team: ""}`` matches signals without a ``team`` label and
@@ -12,6 +12,7 @@ string, so ``match: {team: ""}`` matches signals without a ``team`` label and
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -21,23 +22,36 @@ if TYPE_CHECKING:
     from bot.playbooks import Playbook, Trigger
 
 
+class Matcher:
+    """A trigger compiled to plain Python: no pydantic attribute access on the hot path."""
+
+    __slots__ = ("equal", "regex", "sets", "severities", "sources")
+
+    def __init__(self, trigger: Trigger) -> None:
+        self.sources = frozenset(trigger.sources) if trigger.sources is not None else None
+        self.severities = frozenset(trigger.severity) if trigger.severity else None
+        self.equal = tuple(trigger.match.items())
+        self.sets = tuple((name, frozenset(values)) for name, values in trigger.match_in.items())
+        self.regex = tuple((name, re.compile(pattern)) for name, pattern in trigger.match_re.items())
+
+    def __call__(self, signal: Signal) -> bool:
+        if self.sources is not None and signal.source not in self.sources:
+            return False
+        if self.severities is not None and signal.severity not in self.severities:
+            return False
+        labels = signal.labels
+        for name, value in self.equal:
+            if labels.get(name, "") != value:
+                return False
+        for name, allowed in self.sets:
+            if labels.get(name, "") not in allowed:
+                return False
+        return all(pattern.fullmatch(labels.get(name, "")) is not None for name, pattern in self.regex)
+
+
 def matches(trigger: Trigger, signal: Signal) -> bool:
     """True if ``signal`` satisfies every matcher of ``trigger`` (source, severity, labels)."""
-    if trigger.source_set is not None and signal.source not in trigger.source_set:
-        return False
-    if trigger.severity_set is not None and signal.severity not in trigger.severity_set:
-        return False
-    labels = signal.labels
-    for name, value in trigger.match.items():
-        if labels.get(name, "") != value:
-            return False
-    for name, allowed in trigger.match_in_sets.items():
-        if labels.get(name, "") not in allowed:
-            return False
-    for name, pattern in trigger.match_re_compiled.items():
-        if pattern.fullmatch(labels.get(name, "")) is None:
-            return False
-    return True
+    return trigger.matcher(signal)
 
 
 def group_key(playbook: Playbook, labels: Mapping[str, str]) -> str:

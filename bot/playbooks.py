@@ -80,33 +80,16 @@ class Trigger(_Strict):
     group_window_s: float = Field(default=300, ge=0)
     cooldown_s: float = Field(default=600, ge=0)
 
-    # Compiled once at load: matching runs for every stored signal.
-    _re: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
-    _in: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
-    _sources: frozenset[str] | None = PrivateAttr(default=None)
-    _severities: frozenset[Severity] | None = PrivateAttr(default=None)
+    _matcher: matching.Matcher | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
-        self._re = {name: _compile_fullmatch(p) for name, p in self.match_re.items()}
-        self._in = {name: frozenset(values) for name, values in self.match_in.items()}
-        self._sources = frozenset(self.sources) if self.sources is not None else None
-        self._severities = frozenset(self.severity) if self.severity else None
+        self._matcher = matching.Matcher(self)
 
     @property
-    def source_set(self) -> frozenset[str] | None:
-        return self._sources
-
-    @property
-    def severity_set(self) -> frozenset[Severity] | None:
-        return self._severities
-
-    @property
-    def match_re_compiled(self) -> dict[str, re.Pattern[str]]:
-        return self._re
-
-    @property
-    def match_in_sets(self) -> dict[str, frozenset[str]]:
-        return self._in
+    def matcher(self) -> matching.Matcher:
+        """The compiled form ``bot.matching`` runs for every signal."""
+        assert self._matcher is not None  # set in model_post_init
+        return self._matcher
 
 
 class ArgSpec(_Strict):
@@ -286,16 +269,17 @@ class PlaybookSet:
                 raise ConfigError(f"duplicate playbook id {playbook.id!r}")
             self._by_id[playbook.id] = playbook
         # Most triggers pin alertname; indexing on it keeps a storm's matching cost flat.
-        self._by_alertname: dict[str, list[Playbook]] = {}
-        self._unindexed: list[Playbook] = []
+        self._by_alertname: dict[str, list[tuple[Playbook, matching.Matcher]]] = {}
+        self._unindexed: list[tuple[Playbook, matching.Matcher]] = []
         for playbook in self._by_id.values():
             if playbook.trigger is None:
                 continue
+            entry = (playbook, playbook.trigger.matcher)
             name = playbook.trigger.match.get("alertname")
             if name is None:
-                self._unindexed.append(playbook)
+                self._unindexed.append(entry)
             else:
-                self._by_alertname.setdefault(name, []).append(playbook)
+                self._by_alertname.setdefault(name, []).append(entry)
 
     def __iter__(self) -> Iterator[Playbook]:
         return iter(self._by_id.values())
@@ -322,8 +306,8 @@ class PlaybookSet:
 
     def match(self, signal: Signal) -> list[Playbook]:
         """Every playbook whose trigger matches ``signal``, in id order."""
-        candidates = self._by_alertname.get(signal.labels.get("alertname", ""), [])
-        found = [p for p in (*candidates, *self._unindexed) if p.trigger and matching.matches(p.trigger, signal)]
+        candidates = self._by_alertname.get(signal.labels.get("alertname", ""), ())
+        found = [p for p, matcher in (*candidates, *self._unindexed) if matcher(signal)]
         return sorted(found, key=lambda p: p.id) if len(found) > 1 else found
 
 
