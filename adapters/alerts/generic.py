@@ -13,7 +13,7 @@ One alert per request::
       "annotations": {"runbook": "..."},   optional; string -> string
       "starts_at": "2026-01-05T03:10:00Z", optional; RFC 3339 with a UTC offset
       "ends_at": null,                     optional; RFC 3339 with a UTC offset
-      "url": "https://..."                 optional; link back to the sender
+      "url": "https://..."                 optional; http(s) link back to the sender
     }
 
 Unknown fields are rejected, so a misspelt field fails loudly instead of being dropped.
@@ -63,7 +63,8 @@ class GenericAlert(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: Timestamp | None = None
     ends_at: Timestamp | None = None
-    url: str | None = None
+    # Shown as a link in chat; other schemes (javascript:, file:) have no business there.
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://")] | None = None
 
 
 class GenericSource:

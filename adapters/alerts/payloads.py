@@ -74,8 +74,10 @@ def describe(error: Any, field: str | None) -> str:
     value = error.get("input")
     if kind == "json_invalid":
         return f"the body is not valid JSON ({ctx.get('error', error['msg'])})."
-    if field is None and kind in {"model_type", "dict_type", "model_attributes_type"}:
-        return "the body must be a JSON object."
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return "the body must be a JSON object." if field is None else f"{field} must be a JSON object{shown(value)}."
+    if kind == "string_pattern_mismatch":
+        return f"{field} must match the pattern {ctx.get('pattern')}{shown(value)}."
     if kind == "missing":
         return f"{field} is required but missing."
     if kind == "extra_forbidden":

@@ -103,6 +103,7 @@ def test_unknown_field_is_rejected_by_name():
         ({"starts_at": "2026-01-05T03:10:00"}, "starts_at"),
         ({"source": "cron check"}, "source"),
         ({"external_id": ""}, "external_id"),
+        ({"url": "javascript:alert(1)"}, "url"),
     ],
 )
 def test_schema_violations_name_the_field(change, field):

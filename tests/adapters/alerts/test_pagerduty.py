@@ -145,6 +145,15 @@ def test_incident_without_id_names_the_field():
     assert caught.value.field == "event.data.id"
 
 
+def test_state_event_without_incident_data_names_the_field():
+    body = json.dumps({"event": {"id": "01DEN", "event_type": "incident.triggered", "data": None}}).encode()
+
+    with pytest.raises(InvalidPayload, match=r"event\.data must be a JSON object") as caught:
+        PagerDutySource().parse(body, {})
+
+    assert caught.value.field == "event.data"
+
+
 def test_missing_envelope_names_the_field():
     with pytest.raises(InvalidPayload) as caught:
         PagerDutySource().parse(json.dumps({"messages": []}).encode(), {})
