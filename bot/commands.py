@@ -4,18 +4,38 @@ Slack buttons, Discord buttons, ``/ops`` on both, the HTTP API and the CLI all e
 policy sees one actor model and one set of rules. Refusals raise ``UserError`` subclasses whose
 text is written for the person who clicked (``Forbidden``, ``Conflict``, ``UnknownTask``,
 ``ConfirmationRequired``).
+
+Who may pull the kill switch: anyone with a role, because stopping is always safe. Who may
+release it: the ``admin`` or ``operator`` role.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import BaseModel
 
+from bot import events as ev
+from bot.audit import AuditEntry
+from bot.errors import Forbidden, UnknownTask
+from bot.events import Event
 from bot.identity import Actor
-from bot.proposals import Proposal
-from bot.tasks import Task
+from bot.policy import autonomy_for, describe_policy, explain_decision
+from bot.proposal_view import current_proposal
+from bot.proposals import Decision, Proposal
+from bot.tasks import Task, TaskState
+
+if TYPE_CHECKING:
+    from bot.approvals import Approvals
+    from bot.core import Core
+    from bot.engine import Engine
+    from bot.executor import Executor
+
+log = structlog.get_logger(__name__)
+
+RESUME_ROLES = frozenset({"admin", "operator"})
 
 
 class ActionResult(BaseModel):
@@ -38,55 +58,136 @@ class Status(BaseModel):
 
 
 class Commands:
-    """Implemented in the core (see bot/engine.py); this class is the public entry point.
+    def __init__(self, core: Core, engine: Engine, approvals: Approvals, executor: Executor) -> None:
+        self.core = core
+        self.engine = engine
+        self.approvals = approvals
+        self.executor = executor
 
-    Methods:
-        approve(task_id, actor, *, edits=None, confirmation=None) -> ActionResult
-            ``edits`` maps step name -> {param: new value}; validated against the playbook's bounds.
-        reject(task_id, actor, reason) -> ActionResult
-        undo(task_id, actor) -> ActionResult
-        pause(actor, reason) -> Status            (kill switch on)
-        resume(actor) -> Status                   (kill switch off)
-        run_playbook(playbook_id, args, actor) -> Task
-        status() -> Status
-        list_tasks(*, open_only=True, limit=20) -> list[Task]
-        show(task_id) -> Proposal
-        digest(*, since=None) -> str
-    """
+    async def _task(self, task_id: int) -> Task:
+        task = await self.core.store.get_task(task_id)
+        if task is None:
+            raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks` or /ops tasks")
+        return task
 
-    async def approve(
-        self,
-        task_id: int,
-        actor: Actor,
-        *,
-        edits: dict[str, dict[str, Any]] | None = None,
-        confirmation: str | None = None,
-    ) -> ActionResult:
-        raise NotImplementedError
+    async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
+                      confirmation: str | None = None) -> ActionResult:
+        task = await self._task(task_id)
+        proposal = await current_proposal(self.core.store, task)
+        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation)
+        if started:
+            await self.engine.submit(task.id)
+            message = f"Approved by {actor.display}: task {task.id} is executing."
+        else:
+            have = len(await self.core.store.approvals_of_task(task.id))
+            message = (f"Approval by {actor.display} recorded for task {task.id} "
+                       f"({have} of {proposal.approvals_required or 1}); waiting for more approvers.")
+        log.info("task.approve", task_id=task.id, actor=actor.id, started=started)
+        return ActionResult(message=message, proposal=await current_proposal(self.core.store, task.id),
+                            executed=started)
 
     async def reject(self, task_id: int, actor: Actor, reason: str) -> ActionResult:
-        raise NotImplementedError
+        task = await self.approvals.reject(await self._task(task_id), actor, reason)
+        return ActionResult(message=f"Rejected by {actor.display}: {reason}",
+                            proposal=await current_proposal(self.core.store, task))
 
     async def undo(self, task_id: int, actor: Actor) -> ActionResult:
-        raise NotImplementedError
+        task = await self._task(task_id)
+        if self.core.kill_switch:
+            raise Forbidden("the kill switch is on: undo is a write too; resume first")
+        proposal = await current_proposal(self.core.store, task)
+        allowed = set(proposal.approver_roles) | RESUME_ROLES
+        if not actor.has_any(allowed):
+            raise Forbidden(f"undo needs one of the roles {', '.join(sorted(allowed))}; "
+                            f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
+        task = await self.executor.undo(task, actor)
+        return ActionResult(message=f"Undo by {actor.display}: {task.outcome}",
+                            proposal=await current_proposal(self.core.store, task), executed=True)
 
     async def pause(self, actor: Actor, reason: str = "") -> Status:
-        raise NotImplementedError
+        if not actor.roles:
+            raise Forbidden(f"{actor.display} has no role in Ooda's config, so cannot pull the kill switch")
+        await self._set_kill_switch(actor, True, reason)
+        return await self.status()
 
     async def resume(self, actor: Actor) -> Status:
-        raise NotImplementedError
+        if not actor.has_any(RESUME_ROLES):
+            raise Forbidden(f"resuming needs the role admin or operator; {actor.display} has "
+                            f"{', '.join(sorted(actor.roles)) or 'none'}")
+        await self._set_kill_switch(actor, False, "")
+        return await self.status()
+
+    async def _set_kill_switch(self, actor: Actor, on: bool, reason: str) -> None:
+        from bot.core import KILL_SWITCH_KEY
+
+        value = {"on": on, "by": actor.display, "reason": reason}
+
+        async def unit(t: Any) -> None:
+            await t.set_setting(KILL_SWITCH_KEY, value, actor.id)
+            t.audit(AuditEntry(actor.id, "kill_switch.on" if on else "kill_switch.off", None,
+                               {"reason": reason, "via": actor.via}))
+            t.event(Event(ev.KILL_SWITCH, None, value))
+
+        await self.core.store.transact(unit)
+        self.core.kill_switch = on
+        self.core.metrics.kill_switch.set(1 if on else 0)
+        log.warning("kill_switch.changed", on=on, actor=actor.id, reason=reason)
 
     async def run_playbook(self, playbook_id: str, args: dict[str, str], actor: Actor) -> Task:
-        raise NotImplementedError
+        if not actor.roles:
+            raise Forbidden(f"{actor.display} has no role in Ooda's config, so cannot run playbooks")
+        playbook = self.core.playbooks.get(playbook_id)
+        resolved = playbook.resolve_args(args)
+        key = f"{playbook.group_key(resolved)}#manual"
+        title = f"{playbook.id} run by {actor.display}"
+
+        async def unit(t: Any) -> Task:
+            return await t.create_task(
+                playbook_id=playbook.id, playbook_version=playbook.version, group_key=key, title=title,
+                environment=resolved.get("env", self.core.environment), severity="info", requester=actor.id,
+                args=resolved, signal_ids=[], last_signal_at=None,
+            )
+
+        task = await self.core.store.transact(unit)
+        await self.engine.submit(task.id)
+        return task
 
     async def status(self) -> Status:
-        raise NotImplementedError
+        setting = await self.core.store.get_setting("kill_switch")
+        value = setting["value"] if setting else {}
+        open_tasks = await self.core.store.list_tasks(open_only=True, limit=1000)
+        since = (self.core.clock() - timedelta(days=1)).isoformat()
+        failed = [t for t in await self.core.store.tasks_since(since)
+                  if t.state in (TaskState.failed_terminal, TaskState.escalated_to_human)]
+        auto = autonomy_for(self.core.policy, environment=self.core.environment, kill_switch=self.core.kill_switch)
+        return Status(
+            paused=self.core.kill_switch, paused_by=value.get("by") if self.core.kill_switch else None,
+            paused_reason=value.get("reason") if self.core.kill_switch else None,
+            environment=self.core.environment, autonomy_cap=str(auto.level),
+            open_tasks=len(open_tasks), needs_approval=sum(t.state is TaskState.needs_approval for t in open_tasks),
+            recent_failures=[f"#{t.id} {t.playbook_id}: {t.outcome or t.state.value}" for t in failed[-5:]],
+        )
 
     async def list_tasks(self, *, open_only: bool = True, limit: int = 20) -> list[Task]:
-        raise NotImplementedError
+        return await self.core.store.list_tasks(open_only=open_only, limit=limit)
 
     async def show(self, task_id: int) -> Proposal:
-        raise NotImplementedError
+        return await current_proposal(self.core.store, await self._task(task_id))
 
     async def digest(self, *, since: datetime | None = None) -> str:
-        raise NotImplementedError
+        from bot.digest import build_digest
+
+        now = self.core.clock()
+        return await build_digest(self.core.store, since or now - timedelta(days=1), now)
+
+    async def explain(self, task_id: int) -> str:
+        proposal = await self.show(task_id)
+        lines = [f"Task {task_id} ({proposal.playbook_id}), environment {proposal.environment}, "
+                 f"risk {proposal.risk.score} ({proposal.risk.band.value})"]
+        for step in proposal.steps:
+            lines.append(f"- {step.name} [{step.tool}, {step.category.value}]: "
+                         + explain_decision(Decision.model_validate(step.decision)))
+        return "\n".join(lines)
+
+    def describe_policy(self) -> str:
+        return describe_policy(self.core.policy)

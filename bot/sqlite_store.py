@@ -22,7 +22,17 @@ from bot.errors import StoreUnavailable
 from bot.events import EventBus
 from bot.migrations import MIGRATIONS
 from bot.signals import Signal
+from bot.sqlite_tasks import (
+    APPROVAL_COLUMNS,
+    STEP_COLUMNS,
+    TASK_COLUMNS,
+    TaskTx,
+    approval_from_row,
+    step_from_row,
+    task_from_row,
+)
 from bot.sqlite_writer import GroupCommitWriter, Tx
+from bot.tasks import OPEN_STATES, ApprovalRecord, StepRecord, Task
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -135,8 +145,13 @@ class SqliteStore:
     def queue_depth(self) -> int:
         return self._writer.depth if self._writer else 0
 
-    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
-        return await self.writer.transact(fn)
+    async def transact(self, fn: Callable[[TaskTx], Awaitable[T]]) -> T:
+        """Run ``fn`` with domain operations inside the next transaction; returns after the commit."""
+
+        async def unit(tx: Tx) -> T:
+            return await fn(TaskTx(tx))
+
+        return await self.writer.transact(unit)
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         conn = self._read_conn or self._write_conn
@@ -224,6 +239,79 @@ class SqliteStore:
         )
         return [{"id": r[0], "name": r[1], "payload": json.loads(r[2]), "correlation_id": r[3], "at": r[4]}
                 for r in rows]
+
+
+    # -- tasks (reads) --------------------------------------------------------------------------
+
+    async def get_task(self, task_id: int) -> Task | None:
+        row = await self._one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return task_from_row(row) if row else None
+
+    async def list_tasks(self, *, open_only: bool = True, limit: int = 50) -> list[Task]:
+        where = ""
+        params: tuple[Any, ...] = ()
+        if open_only:
+            states = sorted(s.value for s in OPEN_STATES)
+            where = f"WHERE state IN ({', '.join('?' * len(states))})"
+            params = tuple(states)
+        rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [task_from_row(r) for r in rows]
+
+    async def tasks_in_states(self, states: list[str]) -> list[Task]:
+        rows = await self._all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ({', '.join('?' * len(states))}) ORDER BY id",
+            tuple(states),
+        )
+        return [task_from_row(r) for r in rows]
+
+    async def tasks_since(self, since: str) -> list[Task]:
+        rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks WHERE created_at >= ? ORDER BY id", (since,))
+        return [task_from_row(r) for r in rows]
+
+    async def steps_of_task(self, task_id: int, kind: str | None = None) -> list[StepRecord]:
+        sql = f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ?"
+        params: tuple[Any, ...] = (task_id,)
+        if kind:
+            sql += " AND kind = ?"
+            params = (task_id, kind)
+        return [step_from_row(r) for r in await self._all(sql + " ORDER BY kind, idx, id", params)]
+
+    async def approvals_of_task(self, task_id: int) -> list[ApprovalRecord]:
+        rows = await self._all(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE task_id = ? ORDER BY id", (task_id,))
+        return [approval_from_row(r) for r in rows]
+
+    async def tool_runs_since(self, tool: str, since: str) -> tuple[int, int]:
+        """(runs, failures) of write/read steps of ``tool`` started since ``since`` (not dry runs)."""
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(state = 'failed'), 0) FROM steps "
+            "WHERE tool = ? AND kind IN ('step', 'rollback') AND started_at >= ?",
+            (tool, since),
+        )
+        return int(row[0]), int(row[1])
+
+    async def playbook_runs_since(self, playbook_id: str, since: str) -> tuple[int, int]:
+        """(executed steps, failed steps) of a playbook's tasks since ``since``."""
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(s.state = 'failed'), 0) FROM steps s JOIN tasks t ON t.id = s.task_id "
+            "WHERE t.playbook_id = ? AND s.kind = 'step' AND s.started_at >= ?",
+            (playbook_id, since),
+        )
+        return int(row[0]), int(row[1])
+
+    async def outbox_items(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT ?", (limit,)
+        )
+        return [{"id": r[0], "task_id": r[1], "surface": r[2], "note": r[3], "attempts": r[4], "error": r[5]}
+                for r in rows]
+
+    async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]:
+        rows = await self._all(
+            "SELECT coalesce(json_extract(labels, '$.alertname'), title), sum(deliveries) AS n FROM signals "
+            "WHERE received_at >= ? GROUP BY 1 ORDER BY n DESC LIMIT ?",
+            (since, limit),
+        )
+        return [(r[0] or "(untitled)", int(r[1])) for r in rows]
 
 
 def _signal_dict(row: Any) -> dict[str, Any]:

@@ -81,3 +81,36 @@ class Task(BaseModel):
     proposal: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = Field(default_factory=list)
     outcome: str | None = None
+
+
+class StepRecord(BaseModel):
+    """A stored step: an evidence read, a proposed/executed step, a rollback or a verify call."""
+
+    id: int
+    task_id: int
+    kind: str  # evidence | step | rollback | verify
+    idx: int
+    name: str
+    tool: str
+    category: str
+    params: dict[str, Any]
+    rollback: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    state: str
+    idempotency_key: str
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class ApprovalRecord(BaseModel):
+    id: int
+    task_id: int
+    actor: str
+    display: str
+    verdict: str  # approve | reject
+    reason: str | None = None
+    edits: dict[str, Any] | None = None
+    created_at: datetime

@@ -1,0 +1,180 @@
+"""Approve, reject and edit a proposal: who may, how many, and what happens when quorum is reached.
+
+Everything is decided inside one store transaction, and the single writer serializes those, so
+two people clicking Approve at the same moment cannot both start the execution: the transaction
+that reaches quorum moves the task to ``executing`` and only its caller queues the work. The same
+person approving twice counts once (a unique row per person and verdict).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import events as ev
+from bot.audit import AuditEntry
+from bot.core import Core
+from bot.errors import ConfirmationRequired, Conflict, Forbidden, UserError
+from bot.events import Event
+from bot.gateway import parse_params
+from bot.identity import Actor
+from bot.policy import check_approver, quorum_reached, tier_of
+from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
+from bot.risk import BlastRadius
+from bot.sqlite_tasks import TaskTx
+from bot.tasks import StepRecord, Task, TaskState
+
+APPROVABLE = {TaskState.needs_approval, TaskState.escalated_to_human}
+
+
+def confirmation_phrase(task_id: int) -> str:
+    return f"approve {task_id}"
+
+
+def check_edit(name: str, value: Any, bound: ParamBound) -> tuple[Any, str | None]:
+    """Coerce an edited value to its bound's type; returns (value, problem)."""
+    try:
+        if bound.type == "int":
+            value = int(value)
+        elif bound.type == "float":
+            value = float(value)
+        elif bound.type == "bool":
+            value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+        else:
+            value = str(value)
+    except (TypeError, ValueError):
+        return value, f"{name} must be a {bound.type}, got {value!r}"
+    if bound.min is not None and isinstance(value, int | float) and value < bound.min:
+        return value, f"{name} must be at least {bound.min:g}, got {value}"
+    if bound.max is not None and isinstance(value, int | float) and value > bound.max:
+        return value, f"{name} must be at most {bound.max:g}, got {value}"
+    if bound.choices is not None and str(value) not in bound.choices:
+        return value, f"{name} must be one of {', '.join(bound.choices)}, got {value!r}"
+    if bound.max_length is not None and isinstance(value, str) and len(value) > bound.max_length:
+        return value, f"{name} must be at most {bound.max_length} characters"
+    return value, None
+
+
+class Approvals:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _pending_decisions(self, task: Task) -> list[tuple[StepRecord, Decision, int]]:
+        """Steps not yet run, each decided again now, with its permission tier."""
+        playbook = self.core.playbooks.get(task.playbook_id)
+        out = []
+        for step in await self.core.store.steps_of_task(task.id, "step"):
+            if step.state not in {"pending", "denied"}:
+                continue
+            spec = next((s for s in playbook.steps if s.name == step.name), None)
+            risk, decision = await self.core.assess(
+                playbook, tool=step.tool, category=Category(step.category),
+                blast_radius=BlastRadius(spec.blast_radius.value) if spec else BlastRadius.service,
+                environment=task.environment, severity=task.severity, targets=task.signal_count,
+            )
+            out.append((step, decision, tier_of(self.core.policy, Category(step.category), risk.band)))
+        return out
+
+    async def approve(self, task: Task, proposal: Proposal, actor: Actor, edits: dict[str, dict[str, Any]] | None,
+                      confirmation: str | None) -> tuple[Task, bool]:
+        """Record an approval; returns the task and whether this approval started execution."""
+        if task.state not in APPROVABLE:
+            raise Conflict(f"task {task.id} is already decided: it is {task.state.value}"
+                           + (f" ({task.outcome})" if task.outcome else ""))
+        if self.core.kill_switch:
+            raise Forbidden("the kill switch is on: nothing runs until someone with the operator role resumes "
+                            "(`ooda resume` or /ops resume)")
+        pending = await self._pending_decisions(task)
+        denied = [(s, d) for s, d, _ in pending if d.verdict == "deny"]
+        if denied:
+            step, decision = denied[0]
+            raise Forbidden(f"policy denies step {step.name} right now ({decision.rule}): {decision.reason}")
+        needing = [(s, d, tier) for s, d, tier in pending if d.verdict == "needs_approval"]
+        if not needing:
+            raise Conflict(f"task {task.id} has no step waiting for approval")
+        for _, decision, tier in needing:
+            refusal = check_approver(self.core.policy, decision, actor, task.requester, tier)
+            if refusal:
+                raise Forbidden(refusal)
+        if proposal.risk.band is RiskBand.critical and (confirmation or "").strip().lower() != confirmation_phrase(
+                task.id):
+            raise ConfirmationRequired(
+                f"task {task.id} is critical risk ({proposal.risk.score}/100): type `{confirmation_phrase(task.id)}` "
+                "to confirm", confirmation_phrase(task.id))
+        changes = self._validate_edits(task, {s.name: s for s, _, _ in pending}, edits or {})
+
+        async def unit(t: TaskTx) -> tuple[Task, bool]:
+            current = await t.get_task(task.id)
+            if current.state not in APPROVABLE:
+                raise Conflict(f"task {task.id} was decided a moment ago: it is {current.state.value}")
+            inserted = await t.add_approval(task.id, actor.id, actor.display, "approve", None, edits or None)
+            for step, params, diff in changes:
+                await t.update_step(step.id, params=params)
+                t.audit(AuditEntry(actor.id, "step.edited", task.id, {"step": step.name, "diff": diff}))
+            if inserted:
+                t.audit(AuditEntry(actor.id, "task.approval", task.id, {"via": actor.via, "edits": edits or {}}))
+                t.event(Event(ev.APPROVED, task.id, {"actor": actor.id, "display": actor.display, "via": actor.via}))
+            approvers = {a.actor for a in await t.approvals(task.id) if a.verdict == "approve"}
+            if all(quorum_reached(d, approvers) for _, d, _ in needing):
+                moved = await t.set_state(task.id, APPROVABLE, TaskState.executing, actor=actor.id,
+                                          reason=f"approved by {', '.join(sorted(approvers))}")
+                return moved, True
+            return current, False
+
+        return await self.core.store.transact(unit)
+
+    def _validate_edits(self, task: Task, steps: dict[str, StepRecord],
+                        edits: dict[str, dict[str, Any]]) -> list[tuple[StepRecord, dict[str, Any], dict[str, Any]]]:
+        playbook = self.core.playbooks.get(task.playbook_id)
+        problems, changes = [], []
+        for step_name, params in edits.items():
+            if step_name not in steps:
+                problems.append(f"step {step_name!r} is not waiting to run, so it cannot be edited")
+                continue
+            spec = playbook.step(step_name)
+            record = steps[step_name]
+            new_params = dict(record.params)
+            diff = {}
+            for name, value in params.items():
+                bound = spec.editable.get(name)
+                if bound is None:
+                    allowed = ", ".join(spec.editable) or "none"
+                    problems.append(f"{step_name}.{name} is not editable (editable: {allowed})")
+                    continue
+                coerced, problem = check_edit(f"{step_name}.{name}", value, bound)
+                if problem:
+                    problems.append(problem)
+                    continue
+                if new_params.get(name) != coerced:
+                    diff[name] = {"from": new_params.get(name), "to": coerced}
+                    new_params[name] = coerced
+            if diff:
+                try:
+                    parse_params(self.core.gateway.registry.get(record.tool), new_params)
+                except UserError as exc:
+                    problems.append(str(exc))
+                    continue
+                except Exception as exc:
+                    problems.append(f"{step_name}: {exc}")
+                    continue
+                changes.append((record, new_params, diff))
+        if problems:
+            raise UserError("edits refused: " + "; ".join(problems))
+        return changes
+
+    async def reject(self, task: Task, actor: Actor, reason: str) -> Task:
+        if task.state not in APPROVABLE | {TaskState.queued}:
+            raise Conflict(f"task {task.id} is already decided: it is {task.state.value}")
+        if not reason.strip():
+            raise UserError("say why you reject it: the reason feeds the playbook's review")
+        pending = await self._pending_decisions(task)
+        roles = {r for _, d, _ in pending for r in d.roles}
+        if roles and not actor.has_any(roles) and actor.id != task.requester:
+            raise Forbidden(f"rejecting needs one of the roles {', '.join(sorted(roles))}; "
+                            f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
+
+        async def unit(t: TaskTx) -> Task:
+            await t.add_approval(task.id, actor.id, actor.display, "reject", reason, None)
+            return await t.set_state(task.id, APPROVABLE | {TaskState.queued}, TaskState.rejected, actor=actor.id,
+                                     reason=reason, outcome=f"rejected by {actor.display}: {reason}")
+
+        return await self.core.store.transact(unit)

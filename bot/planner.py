@@ -1,0 +1,257 @@
+"""Orient and decide: evidence, condition, rendered steps, risk, policy, the proposal.
+
+Planning only reads (evidence tools and dry runs change nothing), and its result is saved in one
+transaction at the end, so a crash in the middle leaves the task ``running`` with nothing half
+written and recovery simply plans it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from bot import events as ev
+from bot.audit import AuditEntry
+from bot.core import Core
+from bot.errors import BotError, ToolError
+from bot.events import Event
+from bot.gateway import ToolCallRefused, parse_params
+from bot.playbooks import Playbook, ReadStep, Step
+from bot.ports import StepCall
+from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
+from bot.risk import BlastRadius, band_for
+from bot.signals import Signal
+from bot.sqlite_tasks import TaskTx
+from bot.tasks import Task, TaskState
+from bot.templates import build_context, evaluate, render_params
+
+log = structlog.get_logger(__name__)
+
+READ_DECISION = Decision(verdict="allow", rule="read", reason="Reading evidence changes nothing.")
+SNIPPET_CHARS = 600
+EVIDENCE_LIMIT = 20
+BLAST_ORDER = [b.value for b in BlastRadius]
+
+
+def step_key(task_id: int, kind: str, index: int, name: str) -> str:
+    """The idempotency key of a step: stable across restarts, unique per task."""
+    return f"task-{task_id}:{kind}:{index}:{name}"
+
+
+async def load_signals(core: Core, task_id: int) -> list[Signal]:
+    rows = await core.store.signals_of_task(task_id, limit=20)
+    return [Signal.model_validate({k: v for k, v in row.items() if k in Signal.model_fields}) for row in rows]
+
+
+def template_context(core: Core, task: Task, signals: list[Signal], evidence: dict[str, Any]) -> dict[str, Any]:
+    return build_context(signals, evidence, task.args, core.settings.vars,
+                         {"id": task.id, "environment": task.environment, "playbook_id": task.playbook_id})
+
+
+def _category(core: Core, tool_name: str, params: dict[str, Any], declared: Category | None) -> Category:
+    """The tool's own classification of this call, raised (never lowered) by the playbook's."""
+    tool = core.gateway.registry.get(tool_name)
+    own = tool.category_of(parse_params(tool, params))
+    order = list(Category)
+    return max(own, declared or own, key=order.index)
+
+
+async def _read(core: Core, task: Task, step: ReadStep, context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    audit: list[dict[str, Any]] = []
+
+    async def sink(record: dict[str, Any]) -> None:
+        audit.append(record)
+
+    try:
+        params = render_params(step.params, context, where=f"evidence.{step.name}.params")
+        if _category(core, step.tool, params, None).writes:
+            raise ToolCallRefused(f"evidence step {step.name!r} calls {step.tool} as a write; evidence must only read")
+        outcome = await core.gateway.call(
+            StepCall(tool=step.tool, params=params), decision=READ_DECISION, reason_code=None, approval_id=None,
+            dry_run=False, idempotency_key=step_key(task.id, "evidence", 0, step.name),
+            timeout_s=min(step.timeout_s, core.settings.engine.evidence_timeout_s), retries=step.retries, audit=sink,
+        )
+        result = {"ok": outcome.ok, "result": outcome.result, "error": outcome.error, "params": params,
+                  "tool": step.tool, "audit": audit}
+    except (BotError, ToolError) as exc:
+        result = {"ok": False, "result": None, "error": str(exc), "params": {}, "tool": step.tool, "audit": audit}
+    core.metrics.tool_calls.labels(step.tool, "ok" if result["ok"] else "failed").inc()
+    return step.name, result
+
+
+def _evidence_value(result: dict[str, Any]) -> Any:
+    """What templates see as ``evidence.<name>``: the tool's result, plus ok/error."""
+    value = dict(result["result"] or {})
+    value.setdefault("ok", result["ok"])
+    if result["error"]:
+        value["error"] = result["error"]
+    return value
+
+
+def _snippet(result: dict[str, Any]) -> str:
+    body = result["result"] if result["ok"] else {"error": result["error"]}
+    text = str(body.get("body") if isinstance(body, dict) and "body" in body else body)
+    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
+
+
+def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | None) -> str | None:
+    if rollback:
+        return f"{rollback['tool']} {rollback['params']}"
+    if category is Category.write_reversible:
+        return f"{step.tool} restores the previous value (recorded when it runs)"
+    if category is Category.write_irreversible:
+        return None
+    return None
+
+
+def _overall_risk(scores: list[RiskScore]) -> RiskScore:
+    if not scores:
+        return RiskScore(score=0, band=band_for(0), factors=[])
+    return max(scores, key=lambda r: r.score)
+
+
+class Planner:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def plan(self, task: Task) -> Task:
+        """Run orient and decide for a queued (or interrupted) task; returns it in its next state."""
+        core = self.core
+        playbook = core.playbooks.get(task.playbook_id)
+        if task.state is TaskState.queued or task.state is TaskState.failed_retryable:
+            task = await core.store.transact(
+                lambda t: t.set_state(task.id, {TaskState.queued, TaskState.failed_retryable}, TaskState.running,
+                                      actor="system", reason="planning")
+            )
+        signals = await load_signals(core, task.id)
+        context = template_context(core, task, signals, {})
+        results = dict(await asyncio.gather(*(_read(core, task, s, context) for s in playbook.evidence)))
+        evidence_values = {name: _evidence_value(r) for name, r in results.items()}
+        context = template_context(core, task, signals, evidence_values)
+
+        try:
+            condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
+            steps = [] if not condition_met else [await self._decide(playbook, task, s, i, context)
+                                                   for i, s in enumerate(playbook.steps)]
+        except BotError as exc:
+            return await self._save(task, playbook, signals, results, [], error=str(exc))
+        return await self._save(task, playbook, signals, results, steps, condition_met=condition_met)
+
+    async def _decide(self, playbook: Playbook, task: Task, step: Step, index: int,
+                      context: dict[str, Any]) -> dict[str, Any]:
+        core = self.core
+        where = f"steps.{step.name}.params"
+        params = render_params(step.params, context, where=where)
+        category = _category(core, step.tool, params, step.category)
+        rollback = None
+        if step.rollback:
+            rollback = {"tool": step.rollback.tool,
+                        "params": render_params(step.rollback.params, context, where=f"steps.{step.name}.rollback")}
+        risk, decision = await core.assess(
+            playbook, tool=step.tool, category=category, blast_radius=BlastRadius(step.blast_radius.value),
+            environment=task.environment, severity=task.severity, targets=task.signal_count,
+        )
+        dry_run = None
+        if category.writes and decision.verdict != "deny" and core.gateway.registry.get(step.tool).supports_dry_run:
+            dry_run = await self._dry_run(task, step, index, params, decision)
+        return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
+                "risk": risk, "decision": decision, "dry_run": dry_run}
+
+    async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any], decision: Decision) -> str:
+        try:
+            outcome = await self.core.gateway.call(
+                StepCall(tool=step.tool, params=params), decision=decision, reason_code=f"dry-run:{task.playbook_id}",
+                approval_id=None, dry_run=True, idempotency_key=step_key(task.id, "dry-run", index, step.name),
+                timeout_s=step.timeout_s, retries=0, audit=_discard,
+            )
+        except ToolError as exc:
+            return f"dry run refused: {exc}"
+        return str(outcome.result) if outcome.ok else f"dry run failed: {outcome.error}"
+
+    async def _save(self, task: Task, playbook: Playbook, signals: list[Signal], results: dict[str, dict[str, Any]],
+                    steps: list[dict[str, Any]], *, condition_met: bool = True, error: str | None = None) -> Task:
+        core = self.core
+        risk = _overall_risk([s["risk"] for s in steps])
+        evidence = [Evidence(kind="signal", title=s.title or s.labels.get("alertname", s.fingerprint), url=s.url,
+                             snippet=", ".join(f"{k}={v}" for k, v in list(s.labels.items())[:8]))
+                    for s in signals[:5]]
+        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, snippet=_snippet(r)) for name, r in results.items()]
+        views = [StepView(
+            index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
+            decision=s["decision"], blast_radius=s["step"].blast_radius.value,
+            rollback=_rollback_text(s["step"], s["category"], s["rollback"]), dry_run=s["dry_run"],
+            editable=s["step"].editable,
+        ) for s in steps]
+        writes = [v for v in views if v.category.writes]
+        needing = [v.decision for v in writes if v.decision.verdict == "needs_approval"]
+        summary = playbook.description.strip().splitlines()[0] if playbook.description.strip() else playbook.id
+        if signals:
+            summary = f"{summary} — {task.signal_count} signal(s), first: {signals[0].title or signals[0].fingerprint}"
+        now = core.clock()
+        proposal = Proposal(
+            task_id=task.id, playbook_id=playbook.id, playbook_version=playbook.version, title=task.title,
+            summary=summary, state=task.state.value, environment=task.environment, severity=task.severity,
+            team=(signals[0].labels.get("team") if signals else task.args.get("team")), requester=task.requester,
+            signal_count=task.signal_count, risk=risk,
+            blast_radius=max((v.blast_radius for v in writes), key=BLAST_ORDER.index, default="none"),
+            evidence=evidence[:EVIDENCE_LIMIT], steps=views,
+            rollback_plan=[f"{v.name}: {v.rollback or 'no rollback: irreversible'}" for v in reversed(writes)],
+            approvals_required=max((d.approvals_required for d in needing), default=0),
+            approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
+        )
+        denied = [v for v in writes if v.decision.verdict == "deny"]
+        if error:
+            target, outcome = TaskState.escalated_to_human, f"planning failed: {error}"
+        elif not condition_met:
+            target, outcome = TaskState.completed, "condition not met; nothing to do"
+        elif not writes:
+            target, outcome = TaskState.completed, "observed only: the playbook has no write steps"
+        elif denied:
+            target = TaskState.escalated_to_human
+            outcome = "policy denied " + "; ".join(f"{v.name} ({v.decision.rule}: {v.decision.reason})" for v in denied)
+        elif views[0].decision.verdict == "needs_approval":
+            # Steps run in order: the executor runs allowed ones until one needs a human.
+            target, outcome = TaskState.needs_approval, None
+        else:
+            target, outcome = TaskState.executing, None
+
+        async def unit(t: TaskTx) -> Task:
+            for name, r in results.items():
+                step_id = await t.insert_step(
+                    task_id=task.id, kind="evidence", idx=0, name=name, tool=r["tool"], category="read",
+                    params=r["params"], rollback=None, decision=READ_DECISION.model_dump(),
+                    state="succeeded" if r["ok"] else "failed",
+                    # Evidence may be collected again (a re-plan), so its key carries the time.
+                    idempotency_key=f"{step_key(task.id, 'evidence', 0, name)}@{now.isoformat()}",
+                )
+                await t.update_step(step_id, result=r["result"], error=r["error"], attempts=1,
+                                    started_at=now.isoformat(), finished_at=now.isoformat())
+                for record in r["audit"]:
+                    t.audit(AuditEntry("system", "tool.call", task.id, record))
+            if results:
+                t.event(Event(ev.EVIDENCE_ATTACHED, task.id, {"evidence": sorted(results)}))
+            for s, view in zip(steps, views, strict=True):
+                await t.insert_step(
+                    task_id=task.id, kind="step", idx=view.index, name=view.name, tool=view.tool,
+                    category=view.category.value, params=view.params, rollback=s["rollback"],
+                    decision=view.decision.model_dump(),
+                    state="denied" if view.decision.verdict == "deny" else "pending",
+                    idempotency_key=step_key(task.id, "step", view.index, view.name),
+                )
+            await t.save_proposal(task.id, proposal.model_dump(mode="json"))
+            t.audit(AuditEntry("system", "task.proposal", task.id, {
+                "risk": risk.model_dump(), "steps": [{"name": v.name, "tool": v.tool, "verdict": v.decision.verdict,
+                                                      "rule": v.decision.rule} for v in views]}))
+            return await t.set_state(task.id, TaskState.running, target, actor="system",
+                                     reason=outcome or "proposal ready", outcome=outcome)
+
+        saved = await core.store.transact(unit)
+        log.info("task.planned", task_id=task.id, playbook=playbook.id, state=saved.state.value,
+                 risk=risk.score, band=risk.band.value, steps=len(views))
+        return saved
+
+
+async def _discard(record: dict[str, Any]) -> None:
+    """Dry runs change nothing; their preview lands in the proposal, not the audit trail."""

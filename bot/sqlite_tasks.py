@@ -1,0 +1,251 @@
+"""Task, step and approval persistence for the SQLite store.
+
+``TaskTx`` is what a unit of work sees inside ``store.transact``: domain operations, no SQL. Every
+state change goes through ``set_state``, which checks the state machine and compares-and-sets the
+current state, so two concurrent commands cannot both move a task out of the same state.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from bot import events as ev
+from bot.audit import AuditEntry
+from bot.errors import Conflict, UnknownTask
+from bot.events import Event
+from bot.sqlite_writer import Tx
+from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState, check_transition
+
+TASK_COLUMNS = (
+    "id, playbook_id, playbook_version, state, group_key, title, environment, severity, requester, "
+    "signal_count, created_at, updated_at, closed_at, args, proposal, messages, outcome"
+)
+STEP_COLUMNS = (
+    "id, task_id, kind, idx, name, tool, category, params, rollback, decision, state, idempotency_key, "
+    "result, error, attempts, started_at, finished_at"
+)
+APPROVAL_COLUMNS = "id, task_id, actor, display, verdict, reason, edits, created_at"
+FINAL_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.rejected, TaskState.cancelled,
+                TaskState.escalated_to_human}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        id=row[0], playbook_id=row[1], playbook_version=row[2], state=TaskState(row[3]), group_key=row[4],
+        title=row[5], environment=row[6], severity=row[7], requester=row[8], signal_count=row[9],
+        created_at=row[10], updated_at=row[11], closed_at=row[12], args=json.loads(row[13]),
+        proposal=json.loads(row[14]) if row[14] else None, messages=json.loads(row[15]), outcome=row[16],
+    )
+
+
+def step_from_row(row: Any) -> StepRecord:
+    return StepRecord(
+        id=row[0], task_id=row[1], kind=row[2], idx=row[3], name=row[4], tool=row[5], category=row[6],
+        params=json.loads(row[7]), rollback=json.loads(row[8]) if row[8] else None,
+        decision=json.loads(row[9]) if row[9] else None, state=row[10], idempotency_key=row[11],
+        result=json.loads(row[12]) if row[12] else None, error=row[13], attempts=row[14],
+        started_at=row[15], finished_at=row[16],
+    )
+
+
+def approval_from_row(row: Any) -> ApprovalRecord:
+    return ApprovalRecord(
+        id=row[0], task_id=row[1], actor=row[2], display=row[3], verdict=row[4], reason=row[5],
+        edits=json.loads(row[6]) if row[6] else None, created_at=row[7],
+    )
+
+
+_STATE_EVENTS = {
+    TaskState.needs_approval: ev.PROPOSED_ACTION,
+    TaskState.completed: ev.COMPLETED,
+    TaskState.failed_terminal: ev.FAILED,
+    TaskState.failed_retryable: ev.FAILED,
+    TaskState.escalated_to_human: ev.ESCALATED,
+    TaskState.rejected: ev.REJECTED,
+    TaskState.cancelled: ev.CANCELLED,
+}
+
+
+class TaskTx:
+    """Domain operations inside one transaction."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def audit(self, entry: AuditEntry) -> None:
+        self._tx.audit(entry)
+
+    def event(self, event: Event) -> None:
+        self._tx.event(event)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: int) -> Task:
+        row = await self._tx.fetchone(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        if row is None:
+            raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks` or /ops tasks")
+        return task_from_row(row)
+
+    async def create_task(self, *, playbook_id: str, playbook_version: str, group_key: str, title: str,
+                          environment: str, severity: str, requester: str, args: dict[str, Any],
+                          signal_ids: list[str], last_signal_at: str | None) -> Task:
+        at = now_iso()
+        cur = await self._tx.execute(
+            "INSERT INTO tasks (playbook_id, playbook_version, state, group_key, title, environment, severity, "
+            "requester, signal_count, created_at, updated_at, last_signal_at, args) "
+            "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (playbook_id, playbook_version, group_key, title, environment, severity, requester,
+             len(signal_ids), at, at, last_signal_at or at, json.dumps(args)),
+        )
+        task_id = int(cur.lastrowid or 0)
+        if signal_ids:
+            await self._tx.conn.executemany(
+                "UPDATE signals SET task_id = ? WHERE id = ?", [(task_id, sid) for sid in signal_ids]
+            )
+        self.event(Event(ev.CREATED, task_id, {"playbook": playbook_id, "group_key": group_key,
+                                               "signals": len(signal_ids), "requester": requester}))
+        self.audit(AuditEntry(requester, "task.created", task_id,
+                              {"playbook": playbook_id, "version": playbook_version, "group_key": group_key,
+                               "signal_ids": signal_ids[:100], "args": args}))
+        return await self.get_task(task_id)
+
+    async def attach_signals(self, task_id: int, signal_ids: list[str], last_signal_at: str) -> None:
+        await self._tx.conn.executemany(
+            "UPDATE signals SET task_id = ? WHERE id = ?", [(task_id, sid) for sid in signal_ids]
+        )
+        await self._tx.execute(
+            "UPDATE tasks SET signal_count = (SELECT count(*) FROM signals WHERE task_id = ?), "
+            "last_signal_at = ?, updated_at = ? WHERE id = ?",
+            (task_id, last_signal_at, now_iso(), task_id),
+        )
+        self.event(Event(ev.SIGNALS_ATTACHED, task_id, {"added": len(signal_ids)}))
+
+    async def latest_task_for_group(self, group_key: str) -> tuple[Task, str | None] | None:
+        row = await self._tx.fetchone(
+            f"SELECT {TASK_COLUMNS}, last_signal_at FROM tasks WHERE group_key = ? ORDER BY id DESC LIMIT 1",
+            (group_key,),
+        )
+        return (task_from_row(row), row[17]) if row else None
+
+    async def set_state(self, task_id: int, expected: TaskState | set[TaskState], target: TaskState, *,
+                        actor: str, reason: str = "", outcome: str | None = None) -> Task:
+        """Move a task from one of ``expected`` to ``target``; Conflict if it is elsewhere now."""
+        task = await self.get_task(task_id)
+        allowed = {expected} if isinstance(expected, TaskState) else expected
+        if task.state not in allowed:
+            raise Conflict(f"task {task_id} is {task.state}, not {' or '.join(sorted(allowed))}; "
+                           "someone else may have acted on it already")
+        check_transition(task_id, task.state, target)
+        at = now_iso()
+        closed = at if target in FINAL_STATES else None
+        await self._tx.execute(
+            "UPDATE tasks SET state = ?, updated_at = ?, closed_at = ?, outcome = coalesce(?, outcome) "
+            "WHERE id = ? AND state = ?",
+            (target.value, at, closed, outcome, task_id, task.state.value),
+        )
+        payload = {"from": task.state.value, "to": target.value, "reason": reason, "actor": actor}
+        self.event(Event(ev.STATE_CHANGED, task_id, payload))
+        if target in _STATE_EVENTS:
+            self.event(Event(_STATE_EVENTS[target], task_id, payload))
+        self.audit(AuditEntry(actor, f"task.{target.value}", task_id, {"from": task.state.value, "reason": reason}))
+        return task.model_copy(update={"state": target, "outcome": outcome or task.outcome})
+
+    async def save_proposal(self, task_id: int, proposal: dict[str, Any], title: str | None = None) -> None:
+        await self._tx.execute(
+            "UPDATE tasks SET proposal = ?, title = coalesce(?, title), updated_at = ? WHERE id = ?",
+            (json.dumps(proposal, default=str), title, now_iso(), task_id),
+        )
+
+    async def save_messages(self, task_id: int, messages: list[dict[str, Any]]) -> None:
+        await self._tx.execute("UPDATE tasks SET messages = ? WHERE id = ?", (json.dumps(messages), task_id))
+
+    # -- steps -------------------------------------------------------------------------------
+
+    async def insert_step(self, *, task_id: int, kind: str, idx: int, name: str, tool: str, category: str,
+                          params: dict[str, Any], rollback: dict[str, Any] | None,
+                          decision: dict[str, Any] | None, state: str, idempotency_key: str) -> int:
+        cur = await self._tx.execute(
+            "INSERT INTO steps (task_id, kind, idx, name, tool, category, params, rollback, decision, state, "
+            "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task_id, kind, idx, name, tool, category, json.dumps(params, default=str),
+             json.dumps(rollback, default=str) if rollback else None,
+             json.dumps(decision) if decision else None, state, idempotency_key),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def update_step(self, step_id: int, **fields: Any) -> None:
+        encoded = {k: (json.dumps(v, default=str) if k in {"params", "rollback", "decision", "result"}
+                       and v is not None else v) for k, v in fields.items()}
+        assignments = ", ".join(f"{k} = ?" for k in encoded)
+        await self._tx.execute(f"UPDATE steps SET {assignments} WHERE id = ?", (*encoded.values(), step_id))
+
+    async def claim_step(self, step_id: int, started_at: str) -> bool:
+        """Mark a pending step running; False if it is not pending (someone else claimed it)."""
+        cur = await self._tx.execute(
+            "UPDATE steps SET state = 'running', started_at = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND state = 'pending'",
+            (started_at, step_id),
+        )
+        return cur.rowcount == 1
+
+    async def steps(self, task_id: int, kind: str | None = None) -> list[StepRecord]:
+        sql = f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ?"
+        params: tuple[Any, ...] = (task_id,)
+        if kind:
+            sql += " AND kind = ?"
+            params = (task_id, kind)
+        return [step_from_row(r) for r in await self._tx.fetchall(sql + " ORDER BY kind, idx, id", params)]
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
+                           reason: str | None, edits: dict[str, Any] | None) -> bool:
+        """Record a decision; False when this person already gave this verdict (a double click)."""
+        cur = await self._tx.execute(
+            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(task_id, actor, verdict) DO NOTHING",
+            (task_id, actor, display, verdict, reason, json.dumps(edits) if edits else None, now_iso()),
+        )
+        return cur.rowcount == 1
+
+    async def approvals(self, task_id: int) -> list[ApprovalRecord]:
+        rows = await self._tx.fetchall(
+            f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE task_id = ? ORDER BY id", (task_id,)
+        )
+        return [approval_from_row(r) for r in rows]
+
+    # -- settings ----------------------------------------------------------------------------
+
+    async def set_setting(self, key: str, value: Any, actor: str) -> None:
+        await self._tx.execute(
+            "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
+            "updated_by = excluded.updated_by",
+            (key, json.dumps(value), now_iso(), actor),
+        )
+
+    async def get_setting(self, key: str) -> Any:
+        row = await self._tx.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
+        return json.loads(row[0]) if row else None
+
+    # -- outbox (chat deliveries that failed and wait for a retry) ---------------------------
+
+    async def add_outbox(self, task_id: int, surface: str, note: str | None, error: str) -> None:
+        await self._tx.execute(
+            "INSERT INTO outbox (task_id, surface, note, attempts, last_error, created_at) VALUES (?, ?, ?, 1, ?, ?)",
+            (task_id, surface, note, error[:500], now_iso()),
+        )
+
+    async def remove_outbox(self, outbox_id: int) -> None:
+        await self._tx.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
+
+    async def bump_outbox(self, outbox_id: int, error: str) -> None:
+        await self._tx.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error[:500], outbox_id)
+        )
