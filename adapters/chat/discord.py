@@ -111,6 +111,10 @@ class OodaClient(discord.Client):
         log.info("discord.ready", user_id=str(self.user.id) if self.user else None, guilds=len(self.guilds))
         self._ready_event.set()
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.modal_submit:
+            await self.interactions.on_modal(interaction)
+
     async def on_resumed(self) -> None:
         log.info("discord.resumed")
 

@@ -4,13 +4,15 @@ Edits are checked here against each step's ``ParamBound`` before the core sees t
 checks again): a modal only ever delivers strings, so this is where "5" becomes 5 and "50" for a
 param bounded 1..10 becomes a refusal the person can act on.
 
-Modals live only in the running process (discord.py keeps them by custom_id until submitted); a
-modal left open across a restart is ignored, and the person clicks the button again.
+Submits are handled statelessly from the raw payload (``ooda:modal:<kind>:<task id>`` plus the
+typed values), not by the Modal object discord.py would keep in memory: a modal left open across a
+restart, or submitted twice, is still answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import discord
@@ -25,7 +27,7 @@ DESCRIPTION_MAX = 100
 MAX_INPUTS = 5  # a modal holds at most 5 top-level components
 CONFIRM_INPUT = "confirmation"
 
-Submit = Callable[[discord.Interaction, dict[str, str]], Awaitable[None]]
+MODAL_ID_PATTERN = re.compile(r"ooda:modal:(?P<kind>reject|edit|confirm):(?P<task>\d+)")
 
 
 class InvalidEdit(UserError):
@@ -33,12 +35,10 @@ class InvalidEdit(UserError):
 
 
 class FormModal(discord.ui.Modal):
-    """A modal whose submit hands the typed values, keyed by input custom_id, to ``on_values``."""
+    """A modal of labelled text inputs; its submit is read by ``modal_values`` from the payload."""
 
-    def __init__(self, *, title: str, custom_id: str, on_values: Submit) -> None:
+    def __init__(self, *, title: str, custom_id: str) -> None:
         super().__init__(title=wording.truncate(title, MODAL_TITLE_MAX), custom_id=custom_id, timeout=None)
-        self._on_values = on_values
-        self._inputs: list[discord.ui.TextInput[FormModal]] = []
 
     def add_input(self, key: str, label: str, *, description: str | None = None, default: str | None = None,
                   placeholder: str | None = None, long: bool = False, required: bool = True) -> None:
@@ -50,26 +50,37 @@ class FormModal(discord.ui.Modal):
             required=required,
             max_length=1000,
         )
-        self._inputs.append(text)
         self.add_item(discord.ui.Label(
             text=wording.truncate(label, LABEL_MAX),
             description=wording.truncate(description, DESCRIPTION_MAX) if description else None,
             component=text,
         ))
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self._on_values(interaction, {t.custom_id: t.value for t in self._inputs})
 
 
-def reject_modal(task_id: int, on_values: Submit) -> FormModal:
-    modal = FormModal(title=f"Reject task #{task_id}", custom_id=f"ooda:modal:reject:{task_id}", on_values=on_values)
+def modal_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Text input values keyed by custom_id from a modal submit payload (rows or labels)."""
+    values: dict[str, str] = {}
+    pending = list(data.get("components", []))
+    while pending:
+        component = pending.pop(0)
+        if component.get("type") == 1:
+            pending.extend(component.get("components", []))
+        elif component.get("type") == 18:
+            pending.append(component.get("component", {}))
+        elif component.get("type") == 4 and "custom_id" in component:
+            values[component["custom_id"]] = str(component.get("value") or "")
+    return values
+
+
+def reject_modal(task_id: int) -> FormModal:
+    modal = FormModal(title=f"Reject task #{task_id}", custom_id=f"ooda:modal:reject:{task_id}")
     modal.add_input("reason", "Why reject?", placeholder="wrong service, not during the freeze, ...", long=True)
     return modal
 
 
-def confirm_modal(task_id: int, on_values: Submit) -> FormModal:
-    modal = FormModal(title=f"Approve task #{task_id}", custom_id=f"ooda:modal:confirm:{task_id}",
-                      on_values=on_values)
+def confirm_modal(task_id: int) -> FormModal:
+    modal = FormModal(title=f"Approve task #{task_id}", custom_id=f"ooda:modal:confirm:{task_id}")
     modal.add_input(CONFIRM_INPUT, "Confirmation phrase",
                     description="Critical risk: type the phrase the bot showed you, exactly.")
     return modal
@@ -97,9 +108,8 @@ def describe_bound(bound: ParamBound) -> str:
     return f"{bound.type}{span}"
 
 
-def edit_modal(proposal: Proposal, on_values: Submit) -> FormModal:
-    modal = FormModal(title=f"Edit and approve #{proposal.task_id}",
-                      custom_id=f"ooda:modal:edit:{proposal.task_id}", on_values=on_values)
+def edit_modal(proposal: Proposal) -> FormModal:
+    modal = FormModal(title=f"Edit and approve #{proposal.task_id}", custom_id=f"ooda:modal:edit:{proposal.task_id}")
     params = {s.name: s.params for s in proposal.steps}
     for key, step_name, param, bound in edit_keys(proposal):
         current = params[step_name].get(param)

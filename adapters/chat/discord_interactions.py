@@ -146,16 +146,16 @@ class Interactions:
     async def on_button(self, interaction: discord.Interaction, action: str, task_id: int) -> None:
         async def work(actor: Actor) -> None:
             if action == "reject":
-                await interaction.response.send_modal(discord_forms.reject_modal(task_id, self._on_reject))
+                await self._open(interaction, discord_forms.reject_modal(task_id))
             elif action == "confirm":
-                await interaction.response.send_modal(discord_forms.confirm_modal(task_id, self._on_confirm))
+                await self._open(interaction, discord_forms.confirm_modal(task_id))
             elif action == "edit":
                 async with asyncio.timeout(SHOW_TIMEOUT_S):
                     proposal = await self._commands.show(task_id)
                 if not discord_forms.edit_keys(proposal):
                     await self._reply(interaction, f"Task #{task_id} has nothing an approver may edit.")
                     return
-                await interaction.response.send_modal(discord_forms.edit_modal(proposal, self._on_edit))
+                await self._open(interaction, discord_forms.edit_modal(proposal))
             elif action == "details":
                 await self._defer(interaction)
                 proposal = await self._commands.show(task_id)
@@ -170,15 +170,28 @@ class Interactions:
 
         await self._guarded(interaction, action, task_id, work)
 
+    @staticmethod
+    async def _open(interaction: discord.Interaction, modal: discord.ui.Modal) -> None:
+        await interaction.response.send_modal(modal)
+        modal.stop()  # the submit is handled from the payload by on_modal, so nothing is kept
+
     # -- modal submits -------------------------------------------------------------------------
 
-    @staticmethod
-    def _task_of(interaction: discord.Interaction) -> int:
-        return int(str((interaction.data or {}).get("custom_id", "")).rsplit(":", 1)[-1])
+    async def on_modal(self, interaction: discord.Interaction) -> None:
+        """Every ``ooda:modal:*`` submit; others (not ours) are left alone."""
+        data = interaction.data or {}
+        match = discord_forms.MODAL_ID_PATTERN.fullmatch(str(data.get("custom_id", "")))
+        if match is None:
+            return
+        task_id, values = int(match["task"]), discord_forms.modal_values(data)
+        if match["kind"] == "reject":
+            await self._on_reject(interaction, task_id, values)
+        elif match["kind"] == "confirm":
+            await self._on_confirm(interaction, task_id, values)
+        else:
+            await self._on_edit(interaction, task_id, values)
 
-    async def _on_reject(self, interaction: discord.Interaction, values: dict[str, str]) -> None:
-        task_id = self._task_of(interaction)
-
+    async def _on_reject(self, interaction: discord.Interaction, task_id: int, values: dict[str, str]) -> None:
         async def work(actor: Actor) -> None:
             await self._defer(interaction)
             reason = values.get("reason", "").strip()
@@ -187,9 +200,7 @@ class Interactions:
 
         await self._guarded(interaction, "reject", task_id, work)
 
-    async def _on_confirm(self, interaction: discord.Interaction, values: dict[str, str]) -> None:
-        task_id = self._task_of(interaction)
-
+    async def _on_confirm(self, interaction: discord.Interaction, task_id: int, values: dict[str, str]) -> None:
         async def work(actor: Actor) -> None:
             await self._defer(interaction)
             phrase = values.get(discord_forms.CONFIRM_INPUT, "").strip()
@@ -198,9 +209,7 @@ class Interactions:
 
         await self._guarded(interaction, "confirm", task_id, work)
 
-    async def _on_edit(self, interaction: discord.Interaction, values: dict[str, str]) -> None:
-        task_id = self._task_of(interaction)
-
+    async def _on_edit(self, interaction: discord.Interaction, task_id: int, values: dict[str, str]) -> None:
         async def work(actor: Actor) -> None:
             await self._defer(interaction)
             proposal = await self._commands.show(task_id)
