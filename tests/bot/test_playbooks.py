@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from pydantic import BaseModel
 
+from adapters.alerts.alertmanager import AlertmanagerSource
 from adapters.standin import Standin
 from adapters.tools.flags import FlagGetParams, FlagSetParams
 from adapters.tools.http import HttpParams
@@ -17,7 +18,7 @@ from bot.autonomy import Autonomy
 from bot.errors import ConfigError, UserError
 from bot.playbooks import BlastRadius, Playbook, PlaybookSet, load_playbook_files, load_playbooks
 from bot.proposals import Category
-from bot.signals import Severity, Signal, SignalStatus
+from bot.signals import Signal
 from bot.templates import build_context, evaluate, render_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,33 +31,19 @@ TOOLS: dict[str, type[BaseModel]] = {
     "flags.set": FlagSetParams,
     "chat.notify": NotifyParams,
 }
-# The labels of the sample alerts in bot/samples/.
-SAMPLE_LABELS = {
-    "disk-pressure": {
-        "alertname": "DiskPressure",
-        "instance": "scratch-01",
-        "mountpoint": "/var/scratch",
-        "env": "dev",
-    },
-    "http-5xx-spike": {"alertname": "High5xxRate", "service": "checkout", "env": "prod"},
-    "crash-loop": {
-        "alertname": "KubePodCrashLooping",
-        "namespace": "payments",
-        "deployment": "ledger",
-        "env": "staging",
-    },
-    "login-failures": {"alertname": "LoginFailureSpike", "user_id": "u-48213", "env": "prod"},
-    "consumer-lag": {
-        "alertname": "KafkaConsumerLag",
-        "consumer_group": "warehouse-loader",
-        "topic": "orders",
-        "env": "prod",
-    },
+# The sample alerts in bot/samples/ that the shipped playbooks are written for.
+SAMPLES = {
+    "disk-pressure": "alertmanager-disk-pressure.json",
+    "http-5xx-spike": "alertmanager-5xx-spike.json",
+    "crash-loop": "alertmanager-crashloop.json",
+    "login-failures": "alertmanager-login-failures.json",
+    "consumer-lag": "alertmanager-consumer-lag.json",
 }
 
 
-def signal(labels: dict[str, str], severity: Severity = Severity.critical) -> Signal:
-    return Signal(source="alertmanager", fingerprint="fp", status=SignalStatus.firing, severity=severity, labels=labels)
+def sample_signals(playbook_id: str) -> list[Signal]:
+    body = (ROOT / "bot" / "samples" / SAMPLES[playbook_id]).read_bytes()
+    return AlertmanagerSource().parse(body, {})
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -71,7 +58,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 def test_shipped_playbooks_load_against_the_real_tool_params() -> None:
     playbooks = load_playbooks(SHIPPED, TOOLS)
 
-    assert playbooks.ids == sorted(SAMPLE_LABELS)
+    assert playbooks.ids == sorted(SAMPLES)
     spike = playbooks.get("http-5xx-spike")
     assert [s.name for s in spike.steps] == ["throttle", "roll_back_deploy"]
     assert spike.steps[0].category is Category.write_reversible
@@ -82,17 +69,19 @@ def test_shipped_playbooks_load_against_the_real_tool_params() -> None:
     assert spike.source.endswith("http-5xx-spike.yaml")
 
 
-@pytest.mark.parametrize("playbook_id", sorted(SAMPLE_LABELS))
+@pytest.mark.parametrize("playbook_id", sorted(SAMPLES))
 def test_each_sample_alert_triggers_exactly_its_playbook(playbook_id: str) -> None:
     playbooks = load_playbooks(SHIPPED)
 
-    assert [p.id for p in playbooks.match(signal(SAMPLE_LABELS[playbook_id]))] == [playbook_id]
+    (alert,) = sample_signals(playbook_id)
+    assert [p.id for p in playbooks.match(alert)] == [playbook_id]
 
 
 def test_group_keys_of_the_samples() -> None:
     playbooks = load_playbooks(SHIPPED)
 
-    assert playbooks.get("disk-pressure").group_key(SAMPLE_LABELS["disk-pressure"]) == (
+    (alert,) = sample_signals("disk-pressure")
+    assert playbooks.get("disk-pressure").group_key(alert.labels) == (
         'disk-pressure{instance="scratch-01",mountpoint="/var/scratch"}'
     )
     assert playbooks.get("consumer-lag").group_key({"consumer_group": "warehouse-loader"}) == (
@@ -127,7 +116,7 @@ async def test_shipped_http_playbook_runs_end_to_end_against_the_standin(standin
     """Render and run each step the way the engine does, against the local stand-in."""
     playbook = load_playbooks(SHIPPED, TOOLS).get(playbook_id)
     variables = {"platform_api": standin.base_url, "scratch_dir": "/unused"}
-    signals = [signal(SAMPLE_LABELS[playbook_id])]
+    signals = sample_signals(playbook_id)
     task = {"id": 41, "environment": "prod"}
 
     async with aiohttp.ClientSession() as session:
@@ -195,7 +184,7 @@ async def test_disk_pressure_deletes_only_stale_tmp_files(tmp_path: Path) -> Non
     hour_ago = time.time() - 7200
     os.utime(stale, (hour_ago, hour_ago))
     os.utime(other, (hour_ago, hour_ago))
-    ctx = build_context([signal(SAMPLE_LABELS["disk-pressure"])], {}, {}, {"scratch_dir": str(scratch)}, None)
+    ctx = build_context(sample_signals("disk-pressure"), {}, {}, {"scratch_dir": str(scratch)}, None)
 
     for step in playbook.evidence:
         code, out = await run_argv(ShellParams.model_validate(render_params(step.params, ctx)).argv)
