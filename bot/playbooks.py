@@ -118,7 +118,10 @@ class ReadStep(_Strict):
 
 
 class StepCallSpec(_Strict):
-    """A tool call written in a playbook: a rollback, for example."""
+    """A tool call written in a playbook: a rollback, for example.
+
+    A rollback's params may use ``result``: the result of the step it undoes, as a dict.
+    """
 
     tool: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -194,7 +197,10 @@ def _bounded(step: str, key: str, bound: ParamBound, raw: Any) -> Any:
 
 
 class Verify(_Strict):
-    """After the steps: call ``tool`` until ``expect`` is true or ``within_s`` has passed."""
+    """After the steps: call ``tool`` every ``interval_s`` until ``expect`` is true or ``within_s``
+    has passed. ``expect`` sees the usual context plus ``result``, the verify call's result as a
+    dict (for ``http.request``: ``status``, ``headers``, ``body``; ``body | from_json`` parses it).
+    """
 
     tool: str
     params: dict[str, Any] = Field(default_factory=dict)
