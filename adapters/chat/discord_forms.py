@@ -18,6 +18,7 @@ from typing import Any
 import discord
 
 from bot import wording
+from bot.approvals import check_edit, confirmation_phrase
 from bot.errors import UserError
 from bot.proposals import ParamBound, Proposal, RiskBand
 
@@ -82,7 +83,7 @@ def reject_modal(task_id: int) -> FormModal:
 def confirm_modal(task_id: int) -> FormModal:
     modal = FormModal(title=f"Approve task #{task_id}", custom_id=f"ooda:modal:confirm:{task_id}")
     modal.add_input(CONFIRM_INPUT, "Confirmation phrase",
-                    description="Critical risk: type the phrase the bot showed you, exactly.")
+                    description=f"Critical risk: type `{confirmation_phrase(task_id)}` exactly.")
     return modal
 
 
@@ -116,38 +117,20 @@ def edit_modal(proposal: Proposal) -> FormModal:
         modal.add_input(key, f"{step_name}: {param}", description=describe_bound(bound),
                         default=None if current is None else str(current))
     if proposal.risk.band is RiskBand.critical:
-        modal.add_input(CONFIRM_INPUT, "Confirmation phrase", description="Critical risk: type the phrase shown.",
-                        required=False)
+        modal.add_input(CONFIRM_INPUT, "Confirmation phrase", required=False,
+                        description=f"Critical risk: type `{confirmation_phrase(proposal.task_id)}` exactly.")
     return modal
 
 
 def parse_value(label: str, raw: str, bound: ParamBound) -> Any:
-    """``raw`` converted to the bound's type and checked; raises InvalidEdit with the rule."""
+    """``raw`` converted to the bound's type and checked by the core's rule; raises InvalidEdit."""
     raw = raw.strip()
-    value: Any
-    try:
-        if bound.type == "int":
-            value = int(raw)
-        elif bound.type == "float":
-            value = float(raw)
-        elif bound.type == "bool":
-            if raw.lower() not in {"true", "false", "yes", "no", "1", "0"}:
-                raise ValueError(raw)
-            value = raw.lower() in {"true", "yes", "1"}
-        else:
-            value = raw
-    except ValueError:
-        raise InvalidEdit(f"{label}: `{wording.truncate(raw, 40)}` is not a {bound.type}. "
-                          f"Allowed: {describe_bound(bound)}.") from None
-    if bound.min is not None and isinstance(value, int | float) and value < bound.min:
-        raise InvalidEdit(f"{label}: {value} is below the minimum {bound.min:g}. Allowed: {describe_bound(bound)}.")
-    if bound.max is not None and isinstance(value, int | float) and value > bound.max:
-        raise InvalidEdit(f"{label}: {value} is above the maximum {bound.max:g}. Allowed: {describe_bound(bound)}.")
-    if bound.choices is not None and str(value) not in bound.choices:
-        raise InvalidEdit(f"{label}: `{wording.truncate(str(value), 40)}` is not allowed. "
-                          f"Allowed: {describe_bound(bound)}.")
-    if bound.max_length is not None and isinstance(value, str) and len(value) > bound.max_length:
-        raise InvalidEdit(f"{label}: {len(value)} characters is longer than {bound.max_length}.")
+    if bound.type == "bool" and raw.lower() not in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
+        # The core reads any other text as false; a typo in a modal must not flip a flag off.
+        raise InvalidEdit(f"{label} must be true or false, got {wording.truncate(raw, 40)!r}.")
+    value, problem = check_edit(label, raw, bound)
+    if problem:
+        raise InvalidEdit(f"{wording.neutralize_mentions(problem)}. Allowed: {describe_bound(bound)}.")
     return value
 
 

@@ -350,7 +350,7 @@ async def test_edit_refuses_out_of_bounds_values_and_passes_valid_ones(fake, sur
 
     too_big = await fake.submit_modal("ooda:modal:edit:7", {"0.keep": "50"}, user_id=BOB,
                                       role_ids=[APPROVER_ROLE], message_id=mid)
-    assert "above the maximum 10" in (await fake.wait_followup(too_big))["content"]
+    assert "must be at most 10" in (await fake.wait_followup(too_big))["content"]
     assert core.executed == []
 
     ok = await fake.submit_modal("ooda:modal:edit:7", {"0.keep": "3"}, user_id=BOB,
