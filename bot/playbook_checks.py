@@ -99,8 +99,9 @@ class _StaticChecks:
         editable, params = step.get("editable"), step.get("params")
         if not isinstance(editable, dict):
             return
+        params = params if isinstance(params, dict) else {}
         for key in editable:
-            if not isinstance(key, str) or _lookup(params, key) is _MISSING:
+            if key not in params:
                 self.problems.append(
                     ((*loc, "editable", key), f"{key!r} is not a param of this step; editable keys must name params")
                 )
@@ -151,19 +152,6 @@ def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from _strings(item, (*loc, i))
-
-
-_MISSING = object()
-
-
-def _lookup(params: Any, dotted: str) -> Any:
-    """``json.from_offset`` -> ``params["json"]["from_offset"]``, or ``_MISSING``."""
-    value = params
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:

@@ -13,7 +13,6 @@ of all files are reported at once, each as ``file:line: field: problem``.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -137,63 +136,11 @@ class Step(_Strict):
     category: Category | None = None  # None: the tool decides (Tool.category_of)
     # Assume a whole service is affected unless the author says it is narrower.
     blast_radius: BlastRadius = BlastRadius.service
-    # Params an approver may change, with bounds; a dotted key reaches into a nested param.
+    # Top-level params an approver may change, with bounds (checked in bot/approvals.py).
     editable: dict[str, ParamBound] = Field(default_factory=dict)
     rollback: StepCallSpec | None = None  # tools that know their own rollback (flags.set) need none
     timeout_s: float = Field(default=30, gt=0, le=3600)
     retries: int = Field(default=0, ge=0, le=5)
-
-    def apply_edits(self, params: Mapping[str, Any], edits: Mapping[str, Any]) -> dict[str, Any]:
-        """Rendered ``params`` with an approver's ``edits`` applied, each checked against its bound.
-
-        Args:
-            params: the step's rendered params.
-            edits: editable key (maybe dotted, ``json.from_offset``) -> new value, as typed.
-
-        Raises:
-            UserError: a key that is not editable or a value outside its bound.
-        """
-        result = copy.deepcopy(dict(params))
-        for key, raw in edits.items():
-            bound = self.editable.get(key)
-            if bound is None:
-                allowed = ", ".join(sorted(self.editable)) or "none"
-                raise UserError(f"step {self.name!r}: {key} cannot be edited (editable: {allowed})")
-            value = _bounded(self.name, key, bound, raw)
-            *parents, leaf = key.split(".")
-            target = result
-            for part in parents:
-                target = target[part]
-            target[leaf] = value
-        return result
-
-
-def _bounded(step: str, key: str, bound: ParamBound, raw: Any) -> Any:
-    where = f"step {step!r}: {key}"
-    text = str(raw).strip()
-    try:
-        if bound.type == "int":
-            value: Any = int(text)
-        elif bound.type == "float":
-            value = float(text)
-        elif bound.type == "bool":
-            if text.lower() not in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
-                raise ValueError(text)
-            value = text.lower() in {"true", "yes", "on", "1"}
-        else:
-            value = str(raw)
-    except ValueError:
-        raise UserError(f"{where} must be a {bound.type}, got {text[:40]!r}") from None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if bound.min is not None and value < bound.min:
-            raise UserError(f"{where} must be at least {bound.min:g}, got {value}")
-        if bound.max is not None and value > bound.max:
-            raise UserError(f"{where} must be at most {bound.max:g}, got {value}")
-    if bound.choices is not None and str(value) not in bound.choices:
-        raise UserError(f"{where} must be one of {', '.join(bound.choices)}")
-    if bound.max_length is not None and isinstance(value, str) and len(value) > bound.max_length:
-        raise UserError(f"{where} must be at most {bound.max_length} characters")
-    return value
 
 
 class Verify(_Strict):
