@@ -130,16 +130,18 @@ class Interactions:
     async def _defer(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
 
-    async def _record(self, interaction: discord.Interaction, actor: Actor, verb: str, result: ActionResult) -> None:
-        """Answer the person, edit the proposal message and note who did what in its thread."""
+    async def _record(self, interaction: discord.Interaction, result: ActionResult) -> None:
+        """Answer the person and edit the clicked proposal message at once.
+
+        The thread note (who did what) comes from the core's notifier, which updates every
+        surface on each state change; writing it here too would record each action twice.
+        """
         await self._reply(interaction, wording.neutralize_mentions(result.message))
-        note = wording.action_note(actor.display, verb, result.message, discord.utils.utcnow())
         message = interaction.message
-        if message is not None and message.author.id == interaction.client.user.id and message.embeds:  # type: ignore[union-attr]
-            if result.proposal is not None:
-                await self._surface.update_proposal(ref_of(message), result.proposal, note)
-            else:
-                await self._surface.post_note(ref_of(message), note)
+        client_user = interaction.client.user
+        if (message is not None and result.proposal is not None and client_user is not None
+                and message.author.id == client_user.id and message.embeds):
+            await self._surface.update_proposal(ref_of(message), result.proposal, None)
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -163,10 +165,10 @@ class Interactions:
                 await self._reply(interaction, text, embed=details_embed(proposal))
             elif action == "approve":
                 await self._defer(interaction)
-                await self._record(interaction, actor, "approved", await self._commands.approve(task_id, actor))
+                await self._record(interaction, await self._commands.approve(task_id, actor))
             elif action == "undo":
                 await self._defer(interaction)
-                await self._record(interaction, actor, "asked to undo", await self._commands.undo(task_id, actor))
+                await self._record(interaction, await self._commands.undo(task_id, actor))
 
         await self._guarded(interaction, action, task_id, work)
 
@@ -195,8 +197,7 @@ class Interactions:
         async def work(actor: Actor) -> None:
             await self._defer(interaction)
             reason = values.get("reason", "").strip()
-            await self._record(interaction, actor, f"rejected ({reason})",
-                               await self._commands.reject(task_id, actor, reason))
+            await self._record(interaction, await self._commands.reject(task_id, actor, reason))
 
         await self._guarded(interaction, "reject", task_id, work)
 
@@ -204,8 +205,7 @@ class Interactions:
         async def work(actor: Actor) -> None:
             await self._defer(interaction)
             phrase = values.get(discord_forms.CONFIRM_INPUT, "").strip()
-            result = await self._commands.approve(task_id, actor, confirmation=phrase)
-            await self._record(interaction, actor, "approved (confirmed)", result)
+            await self._record(interaction, await self._commands.approve(task_id, actor, confirmation=phrase))
 
         await self._guarded(interaction, "confirm", task_id, work)
 
@@ -216,8 +216,7 @@ class Interactions:
             edits = discord_forms.parse_edits(proposal, values)
             phrase = values.get(discord_forms.CONFIRM_INPUT, "").strip() or None
             result = await self._commands.approve(task_id, actor, edits=edits or None, confirmation=phrase)
-            changed = ", ".join(f"{s}.{p}={v}" for s, ps in edits.items() for p, v in ps.items())
-            await self._record(interaction, actor, f"approved with edits ({changed or 'none'})", result)
+            await self._record(interaction, result)
 
         await self._guarded(interaction, "edit", task_id, work)
 

@@ -297,8 +297,18 @@ async def test_an_approver_click_executes_once_and_edits_the_message(fake, surfa
     await fake.wait_for(lambda: fake.messages[mid].get("edits"))
     assert custom_ids(fake.messages[mid]) == ["ooda:details:7", "ooda:undo:7"]
     assert "completed" in fake.messages[mid]["embeds"][0]["footer"]["text"]
-    notes = await fake.wait_for(lambda: fake.channel_messages(mid))  # the thread shares the message id
-    assert notes[0]["content"].startswith("bob approved at")  # the configured identity
+
+
+async def test_an_update_edits_the_message_and_notes_who_did_what_in_its_thread(fake, surface, core):
+    ref = await surface.post_proposal(core.proposals[7], None)
+    done = core.proposals[7].model_copy(update={"state": "completed", "can_undo": True})
+
+    await surface.update_proposal(ref, done, "bob approved at 2026-01-05 09:01 UTC: 1 step ran")
+
+    message = fake.messages[int(ref.message_id)]
+    assert message["edits"] == 1 and custom_ids(message) == ["ooda:details:7", "ooda:undo:7"]
+    (note,) = fake.channel_messages(int(ref.thread_id))  # a thread started from a message shares its id
+    assert note["content"] == "bob approved at 2026-01-05 09:01 UTC: 1 step ran"
 
 
 async def test_a_click_without_the_role_is_refused_ephemerally(fake, surface, core):
