@@ -113,8 +113,6 @@ class Settings(_Strict):
     audit: AuditConfig = AuditConfig()
     intake: IntakeConfig = IntakeConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
-    slack_user_groups: dict[str, list[str]] = Field(default_factory=dict)
-    discord_roles: dict[str, list[str]] = Field(default_factory=dict)
     policy: dict[str, Any] = Field(default_factory=dict)
     engine: EngineConfig = EngineConfig()
     tools: ToolsConfig = ToolsConfig()

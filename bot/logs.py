@@ -45,3 +45,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would add an unstructured line per request on the intake hot path.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # One line per outgoing request and per scheduler bookkeeping step is noise; tools log their own.
+    for name in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)

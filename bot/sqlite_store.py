@@ -32,7 +32,7 @@ from bot.sqlite_tasks import (
     task_from_row,
 )
 from bot.sqlite_writer import GroupCommitWriter, Tx
-from bot.tasks import OPEN_STATES, ApprovalRecord, StepRecord, Task
+from bot.tasks import ATTENTION_STATES, ApprovalRecord, StepRecord, Task
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -251,7 +251,7 @@ class SqliteStore:
         where = ""
         params: tuple[Any, ...] = ()
         if open_only:
-            states = sorted(s.value for s in OPEN_STATES)
+            states = sorted(s.value for s in ATTENTION_STATES)
             where = f"WHERE state IN ({', '.join('?' * len(states))})"
             params = tuple(states)
         rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY id DESC LIMIT ?", (*params, limit))

@@ -53,6 +53,8 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.cancelled: frozenset(),
 }
 OPEN_STATES = frozenset({S.queued, S.running, S.needs_approval, S.executing, S.failed_retryable})
+# What `ooda tasks` lists by default: open tasks and those a human must look at.
+ATTENTION_STATES = OPEN_STATES | {S.escalated_to_human}
 
 
 def check_transition(task_id: int, current: TaskState, target: TaskState) -> None:

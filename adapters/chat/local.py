@@ -1,0 +1,46 @@
+"""The local surface of the embedded default: proposals go to the server log.
+
+With no Slack or Discord configured, people read proposals with ``ooda tasks`` / ``ooda show`` and
+in the log, and act with ``ooda approve``. This surface writes one structured line per proposal
+and per change, worded like the chat messages.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import structlog
+
+from bot.proposals import MessageRef, Proposal
+
+log = structlog.get_logger("ooda.proposals")
+
+
+class LocalSurface:
+    name: ClassVar[str] = "local"
+
+    def __init__(self, **_: object) -> None:
+        self.posted: list[Proposal] = []
+
+    async def post_proposal(self, proposal: Proposal, channel: str | None) -> MessageRef:
+        self.posted.append(proposal)
+        log.info(
+            "proposal.posted",
+            task_id=proposal.task_id,
+            playbook=proposal.playbook_id,
+            state=proposal.state,
+            summary=proposal.summary,
+            risk=f"{proposal.risk.score} {proposal.risk.band.value}",
+            factors=[f"{f.name}+{f.points}" for f in proposal.risk.factors],
+            steps=[f"{s.name}: {s.decision.verdict} ({s.decision.rule})" for s in proposal.steps],
+            next=f"ooda show {proposal.task_id}; ooda approve {proposal.task_id}",
+        )
+        return MessageRef(surface=self.name, channel=channel or "log", message_id=str(proposal.task_id))
+
+    async def update_proposal(self, ref: MessageRef, proposal: Proposal, note: str | None) -> None:
+        self.posted.append(proposal)
+        log.info("proposal.updated", task_id=proposal.task_id, state=proposal.state, note=note,
+                 outcome=proposal.outcome)
+
+    async def post_notice(self, channel: str | None, text: str) -> None:
+        log.info("notice", channel=channel, text=text)

@@ -1,0 +1,306 @@
+"""The composition root: config in, a running Ooda out.
+
+This is the one place that knows adapters by name. Each config ``kind:`` maps to a dotted path
+loaded with importlib, so ``bot/`` never imports ``adapters/`` statically; adding an alert source,
+a tool or a chat platform means one module in ``adapters/`` and one line in these tables.
+Startup and shutdown live in one ``async with App(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bot.api import Api
+from bot.approvals import Approvals
+from bot.commands import Commands
+from bot.config import Settings
+from bot.core import Core, utcnow
+from bot.engine import Engine
+from bot.errors import ConfigError
+from bot.events import EventBus
+from bot.executor import Executor
+from bot.gateway import ToolGateway, ToolRegistry
+from bot.identity import IdentityDirectory
+from bot.intake import Intake, IntakeSource
+from bot.metrics import Metrics
+from bot.notifier import Notifier
+from bot.planner import Planner
+from bot.playbooks import PlaybookSet, load_playbooks
+from bot.policy import PolicyConfig
+from bot.redaction import register_secret
+from bot.scheduler import Scheduler
+from bot.secrets import SecretResolver
+from bot.server import build_web_app
+from bot.sqlite_store import SqliteStore
+from bot.yamlfile import YamlDocument
+
+log = structlog.get_logger(__name__)
+
+ALERT_SOURCES = {
+    "alertmanager": "adapters.alerts.alertmanager.AlertmanagerSource",
+    "grafana": "adapters.alerts.grafana.GrafanaSource",
+    "pagerduty": "adapters.alerts.pagerduty.PagerDutySource",
+    "generic": "adapters.alerts.generic.GenericSource",
+}
+# config section -> (config model, tool classes)
+TOOLS = {
+    "http": ("adapters.tools.http.HttpToolConfig", ["adapters.tools.http.HttpTool"]),
+    "shell": ("adapters.tools.shell.ShellToolConfig", ["adapters.tools.shell.ShellTool"]),
+    "flags": ("adapters.tools.flags.FlagsToolConfig",
+              ["adapters.tools.flags.FlagsGetTool", "adapters.tools.flags.FlagsSetTool"]),
+}
+NOTIFY_TOOL = "adapters.tools.notify.NotifyTool"
+# config section -> (surface class, its config model)
+SURFACES = {
+    "slack": ("adapters.chat.slack.SlackSurface", "adapters.chat.slack_config.SlackConfig"),
+    "discord": ("adapters.chat.discord.DiscordSurface", "adapters.chat.discord.DiscordConfig"),
+}
+LOCAL_SURFACE = "adapters.chat.local.LocalSurface"
+STANDIN = "adapters.standin.Standin"
+
+
+def import_string(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_section(doc: YamlDocument | None, model: type[BaseModel], data: Any, loc: tuple[str, ...]) -> Any:
+    """Validate an adapter-owned config section with errors that name file, line and key."""
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        if doc is None:
+            raise ConfigError(f"{'.'.join(loc)}: invalid", problems=[str(exc)]) from exc
+        raise ConfigError(f"{doc.path}: invalid {'.'.join(loc)}", problems=doc.problems(exc, loc)) from exc
+
+
+def build_policy(settings: Settings, doc: YamlDocument | None) -> PolicyConfig:
+    policy: PolicyConfig = validate_section(doc, PolicyConfig, settings.policy, ("policy",))
+    return policy
+
+
+def build_tools(settings: Settings, doc: YamlDocument | None, env: Mapping[str, str]) -> list[Any]:
+    tools = []
+    for section, (config_path, classes) in TOOLS.items():
+        raw = getattr(settings.tools, section)
+        if raw is None:
+            continue
+        if section == "shell" and raw.get("workdir"):
+            # Relative to the config file like every other path; created so a fresh machine runs.
+            workdir = settings.resolve(Path(raw["workdir"]))
+            workdir.mkdir(parents=True, exist_ok=True)
+            scratch = settings.vars.get("scratch_dir")
+            if scratch and not Path(scratch).is_absolute():
+                (workdir / scratch).mkdir(parents=True, exist_ok=True)
+            raw = {**raw, "workdir": str(workdir)}
+        config = validate_section(doc, import_string(config_path), raw, ("tools", section))
+        tools += [import_string(cls)(config, env) for cls in classes]
+    return tools
+
+
+def tool_param_models(tools: list[Any]) -> dict[str, type[BaseModel]]:
+    models = {t.name: t.params_model for t in tools}
+    models["chat.notify"] = import_string(NOTIFY_TOOL).params_model
+    return models
+
+
+def load_all_playbooks(settings: Settings, tools: list[Any]) -> PlaybookSet:
+    return load_playbooks(settings.resolve(settings.playbooks_dir), known_tools=tool_param_models(tools))
+
+
+class App:
+    """Everything Ooda runs, started and stopped as one unit."""
+
+    def __init__(self, settings: Settings, *, doc: YamlDocument | None = None,
+                 env: Mapping[str, str] | None = None, clock: Any = utcnow,
+                 sleep: Any = asyncio.sleep) -> None:
+        self.settings = settings
+        self.doc = doc
+        self.env = dict(os.environ if env is None else env)
+        self.clock = clock
+        self.sleep = sleep
+        self.stack = AsyncExitStack()
+        self.port: int | None = None
+        self.standin_port: int | None = None
+
+    async def __aenter__(self) -> App:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stack.aclose()
+
+    async def _start(self) -> None:
+        s = self.settings
+        secrets = SecretResolver(self.env, s.data_path, generate_missing=s.environment == "dev",
+                                 on_resolved=register_secret)
+        env = _EnvWithSecrets(self.env, secrets)
+        self.secrets = secrets
+        self.metrics = Metrics()
+        self.bus = EventBus()
+        policy = build_policy(s, self.doc)
+        tools = build_tools(s, self.doc, env)
+        playbooks = load_all_playbooks(s, tools)
+
+        if s.standin.enabled:
+            await self._start_standin(env)
+
+        audit_key = secrets.get(s.audit.hmac_key_env).encode() if s.audit.hmac_key_env else None
+        self.audit_key = audit_key
+        self.store = SqliteStore(s.db_path, self.bus, synchronous=s.store.synchronous, audit_key=audit_key,
+                                 queue_size=s.engine.queue_size)
+        await self.store.open()
+        self.stack.push_async_callback(self.store.close)
+        self.metrics.track_queue(self.metrics.store_queue_depth, lambda: self.store.queue_depth)
+
+        tokens = {secrets.get(i.api_token_env): i.id for i in s.identities if i.api_token_env}
+        surface_configs = self._surface_configs()
+        slack_groups = surface_configs["slack"].user_groups if "slack" in surface_configs else {}
+        discord_roles = surface_configs["discord"].roles if "discord" in surface_configs else {}
+        self.identities = IdentityDirectory(s.identities, tokens, slack_groups, discord_roles)
+
+        registry = ToolRegistry()
+        for tool in tools:
+            registry.register(tool)
+            if hasattr(tool, "aclose"):
+                self.stack.push_async_callback(tool.aclose)
+        self.core = Core(settings=s, store=self.store, bus=self.bus, playbooks=playbooks, policy=policy,
+                         gateway=ToolGateway(registry, sleep=self.sleep), identities=self.identities,
+                         metrics=self.metrics, clock=self.clock)
+        await self.core.load_kill_switch()
+        self.executor = Executor(self.core, sleep=self.sleep)
+        self.engine = Engine(self.core, Planner(self.core), self.executor)
+        self.commands = Commands(self.core, self.engine, Approvals(self.core), self.executor)
+
+        self.surfaces = self._build_surfaces(surface_configs, env)
+        registry.register(import_string(NOTIFY_TOOL)(self._notify))
+        self.notifier = Notifier(self.core, self.surfaces)
+
+        routes: list[web.RouteDef] = []
+        routes += self._intake(env).routes()
+        routes += Api(self.commands, self.identities, self.store, self.metrics, audit_key).routes()
+        for surface in self.surfaces:
+            if hasattr(surface, "web_routes"):
+                routes += surface.web_routes()
+        web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics,
+                                max_body_bytes=s.intake.max_body_bytes)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        self.stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, s.server.host, s.server.port)
+        await site.start()
+        self.port = runner.addresses[0][1]
+
+        for surface in self.surfaces:
+            if hasattr(surface, "start"):
+                await surface.start()
+            if hasattr(surface, "stop"):
+                self.stack.push_async_callback(surface.stop)
+        self.notifier.start()
+        self.stack.push_async_callback(self.notifier.stop)
+        await self.engine.start()
+        self.stack.push_async_callback(self.engine.stop)
+        self.scheduler = Scheduler(self.core, self.commands, self.notifier, self.surfaces)
+        self.scheduler.start()
+        self.stack.callback(self.scheduler.stop)
+        log.info("ooda.started", host=s.server.host, port=self.port, environment=s.environment,
+                 playbooks=len(playbooks), tools=registry.names(), surfaces=[x.name for x in self.surfaces])
+
+    async def _start_standin(self, env: Mapping[str, str]) -> None:
+        token = env.get(self.settings.standin.flags_token_env) if self.settings.standin.flags_token_env else None
+        standin = import_string(STANDIN)(**({"token": token} if token else {}))
+        self.standin_port = await standin.start("127.0.0.1", self.settings.standin.port)
+        self.stack.push_async_callback(standin.stop)
+        self.standin = standin
+
+    def _surface_configs(self) -> dict[str, Any]:
+        configs = {}
+        for name, (_, config_path) in SURFACES.items():
+            raw = getattr(self.settings.chat, name)
+            if raw is not None:
+                configs[name] = validate_section(self.doc, import_string(config_path), raw, ("chat", name))
+        return configs
+
+    def _build_surfaces(self, configs: dict[str, Any], env: Mapping[str, str]) -> list[Any]:
+        surfaces = []
+        if self.settings.chat.local.enabled:
+            surfaces.append(import_string(LOCAL_SURFACE)())
+        for name, config in configs.items():
+            cls = import_string(SURFACES[name][0])
+            surfaces.append(cls(config, commands=self.commands, identities=self.identities, env=env))
+        return surfaces
+
+    async def _notify(self, channel: str | None, text: str) -> None:
+        for surface in self.surfaces:
+            await surface.post_notice(channel, text)
+
+    def _intake(self, env: Mapping[str, str]) -> Intake:
+        sources = {}
+        for name, cfg in self.settings.intake.sources.items():
+            cls = import_string(ALERT_SOURCES[cfg.kind])
+            try:
+                adapter = cls(**cfg.options)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"intake.sources.{name}.options: {exc}; see the {cfg.kind} adapter's "
+                                  "documented options") from exc
+            secret = self.secrets.get(cfg.secret_env).encode() if cfg.auth != "none" and cfg.secret_env else None
+            sources[name] = IntakeSource(name, adapter, cfg.auth, secret)
+        return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes)
+
+
+class _EnvWithSecrets(dict[str, str]):
+    """The process environment, where dev-generated secrets fill variables that are unset."""
+
+    def __init__(self, env: Mapping[str, str], secrets: SecretResolver) -> None:
+        super().__init__(env)
+        self._secrets = secrets
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        value = self._secrets.optional(key)
+        return value if value is not None else default
+
+
+def check_config(path: Path) -> tuple[Settings, list[str]]:
+    """Validate the config, every adapter section and every playbook; returns problems, never raises."""
+    from bot.config import load_settings
+
+    problems: list[str] = []
+    try:
+        settings, doc = load_settings(path)
+    except ConfigError as exc:
+        return Settings(), exc.problems
+    for step in (lambda: build_policy(settings, doc),
+                 lambda: [validate_section(doc, import_string(SURFACES[n][1]), getattr(settings.chat, n), ("chat", n))
+                          for n in SURFACES if getattr(settings.chat, n) is not None]):
+        try:
+            step()
+        except ConfigError as exc:
+            problems += exc.problems
+    secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
+    try:
+        tools = build_tools(settings, doc, _EnvWithSecrets(os.environ, secrets))
+        load_all_playbooks(settings, tools)
+    except ConfigError as exc:
+        problems += exc.problems
+    return settings, problems
+
+
+def now() -> datetime:
+    return utcnow()

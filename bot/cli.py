@@ -1,0 +1,454 @@
+"""The ``ooda`` command: run the server, check config, and drive the running bot over its API.
+
+Commands that talk to a running server use its HTTP API with a bearer token from
+``OODA_API_TOKEN`` (in ``environment: dev`` the token generated under the data dir is used when the
+variable is unset). ``audit verify`` and ``audit export`` read the store file directly, so they
+work while the server is down and do not trust it. Tables for people, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.errors import BotError, ConfigError
+
+API_TOKEN_ENV = "OODA_API_TOKEN"
+
+
+def default_config() -> Path:
+    if os.environ.get("OODA_CONFIG"):
+        return Path(os.environ["OODA_CONFIG"])
+    return Path("config.yaml") if Path("config.yaml").exists() else Path("config.example.yaml")
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
+    widths = [min(max(len(c), *(len(row[i]) for row in cells)), 60) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    for row in cells:
+        lines.append("  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def show_proposal(p: dict[str, Any]) -> str:
+    risk = p["risk"]
+    lines = [
+        f"Task {p['task_id']} · {p['playbook_id']} v{p.get('playbook_version', '')} · {p['state']}"
+        + (f" · {p['outcome']}" if p.get("outcome") else ""),
+        f"  {p['title']}",
+        f"  {p['summary']}",
+        f"  environment {p['environment']} · severity {p['severity']} · signals {p['signal_count']} · "
+        f"requested by {p['requester']}",
+        f"  risk {risk['score']}/100 ({risk['band']}) · blast radius {p['blast_radius']}",
+    ]
+    lines += [f"    {f['name']:<22} +{f['points']:<3} {f['detail']}" for f in risk.get("factors", [])]
+    lines.append("  steps:")
+    for s in p["steps"]:
+        d = s["decision"]
+        lines.append(f"    {s['index'] + 1}. {s['name']} [{s['tool']}, {s['category']}] {s['state']} — "
+                     f"{d['verdict']} ({d['rule']})")
+        lines.append(f"       params {json.dumps(s['params'])}")
+        if s.get("dry_run"):
+            lines.append(f"       dry run: {s['dry_run'][:300]}")
+        if s.get("result"):
+            lines.append(f"       result: {s['result'][:300]}")
+    if p.get("approvals_required"):
+        who = ", ".join(a["actor"] for a in p.get("approvals", [])) or "nobody yet"
+        lines.append(f"  approvals: {len(p.get('approvals', []))} of {p['approvals_required']} "
+                     f"({' or '.join(p.get('approver_roles', []))}): {who}")
+    if p.get("evidence"):
+        lines.append("  evidence:")
+        lines += [f"    - {e['title']} ({e['kind']}): {e['snippet'][:200]}" + (f" {e['url']}" if e.get("url") else "")
+                  for e in p["evidence"]]
+    if p.get("rollback_plan"):
+        lines.append("  rollback plan (newest first):")
+        lines += [f"    - {r}" for r in p["rollback_plan"]]
+    if p["state"] == "needs_approval":
+        lines.append(f"  next: ooda approve {p['task_id']}   or   ooda reject {p['task_id']} --reason '...'")
+    if p.get("can_undo"):
+        lines.append(f"  undo: ooda undo {p['task_id']}")
+    return "\n".join(lines)
+
+
+# -- talking to the server ---------------------------------------------------------------------------
+
+class Client:
+    def __init__(self, config_path: Path) -> None:
+        from bot.config import load_settings
+        from bot.secrets import SecretResolver
+
+        settings, _ = load_settings(config_path)
+        self.settings = settings
+        host = settings.server.host if settings.server.host not in {"0.0.0.0", "::"} else "127.0.0.1"
+        self.base = os.environ.get("OODA_URL", f"http://{host}:{settings.server.port}")
+        self.secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
+
+    def token(self) -> str:
+        return self.secrets.get(API_TOKEN_ENV)
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return httpx.request(method, self.base + path, timeout=30, **kwargs)
+        except httpx.ConnectError as exc:
+            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running?") from exc
+
+    def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 202)) -> Any:
+        response = self.send(method, path, json=body, headers={"Authorization": f"Bearer {self.token()}"})
+        data = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if response.status_code not in ok:
+            message = data.get("message") or response.text
+            if data.get("phrase"):
+                message += f"\n(re-run with --confirm '{data['phrase']}')"
+            raise BotError(f"{response.status_code} {data.get('error', '')}: {message}")
+        return data
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.config import load_settings
+    from bot.logs import configure_logging
+
+    settings, doc = load_settings(args.config)
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is optional on platforms without it
+        runner = asyncio.run
+    runner(_serve(settings, doc))
+    return 0
+
+
+async def _serve(settings: Any, doc: Any) -> None:
+    import signal
+
+    from bot.app import App
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with App(settings, doc=doc):
+        await stop.wait()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bot.app import check_config
+
+    settings, problems = check_config(args.config)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK (environment {settings.environment}, {len(settings.intake.sources)} alert sources)")
+    return 0
+
+
+def load_sample(name: str) -> bytes:
+    path = resources.files("bot") / "samples" / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".json") for p in (resources.files("bot") / "samples").iterdir()
+                       if p.name.endswith(".json"))
+        raise BotError(f"no sample named {name!r}; samples: {', '.join(known)}")
+    return path.read_bytes()
+
+
+def sign_headers(kind: str, body: bytes, secret: str) -> dict[str, str]:
+    """Sign a body the way each source expects (the same schemes the adapters verify)."""
+    key = secret.encode()
+    if kind == "pagerduty":
+        return {"X-PagerDuty-Signature": "v1=" + hmac.new(key, body, hashlib.sha256).hexdigest()}
+    if kind == "generic":
+        ts = str(int(time.time()))
+        mac = hmac.new(key, f"{ts}:".encode() + body, hashlib.sha256).hexdigest()
+        return {"X-Ooda-Timestamp": ts, "X-Ooda-Signature": f"v1={mac}"}
+    if kind == "grafana":
+        return {"X-Grafana-Alerting-Signature": hmac.new(key, body, hashlib.sha256).hexdigest()}
+    raise BotError(f"{kind} does not sign its webhooks; configure it with auth: bearer")
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    client = Client(args.config)
+    if args.sample:
+        body, kind = load_sample(args.sample), args.sample.split("-", 1)[0]
+    elif args.file:
+        body, kind = Path(args.file).read_bytes(), args.kind or "alertmanager"
+    else:
+        raise BotError("give --sample NAME or a FILE to post")
+    names = [n for n, s in client.settings.intake.sources.items()
+             if s.kind == kind and (not args.source or n == args.source)]
+    if not names:
+        raise ConfigError(f"no intake source of kind {kind!r} in {args.config}; add one under intake.sources")
+    source = client.settings.intake.sources[names[0]]
+    headers = {"Content-Type": "application/json"}
+    if source.auth == "bearer" and source.secret_env:
+        headers["Authorization"] = f"Bearer {client.secrets.get(source.secret_env)}"
+    elif source.auth == "hmac" and source.secret_env:
+        headers.update(sign_headers(kind, body, client.secrets.get(source.secret_env)))
+    response = client.send("POST", f"/webhooks/{names[0]}", content=body, headers=headers)
+    print(json.dumps(response.json()) if args.json else f"{response.status_code} {response.text}")
+    return 0 if response.status_code == 202 else 1
+
+
+def _task_rows(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": t["id"], "state": t["state"], "playbook": t["playbook_id"], "severity": t["severity"],
+             "env": t["environment"], "signals": t["signal_count"], "title": t["title"],
+             "created": t["created_at"][:19]} for t in tasks]
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    data = Client(args.config).call("GET", f"/api/v1/tasks?state={'all' if args.all else 'open'}&limit={args.limit}")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(table(_task_rows(data["tasks"]),
+                    ["id", "state", "playbook", "severity", "env", "signals", "title", "created"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    data = Client(args.config).call("GET", f"/api/v1/tasks/{args.id}")
+    print(json.dumps(data, indent=2) if args.json else show_proposal(data["proposal"]))
+    return 0
+
+
+def _print_result(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(data.get("message", ""))
+        if data.get("proposal"):
+            print(show_proposal(data["proposal"]))
+
+
+def parse_edits(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    edits: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        step, dot, param = target.partition(".")
+        if not sep or not dot:
+            raise BotError(f"--edit takes step.param=value, got {pair!r}")
+        edits.setdefault(step, {})[param] = value
+    return edits
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    body = {"edits": parse_edits(args.edit) or None, "confirmation": args.confirm}
+    _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/approve", body))
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/reject", {"reason": args.reason}))
+    return 0
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/undo"))
+    return 0
+
+
+def parse_kv(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BotError(f"arguments are key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data = Client(args.config).call("POST", f"/api/v1/playbooks/{args.playbook}/run", {"args": parse_kv(args.args)})
+    print(json.dumps(data, indent=2) if args.json else
+          f"Task {data['task']['id']} queued; follow it with `ooda show {data['task']['id']}`")
+    return 0
+
+
+def _print_status(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return
+    switch = f"ON (by {data.get('paused_by')}: {data.get('paused_reason') or 'no reason'})" if data["paused"] else "off"
+    print(f"kill switch: {switch}\nenvironment: {data['environment']} · autonomy {data['autonomy_cap']}\n"
+          f"open tasks: {data['open_tasks']} ({data['needs_approval']} need approval)")
+    for failure in data.get("recent_failures", []):
+        print(f"  recent failure: {failure}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_status(args, Client(args.config).call("GET", "/api/v1/status"))
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    _print_status(args, Client(args.config).call("POST", "/api/v1/pause", {"reason": args.reason}))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    _print_status(args, Client(args.config).call("POST", "/api/v1/resume"))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    print(Client(args.config).call("GET", "/api/v1/digest")["digest"])
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "show":
+        from bot.app import build_policy
+        from bot.config import load_settings
+        from bot.policy import describe_policy
+
+        settings, doc = load_settings(args.config)
+        print(describe_policy(build_policy(settings, doc)))
+    else:
+        print(Client(args.config).call("GET", f"/api/v1/tasks/{args.id}/policy")["explanation"])
+    return 0
+
+
+async def _offline_store(config: Path) -> Any:
+    from bot.config import load_settings
+    from bot.events import EventBus
+    from bot.secrets import SecretResolver
+    from bot.sqlite_store import SqliteStore
+
+    settings, _ = load_settings(config)
+    if not settings.db_path.exists():
+        raise BotError(f"no store at {settings.db_path}; has `ooda serve` run with this config?")
+    secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
+    key = secrets.get(settings.audit.hmac_key_env).encode() if settings.audit.hmac_key_env else None
+    store = SqliteStore(settings.db_path, EventBus(), audit_key=key)
+    await store.open()
+    return store, key
+
+
+async def _audit_verify(config: Path) -> Any:
+    from bot.audit import verify_chain
+
+    store, key = await _offline_store(config)
+    try:
+        return verify_chain([row async for row in store.audit_rows()], key)
+    finally:
+        await store.close()
+
+
+async def _audit_export(config: Path, task_id: int) -> dict[str, Any]:
+    from bot.evidence import export_bundle
+
+    store, _ = await _offline_store(config)
+    try:
+        return await export_bundle(store, task_id)
+    finally:
+        await store.close()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.audit_command == "verify":
+        result = asyncio.run(_audit_verify(args.config))
+        if args.json:
+            print(json.dumps({"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq,
+                              "reason": result.reason}))
+        elif result.ok:
+            print(f"audit log OK: {result.checked} records, chain intact")
+        else:
+            print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
+                  f"({result.checked} records verified before it)", file=sys.stderr)
+        return 0 if result.ok else 1
+    bundle = asyncio.run(_audit_export(args.config, int(args.task_id)))
+    text = json.dumps(bundle, indent=2, default=str)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}: task {args.task_id}, {len(bundle['audit'])} audit records, "
+              f"{len(bundle['signals'])} signals, {len(bundle['events'])} events")
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ooda", description="Ooda chat-ops bot")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=default_config(),
+                        help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    add("serve", cmd_serve, "run the bot: webhooks, API, chat surfaces, engine")
+    add("check", cmd_check, "validate the config and every playbook")
+    p = add("fire", cmd_fire, "post a sample or recorded alert to the running server")
+    p.add_argument("file", nargs="?", help="a JSON payload file")
+    p.add_argument("--sample", help="a bundled sample, e.g. alertmanager-5xx-spike")
+    p.add_argument("--kind", help="source kind of FILE (default alertmanager)")
+    p.add_argument("--source", help="intake source name, when several have the same kind")
+    p = add("tasks", cmd_tasks, "list tasks (open ones by default)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    add("show", cmd_show, "show a task's proposal").add_argument("id")
+    p = add("approve", cmd_approve, "approve a proposal")
+    p.add_argument("id")
+    p.add_argument("--edit", action="append", default=[], metavar="STEP.PARAM=VALUE")
+    p.add_argument("--confirm", help="the confirmation phrase for a critical-risk proposal")
+    p = add("reject", cmd_reject, "reject a proposal")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+    add("undo", cmd_undo, "run the rollbacks of a task's executed steps").add_argument("id")
+    p = add("run", cmd_run, "run a playbook by hand: ooda run PLAYBOOK key=value ...")
+    p.add_argument("playbook")
+    p.add_argument("args", nargs="*")
+    add("status", cmd_status, "kill switch, autonomy and open tasks")
+    add("pause", cmd_pause, "pull the kill switch: no write runs").add_argument("--reason", default="")
+    add("resume", cmd_resume, "release the kill switch")
+    add("digest", cmd_digest, "print the daily digest now")
+    p = add("policy", cmd_policy, "show the policy or explain a task's decisions")
+    psub = p.add_subparsers(dest="policy_command", required=True)
+    psub.add_parser("show", parents=[common])
+    psub.add_parser("explain", parents=[common]).add_argument("id")
+    p = add("audit", cmd_audit, "verify the audit chain or export a task's evidence bundle")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    asub.add_parser("verify", parents=[common])
+    e = asub.add_parser("export", parents=[common])
+    e.add_argument("task_id")
+    e.add_argument("-o", "--output", help="write the bundle to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except BotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,34 @@
+"""The evidence bundle of a task: everything an auditor needs, in one JSON document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.audit import AUDIT_COLUMNS
+from bot.proposal_view import current_proposal
+from bot.sqlite_store import SqliteStore
+
+BUNDLE_FORMAT = "ooda.evidence-bundle/1"
+
+
+async def export_bundle(store: SqliteStore, task_id: int) -> dict[str, Any]:
+    """The task, its proposal, signals (with raw payloads), steps, approvals, events and audit records.
+
+    Audit records carry their hashes, so the bundle can be checked against a later ``audit verify``.
+    """
+    task = await store.get_task(task_id)
+    if task is None:
+        from bot.errors import UnknownTask
+
+        raise UnknownTask(f"there is no task {task_id}")
+    columns = [c.strip() for c in AUDIT_COLUMNS.split(",")]
+    return {
+        "format": BUNDLE_FORMAT,
+        "task": task.model_dump(mode="json", exclude={"proposal"}),
+        "proposal": (await current_proposal(store, task)).model_dump(mode="json"),
+        "signals": await store.raw_signals_of_task(task_id),
+        "steps": [s.model_dump(mode="json") for s in await store.steps_of_task(task_id)],
+        "approvals": [a.model_dump(mode="json") for a in await store.approvals_of_task(task_id)],
+        "events": await store.events_of_task(task_id),
+        "audit": [dict(zip(columns, row, strict=True)) async for row in store.audit_rows(task_id)],
+    }

@@ -1,0 +1,110 @@
+"""Scheduled work on APScheduler 3.x: the daily digest, approval expiry, chat outbox retries.
+
+Jobs live in a MemoryJobStore and are rebuilt from settings at every start (a persistent job store
+would pickle functions and break on renames). The digest records the day it was sent in the store,
+so a restart the same day does not send it twice. Each job binds its own correlation id: jobs run
+in the scheduler's context, not in the context of whoever scheduled them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.commands import Commands
+from bot.core import Core
+from bot.notifier import Notifier
+from bot.ports import ChatSurface
+from bot.sqlite_tasks import TaskTx
+from bot.tasks import TaskState
+
+log = structlog.get_logger(__name__)
+
+
+def _job(name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=f"job-{name}")
+        try:
+            await fn()
+        except Exception:
+            log.exception("scheduler.job_failed", job=name)
+
+    return run
+
+
+def digest_trigger(at: str, days: str, timezone: str) -> CronTrigger:
+    hour, minute = (int(x) for x in at.split(":"))
+    # Day names, not numbers: APScheduler 3 counts 0 as Monday, unlike cron.
+    return CronTrigger(hour=hour, minute=minute, day_of_week=days, timezone=ZoneInfo(timezone))
+
+
+class Scheduler:
+    def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface]) -> None:
+        self.core = core
+        self.commands = commands
+        self.notifier = notifier
+        self.surfaces = surfaces
+        self._scheduler: AsyncIOScheduler | None = None
+
+    def start(self) -> None:
+        s = self.core.settings
+        sched = AsyncIOScheduler(timezone="UTC")
+        if s.digest.enabled:
+            sched.add_job(_job("digest", self.send_digest), digest_trigger(s.digest.at, s.digest.days,
+                                                                           s.digest.timezone),
+                          id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
+        sched.add_job(_job("expire", self.expire_approvals), IntervalTrigger(seconds=60), id="expire",
+                      replace_existing=True, misfire_grace_time=60)
+        sched.add_job(_job("outbox", self.notifier.retry_outbox), IntervalTrigger(seconds=30), id="outbox",
+                      replace_existing=True, misfire_grace_time=30)
+        sched.start()
+        self._scheduler = sched
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    async def send_digest(self) -> bool:
+        """Post the digest once per day; returns False when today's was already sent."""
+        today = self.core.clock().date().isoformat()
+        sent = await self.core.store.get_setting(f"digest.sent.{today}")
+        if sent:
+            return False
+        text = await self.commands.digest()
+        for surface in self.surfaces:
+            await surface.post_notice(self.core.settings.digest.channel, text)
+
+        async def mark(t: TaskTx) -> None:
+            await t.set_setting(f"digest.sent.{today}", True, "scheduler")
+
+        await self.core.store.transact(mark)
+        log.info("digest.sent", day=today)
+        return True
+
+    async def expire_approvals(self) -> list[int]:
+        """Cancel proposals nobody decided on within ``engine.approval_expiry_s``."""
+        limit = timedelta(seconds=self.core.settings.engine.approval_expiry_s)
+        now = self.core.clock()
+        expired = []
+        reason = f"expired: no decision within {limit}"
+        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+            if now - task.updated_at < limit:
+                continue
+            try:
+                await self.core.store.transact(
+                    lambda t, task_id=task.id: t.set_state(task_id, TaskState.needs_approval, TaskState.cancelled,
+                                                           actor="scheduler", reason=reason, outcome=reason))
+            except Exception:
+                log.exception("expire.failed", task_id=task.id)
+                continue
+            expired.append(task.id)
+        return expired
