@@ -1,0 +1,91 @@
+"""Run the real Ooda (App from bot/app.py) in-process for tests, on the example config.
+
+The config is ``config.example.yaml`` with test-only changes: a temp data dir, port 0, explicit
+secrets in the env, and the outside systems pointed at a ``Standin`` the test starts itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from adapters.standin import Standin
+from bot.app import App
+from bot.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
+
+ENV = {
+    "OODA_API_TOKEN": "admin-token-0123456789",
+    "OODA_API_TOKEN_2": "second-token-0123456789",
+    "OODA_ALERTMANAGER_TOKEN": "am-token-0123456789",
+    "OODA_GRAFANA_TOKEN": "grafana-token-0123456789",
+    "OODA_PAGERDUTY_SECRET": "pd-secret-0123456789",
+    "OODA_GENERIC_SECRET": "generic-secret-0123456789",
+    "OODA_AUDIT_HMAC_KEY": "audit-key-0123456789",
+    "OODA_FLAGS_TOKEN": "flags-token-0123456789",
+}
+ADMIN = {"Authorization": f"Bearer {ENV['OODA_API_TOKEN']}"}
+SECOND = {"Authorization": f"Bearer {ENV['OODA_API_TOKEN_2']}"}
+AM = {"Authorization": f"Bearer {ENV['OODA_ALERTMANAGER_TOKEN']}"}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def test_config(tmp_path: Path, standin_port: int, overrides: dict[str, Any] | None = None) -> Path:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    url = f"http://127.0.0.1:{standin_port}"
+    data = merge(data, {
+        "data_dir": str(tmp_path / "data"),
+        "playbooks_dir": str(ROOT / "playbooks"),
+        "server": {"port": 0},
+        "store": {"path": str(tmp_path / "data" / "ooda.db")},
+        "tools": {"http": {"allow_hosts": [f"127.0.0.1:{standin_port}"]},
+                  "flags": {"base_url": url}, "shell": {"workdir": str(tmp_path / "work")}},
+        "vars": {"platform_api": url},
+        "standin": {"enabled": False},
+        "digest": {"enabled": False},
+        "log": {"format": "json"},
+    })
+    data = merge(data, overrides or {})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@asynccontextmanager
+async def running_standin() -> AsyncIterator[Standin]:
+    standin = Standin(token=ENV["OODA_FLAGS_TOKEN"])
+    await standin.start("127.0.0.1", 0)
+    try:
+        yield standin
+    finally:
+        await standin.stop()
+
+
+@asynccontextmanager
+async def running_app(tmp_path: Path, standin: Standin, overrides: dict[str, Any] | None = None,
+                      **app_kwargs: Any) -> AsyncIterator[App]:
+    port = int(standin.base_url.rsplit(":", 1)[1])
+    settings, doc = load_settings(test_config(tmp_path, port, overrides))
+    async with App(settings, doc=doc, env=ENV, **app_kwargs) as app:
+        yield app
+
+
+def client(app: App) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=10)
