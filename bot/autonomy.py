@@ -118,7 +118,7 @@ def effective_autonomy(
         return EffectiveAutonomy(
             level=Autonomy.L0, bound_by="no_caps", reason="no cap grants any autonomy", caps=considered
         )
-    lowest = caps[0]  # min keeps the first of equal levels
+    lowest = min(caps, key=lambda c: c.level)  # min keeps the first of equal levels
     if anomaly is not None:
         level = Autonomy(max(lowest.level - 1, Autonomy.L0))
         return EffectiveAutonomy(
