@@ -15,8 +15,9 @@ Every message says what happened, with the values, and what to do next.
     │   ├── Forbidden        an actor may not do this (403)
     │   ├── UnknownTask      no such task (404)
     │   └── Conflict         the task is not in a state that allows this (409)
-    └── ToolError            a tool call failed
-        └── RetryableToolError  worth retrying if the tool is idempotent
+    ├── ToolError            a tool call failed
+    │   └── RetryableToolError  worth retrying if the tool is idempotent
+    └── ChatUnavailable      a chat platform could not take a message now; the outbox retries
 """
 
 from __future__ import annotations
@@ -111,3 +112,7 @@ class ConfirmationRequired(UserError):
     def __init__(self, message: str, phrase: str) -> None:
         self.phrase = phrase
         super().__init__(message)
+
+
+class ChatUnavailable(BotError):
+    """A chat surface could not deliver now (API down, rate limited, bad channel); retry later."""

@@ -1,0 +1,38 @@
+"""The dependency rule, checked: the core knows no vendor, and every adapter named in the
+composition root resolves."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from bot import app
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN_IN_CORE = ("adapters", "slack_bolt", "slack_sdk", "discord")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bot").rglob("*.py")), ids=lambda p: p.name)
+def test_core_imports_no_adapter_and_no_vendor_sdk(path: Path) -> None:
+    assert not _imports(path) & set(FORBIDDEN_IN_CORE), f"{path.name} imports {_imports(path) & set(FORBIDDEN_IN_CORE)}"
+
+
+def test_every_adapter_in_the_composition_root_resolves() -> None:
+    paths = [*app.ALERT_SOURCES.values(), app.NOTIFY_TOOL, app.LOCAL_SURFACE, app.STANDIN]
+    paths += [p for config, classes in app.TOOLS.values() for p in (config, *classes)]
+    paths += [p for pair in app.SURFACES.values() for p in pair]
+    for dotted in paths:
+        assert app.import_string(dotted) is not None, dotted
