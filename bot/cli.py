@@ -127,6 +127,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.logs import configure_logging
 
     settings, doc = load_settings(args.config)
+    if args.host or args.port is not None:
+        server = settings.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+        settings = settings.model_copy(update={"server": server})
     configure_logging(settings.log.level, settings.log.format)
     try:
         import uvloop
@@ -401,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    add("serve", cmd_serve, "run the bot: webhooks, API, chat surfaces, engine")
+    p = add("serve", cmd_serve, "run the bot: webhooks, API, chat surfaces, engine")
+    p.add_argument("--host", help="listen address (overrides server.host), e.g. 0.0.0.0 in a container")
+    p.add_argument("--port", type=int, help="listen port (overrides server.port)")
     add("check", cmd_check, "validate the config and every playbook")
     p = add("fire", cmd_fire, "post a sample or recorded alert to the running server")
     p.add_argument("file", nargs="?", help="a JSON payload file")
