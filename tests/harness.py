@@ -80,10 +80,11 @@ async def running_standin() -> AsyncIterator[Standin]:
 
 @asynccontextmanager
 async def running_app(tmp_path: Path, standin: Standin, overrides: dict[str, Any] | None = None,
-                      **app_kwargs: Any) -> AsyncIterator[App]:
+                      env: dict[str, str] | None = None, **app_kwargs: Any) -> AsyncIterator[App]:
+    """``env`` adds variables (chat tokens, say) to ``ENV``."""
     port = int(standin.base_url.rsplit(":", 1)[1])
     settings, doc = load_settings(test_config(tmp_path, port, overrides))
-    async with App(settings, doc=doc, env=ENV, **app_kwargs) as app:
+    async with App(settings, doc=doc, env={**ENV, **(env or {})}, **app_kwargs) as app:
         yield app
 
 
