@@ -19,7 +19,6 @@ from bot.gateway import parse_params
 from bot.identity import Actor
 from bot.policy import check_approver, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
-from bot.risk import BlastRadius
 from bot.sqlite_tasks import TaskTx
 from bot.tasks import StepRecord, Task, TaskState
 
@@ -60,17 +59,11 @@ class Approvals:
 
     async def _pending_decisions(self, task: Task) -> list[tuple[StepRecord, Decision, int]]:
         """Steps not yet run, each decided again now, with its permission tier."""
-        playbook = self.core.playbooks.get(task.playbook_id)
         out = []
         for step in await self.core.store.steps_of_task(task.id, "step"):
             if step.state not in {"pending", "denied"}:
                 continue
-            spec = next((s for s in playbook.steps if s.name == step.name), None)
-            risk, decision = await self.core.assess(
-                playbook, tool=step.tool, category=Category(step.category),
-                blast_radius=BlastRadius(spec.blast_radius.value) if spec else BlastRadius.service,
-                environment=task.environment, severity=task.severity, targets=task.signal_count,
-            )
+            risk, decision = await self.core.assess_step(task, step)
             out.append((step, decision, tier_of(self.core.policy, Category(step.category), risk.band)))
         return out
 

@@ -18,7 +18,7 @@ from bot.proposals import Category, Decision, RiskScore
 from bot.risk import BlastRadius, RiskInputs, score_risk
 from bot.signals import Severity
 from bot.sqlite_store import SqliteStore
-from bot.tasks import Task
+from bot.tasks import StepRecord, Task
 
 KILL_SWITCH_KEY = "kill_switch"
 FAILURE_WINDOW = timedelta(days=1)
@@ -94,3 +94,12 @@ class Core:
         ), ctx)
         self.metrics.policy_decisions.labels(decision.verdict).inc()
         return risk, decision
+
+    async def assess_step(self, task: Task, step: StepRecord) -> tuple[RiskScore, Decision]:
+        """``assess`` for a stored step of ``task``, with the blast radius its playbook declares."""
+        playbook = self.playbooks.get(task.playbook_id)
+        spec = next((s for s in playbook.steps if s.name == step.name), None)
+        # A step the playbook no longer declares is judged as service-wide: the cautious default.
+        blast = BlastRadius(spec.blast_radius.value) if spec else BlastRadius.service
+        return await self.assess(playbook, tool=step.tool, category=Category(step.category), blast_radius=blast,
+                                 environment=task.environment, severity=task.severity, targets=task.signal_count)

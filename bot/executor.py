@@ -27,8 +27,7 @@ from bot.planner import load_signals, step_key, template_context
 from bot.playbooks import Playbook
 from bot.policy import quorum_reached
 from bot.ports import StepCall
-from bot.proposals import Category, Decision
-from bot.risk import BlastRadius
+from bot.proposals import Decision
 from bot.sqlite_tasks import TaskTx
 from bot.tasks import StepRecord, Task, TaskState
 from bot.templates import evaluate, render_params
@@ -69,12 +68,7 @@ class Executor:
 
     async def _gate(self, task: Task, playbook: Playbook, step: StepRecord, approvers: set[str]) -> Task | None:
         """Decide the step again now; returns the task when it must stop here."""
-        spec = next((s for s in playbook.steps if s.name == step.name), None)
-        blast = BlastRadius(spec.blast_radius.value) if spec else BlastRadius.service
-        _, decision = await self.core.assess(
-            playbook, tool=step.tool, category=Category(step.category), blast_radius=blast,
-            environment=task.environment, severity=task.severity, targets=task.signal_count,
-        )
+        _, decision = await self.core.assess_step(task, step)
         step.decision = decision.model_dump()
         if decision.verdict == "deny":
             reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"

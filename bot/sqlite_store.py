@@ -24,11 +24,11 @@ from bot.migrations import MIGRATIONS
 from bot.signals import Signal
 from bot.sqlite_tasks import (
     APPROVAL_COLUMNS,
-    STEP_COLUMNS,
     TASK_COLUMNS,
     TaskTx,
     approval_from_row,
     step_from_row,
+    steps_query,
     task_from_row,
 )
 from bot.sqlite_writer import GroupCommitWriter, Tx
@@ -269,12 +269,7 @@ class SqliteStore:
         return [task_from_row(r) for r in rows]
 
     async def steps_of_task(self, task_id: int, kind: str | None = None) -> list[StepRecord]:
-        sql = f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ?"
-        params: tuple[Any, ...] = (task_id,)
-        if kind:
-            sql += " AND kind = ?"
-            params = (task_id, kind)
-        return [step_from_row(r) for r in await self._all(sql + " ORDER BY kind, idx, id", params)]
+        return [step_from_row(r) for r in await self._all(*steps_query(task_id, kind))]
 
     async def approvals_of_task(self, task_id: int) -> list[ApprovalRecord]:
         rows = await self._all(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE task_id = ? ORDER BY id", (task_id,))

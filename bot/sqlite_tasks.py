@@ -35,6 +35,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def steps_query(task_id: int, kind: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The steps of a task (of one kind, or all), in run order; shared by reads in and out of a transaction."""
+    if kind:
+        return (f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ? AND kind = ? ORDER BY kind, idx, id",
+                (task_id, kind))
+    return f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ? ORDER BY kind, idx, id", (task_id,)
+
+
 def task_from_row(row: Any) -> Task:
     return Task(
         id=row[0], playbook_id=row[1], playbook_version=row[2], state=TaskState(row[3]), group_key=row[4],
@@ -195,12 +203,7 @@ class TaskTx:
         return cur.rowcount == 1
 
     async def steps(self, task_id: int, kind: str | None = None) -> list[StepRecord]:
-        sql = f"SELECT {STEP_COLUMNS} FROM steps WHERE task_id = ?"
-        params: tuple[Any, ...] = (task_id,)
-        if kind:
-            sql += " AND kind = ?"
-            params = (task_id, kind)
-        return [step_from_row(r) for r in await self._tx.fetchall(sql + " ORDER BY kind, idx, id", params)]
+        return [step_from_row(r) for r in await self._tx.fetchall(*steps_query(task_id, kind))]
 
     # -- approvals ---------------------------------------------------------------------------
 
