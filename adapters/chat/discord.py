@@ -29,7 +29,7 @@ from adapters.chat.discord_embeds import to_embed
 from adapters.chat.discord_interactions import Interactions, ProposalButton, ops_group, to_view
 from bot import wording
 from bot.commands import Commands
-from bot.errors import BotError, ConfigError
+from bot.errors import ChatUnavailable, ConfigError
 from bot.identity import IdentityDirectory
 from bot.proposals import MessageRef, Proposal
 
@@ -40,7 +40,7 @@ MESSAGE_MAX = 2000
 THREAD_NAME_MAX = 100
 
 
-class DiscordUnavailable(BotError):
+class DiscordUnavailable(ChatUnavailable):
     """Discord did not take a message now (network, 5xx after retries, rate limit, missing access)."""
 
 

@@ -57,6 +57,18 @@ def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any
     return {"id": str(user_id), "username": name, "global_name": name, "discriminator": "0", "avatar": None, "bot": bot}
 
 
+def custom_ids(message: dict[str, Any]) -> list[str]:
+    """The custom_ids of a message's buttons, in order."""
+    return [c["custom_id"] for row in message["components"] for c in row["components"]]
+
+
+def embed_size(embed: dict[str, Any]) -> int:
+    """What Discord counts towards the 6000-character limit of an embed."""
+    fields = embed.get("fields", [])
+    texts = [embed.get("title", ""), embed.get("description", ""), embed.get("footer", {}).get("text", "")]
+    return sum(map(len, texts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
+
+
 @dataclass
 class ScriptedFailure:
     method: str

@@ -34,7 +34,7 @@ from bot.proposals import (
     StepView,
 )
 from bot.tasks import Task, TaskState
-from tests.fakes.discord import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord, custom_ids, embed_size
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 APPROVER_ROLE = 500
@@ -195,17 +195,6 @@ async def surface(fake: FakeDiscord, core: FakeCore) -> AsyncIterator[DiscordSur
         yield s
     finally:
         await s.stop()
-
-
-def custom_ids(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message["components"] for c in row["components"]]
-
-
-def embed_size(embed: dict[str, Any]) -> int:
-    """What Discord counts towards the 6000 limit."""
-    fields = embed.get("fields", [])
-    texts = [embed.get("title", ""), embed.get("description", ""), embed.get("footer", {}).get("text", "")]
-    return sum(map(len, texts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
 
 
 async def posted(fake: FakeDiscord, surface: DiscordSurface, p: Proposal) -> dict[str, Any]:
