@@ -1,0 +1,213 @@
+"""The SQLite store and its group-commit writer, on a real database file in tmp_path.
+
+A unit of work that fails at commit time (not at statement time) is made with SQLite's own
+``PRAGMA defer_foreign_keys``: the orphan row is accepted by its statement and refused by COMMIT,
+which is exactly the failure the writer must turn into StoreUnavailable for the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+
+import aiosqlite
+import pytest
+
+from bot.audit import AUDIT_COLUMNS, AuditEntry, verify_chain
+from bot.errors import StoreUnavailable
+from bot.events import SIGNALS_STORED, EventBus
+from bot.signals import Signal, SignalStatus
+from bot.sqlite_store import SqliteStore
+from bot.sqlite_tasks import TaskTx
+from bot.sqlite_writer import Tx
+
+KEY = b"store-test-audit-key"
+
+
+def signal(n: int, status: SignalStatus = SignalStatus.firing) -> Signal:
+    return Signal(source="test", fingerprint=f"fp-{n}", status=status, title=f"alert {n}",
+                  labels={"alertname": "StoreTest", "n": str(n)})
+
+
+def received(source: str = "test", n: int = 1) -> AuditEntry:
+    return AuditEntry(actor=f"source:{source}", action="signals.received", data={"count": n})
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "ooda.db", EventBus(), audit_key=KEY)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def query(store: SqliteStore, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read through a connection of our own: only committed rows are visible to it."""
+    async with aiosqlite.connect(store.path) as conn, conn.execute(sql, params) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+async def audit_ok(store: SqliteStore) -> int:
+    result = verify_chain([r async for r in store.audit_rows()], KEY)
+    assert result.ok, result.reason
+    return result.checked
+
+
+def set_setting(key: str, *, fail: bool = False):
+    async def unit(t: TaskTx) -> str:
+        await t.set_setting(key, {"v": key}, "tester")
+        t.audit(AuditEntry("tester", "setting.set", None, {"key": key}))
+        if fail:
+            raise ValueError(f"unit {key} failed after writing")
+        return key
+
+    return unit
+
+
+async def orphan_approval(tx: Tx) -> None:
+    """A write that every statement accepts and COMMIT refuses (deferred foreign key to no task)."""
+    await tx.execute("PRAGMA defer_foreign_keys = ON")
+    await tx.execute(
+        "INSERT INTO approvals (task_id, actor, display, verdict, created_at) VALUES (424242, 'x', 'x', 'approve', '')"
+    )
+    tx.audit(AuditEntry("tester", "poison", None, {}))
+
+
+async def test_concurrent_ingests_all_commit_with_distinct_ordered_seqs(store):
+    results = await asyncio.gather(*(store.ingest_signals([signal(i)], received()) for i in range(300)))
+
+    assert [ids for ids in results] == [[signal(i).id] for i in range(300)]
+    rows = await query(store, "SELECT seq FROM signals ORDER BY seq")
+    assert [r[0] for r in rows] == list(range(1, 301))  # the engine's cursor relies on gap-free seqs
+    assert await audit_ok(store) == 300
+
+
+async def test_signals_stored_is_published_only_after_the_rows_are_committed(store):
+    committed_when_published: list[tuple[int, int]] = []
+
+    def on_stored(event) -> None:
+        # A separate connection sees only committed rows; the bus calls subscribers inline.
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            count = conn.execute("SELECT count(*) FROM signals").fetchone()[0]
+        committed_when_published.append((event.payload["max_seq"], count))
+
+    store.bus.subscribe(SIGNALS_STORED, on_stored)
+    await asyncio.gather(*(store.ingest_signals([signal(i)], received()) for i in range(5)))
+
+    assert committed_when_published
+    assert all(max_seq == count for max_seq, count in committed_when_published)
+    assert committed_when_published[-1] == (5, 5)
+
+
+async def test_same_fingerprint_is_one_row_and_resolved_updates_it(store):
+    await store.ingest_signals([signal(1)], received())
+    await store.ingest_signals([signal(1)], received())
+    await store.ingest_signals([signal(1, SignalStatus.resolved)], received())
+
+    rows = await query(store, "SELECT id, status, deliveries FROM signals")
+    assert rows == [(signal(1).id, "resolved", 3)]
+    assert await store.signal_count() == 1
+
+
+async def test_a_failing_unit_rolls_back_alone_and_its_neighbours_commit(store):
+    units = [set_setting("a"), set_setting("b"), set_setting("bad", fail=True), set_setting("c")]
+    results = await asyncio.gather(*(store.transact(u) for u in units), return_exceptions=True)
+
+    assert results[:2] == ["a", "b"] and results[3] == "c"
+    assert isinstance(results[2], ValueError) and "unit bad failed" in str(results[2])
+    keys = {r[0] for r in await query(store, "SELECT key FROM settings")}
+    assert keys == {"a", "b", "c"}
+    actions = [(r[0], r[1]) for r in await query(store, "SELECT action, data FROM audit ORDER BY seq")]
+    assert [a for a, _ in actions] == ["setting.set"] * 3
+    assert all('"bad"' not in d for _, d in actions)  # no audit record for work that did not happen
+    assert await audit_ok(store) == 3
+
+
+async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
+    await store.transact(set_setting("before"))
+    audit_before = len(await query(store, "SELECT seq FROM audit"))
+
+    work = [
+        store.ingest_signals([signal(1)], received()),
+        store.transact(set_setting("neighbour")),
+        store.writer.transact(orphan_approval),
+        store.ingest_signals([signal(2), signal(3)], received(n=2)),
+    ]
+    results = await asyncio.gather(*work, return_exceptions=True)
+
+    # Every caller of the batch is told, including those whose own work was fine: they shared the
+    # transaction that did not commit.
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    assert "nothing from this request was kept" in str(results[0])
+    assert store.writer.healthy is False
+    assert await query(store, "SELECT id FROM signals") == []
+    assert await query(store, "SELECT key FROM settings WHERE key != 'before'") == []
+    assert await query(store, "SELECT id FROM approvals") == []
+    assert len(await query(store, "SELECT seq FROM audit")) == audit_before
+
+    # The writer goes on; the chain continues from the last committed record, without a gap.
+    assert await store.ingest_signals([signal(4)], received()) == [signal(4).id]
+    assert store.writer.healthy is True
+    assert await audit_ok(store) == audit_before + 1
+    assert [r[0] for r in await query(store, "SELECT seq FROM signals")] == [1]
+
+
+async def test_stopped_writer_refuses_writes_and_reads_still_work(store):
+    await store.ingest_signals([signal(1)], received())
+    await store.writer.stop()
+
+    with pytest.raises(StoreUnavailable, match="not running"):
+        await store.ingest_signals([signal(2)], received())
+    with pytest.raises(StoreUnavailable):
+        await store.heartbeat()
+    assert await store.signal_count() == 1
+
+
+async def test_reopen_continues_the_signal_seq_and_the_audit_chain(tmp_path):
+    path = tmp_path / "ooda.db"
+    first = SqliteStore(path, EventBus(), audit_key=KEY)
+    await first.open()
+    await first.ingest_signals([signal(1), signal(2)], received(n=2))
+    await first.close()
+    await first.close()  # idempotent
+
+    second = SqliteStore(path, EventBus(), audit_key=KEY)
+    await second.open()
+    try:
+        await second.ingest_signals([signal(3)], received())
+        seqs = await query(second, "SELECT id, seq FROM signals ORDER BY seq")
+        assert seqs == [(signal(1).id, 1), (signal(2).id, 2), (signal(3).id, 3)]
+        assert await audit_ok(second) == 2
+        rows = await query(second, f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
+        assert rows[1][7] == rows[0][8]  # prev_hash of the record after the restart
+    finally:
+        await second.close()
+
+
+async def test_newer_schema_than_this_code_refuses_to_open(tmp_path):
+    path = tmp_path / "ooda.db"
+    s = SqliteStore(path, EventBus())
+    await s.open()
+    await s.close()
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("INSERT INTO schema_version (version) VALUES (999)")
+        await conn.commit()
+
+    newer = SqliteStore(path, EventBus())
+    with pytest.raises(StoreUnavailable, match="schema version 999"):
+        await newer.open()
+    await newer.close()
+
+
+async def test_audit_table_refuses_update_and_delete(store):
+    await store.ingest_signals([signal(1)], received())
+    async with aiosqlite.connect(store.path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await conn.execute("UPDATE audit SET actor = 'mallory'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await conn.execute("DELETE FROM audit")
+    assert await audit_ok(store) == 1
