@@ -6,7 +6,11 @@ verification (a bad or stale signature gets 401 and nothing is processed).
 
 Every click, modal and ``/ops`` ends in ``bot.commands.Commands``: the core authorizes, the surface
 only renders. Listeners ack first and then work, so Slack's 3-second rule holds however slow the
-core is; a refusal reaches the clicker as an ephemeral message worded by ``bot.wording``.
+core is. The clicker gets the result or the refusal as an ephemeral message worded by
+``bot.wording``, and the clicked message is edited at once so its buttons match the task. The
+who-did-what note in the message's thread is not written here: the core's notifier updates every
+surface on each task event and writes that note, so a click done on Slack, on Discord, in the CLI
+or by the API leaves exactly one note.
 
 User-group membership (for roles granted to a Slack user group) comes from
 ``usergroups.list(include_users=true)`` cached for ``user_group_cache_s``: one call a minute
@@ -23,7 +27,6 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import structlog
@@ -66,14 +69,12 @@ class SlackSurface:
         identities: IdentityDirectory,
         env: Mapping[str, str],
         metrics: Metrics | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.commands = commands
         self.identities = identities
         self.metrics = metrics
-        self._now = now
         token = env.get(config.bot_token_env)
         if not token:
             raise ConfigError(f"chat.slack: the bot token is missing; set the environment variable "
@@ -193,14 +194,17 @@ class SlackSurface:
             "channel": target, "text": wording.truncate(kit.escape(text), kit.FALLBACK_LIMIT)})
 
     async def _send(self, method: str, args: dict[str, Any]) -> Any:
-        """One paced Web API call; vendor errors become ``SlackDeliveryError`` at this seam."""
-        channel = str(args["channel"])
-        async with self.pacer.slot(channel):
-            try:
-                response = await self.client.api_call(method, json=args)
-            except Exception as exc:
-                self._count("failed")
-                raise delivery_error(method, channel, exc) from exc
+        """One paced Web API call."""
+        async with self.pacer.slot(str(args["channel"])):
+            return await self._call(method, args)
+
+    async def _call(self, method: str, args: dict[str, Any]) -> Any:
+        """One Web API call; vendor errors become ``SlackDeliveryError`` at this seam."""
+        try:
+            response = await self.client.api_call(method, json=args)
+        except Exception as exc:
+            self._count("failed")
+            raise delivery_error(method, str(args["channel"]), exc) from exc
         self._count("sent")
         return response
 
@@ -281,12 +285,12 @@ class SlackSurface:
             except Exception as exc:
                 await self._refuse(exc, channel, body["user"]["id"])
                 return
-            await self._record(result, task_id, actor, "approved", channel, ts)
+            await self._record(result, task_id, actor, "approve", channel, ts, body["user"]["id"])
 
     async def _on_undo(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
         actor, task_id, channel, ts = await self._click(body)
-        await self._decide(lambda: self.commands.undo(task_id, actor), task_id, actor, "undid", channel, ts,
+        await self._decide(lambda: self.commands.undo(task_id, actor), task_id, actor, "undo", channel, ts,
                            body["user"]["id"])
 
     async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:
@@ -326,7 +330,7 @@ class SlackSurface:
         await ack()
         actor = await self._actor(body["user"]["id"], body["user"].get("username"))
         await self._decide(lambda: self.commands.reject(ctx.task_id, actor, reason), ctx.task_id, actor,
-                           "rejected", ctx.channel, ctx.message_ts, body["user"]["id"])
+                           "reject", ctx.channel, ctx.message_ts, body["user"]["id"])
 
     async def _on_confirm_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         ctx = kit.ModalContext.load(view["private_metadata"])
@@ -337,7 +341,7 @@ class SlackSurface:
         await ack()
         actor = await self._actor(body["user"]["id"], body["user"].get("username"))
         await self._decide(lambda: self.commands.approve(ctx.task_id, actor, confirmation=typed), ctx.task_id,
-                           actor, "approved (confirmed)", ctx.channel, ctx.message_ts, body["user"]["id"])
+                           actor, "approve_confirmed", ctx.channel, ctx.message_ts, body["user"]["id"])
 
     async def _on_edit_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         ctx = kit.ModalContext.load(view["private_metadata"])
@@ -358,10 +362,10 @@ class SlackSurface:
             return
         await ack()
         actor = await self._actor(body["user"]["id"], body["user"].get("username"))
-        verb = f"approved with edits {kit.describe_edits(proposal, edits)}" if edits else "approved"
         await self._decide(
             lambda: self.commands.approve(ctx.task_id, actor, edits=edits or None, confirmation=typed),
-            ctx.task_id, actor, verb, ctx.channel, ctx.message_ts, body["user"]["id"],
+            ctx.task_id, actor, "approve_with_edits" if edits else "approve", ctx.channel, ctx.message_ts,
+            body["user"]["id"],
         )
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
@@ -381,7 +385,7 @@ class SlackSurface:
             "text": kit.escape(wording.help_text(self.config.command))})
 
     # -- shared steps of the listeners -------------------------------------------------------
-    async def _decide(self, call: Callable[[], Awaitable[ActionResult]], task_id: int, actor: Actor, verb: str,
+    async def _decide(self, call: Callable[[], Awaitable[ActionResult]], task_id: int, actor: Actor, action: str,
                       channel: str | None, ts: str | None, user_id: str) -> None:
         with structlog.contextvars.bound_contextvars(correlation_id=f"slack-{uuid.uuid4().hex[:12]}", task_id=task_id):
             try:
@@ -389,19 +393,25 @@ class SlackSurface:
             except Exception as exc:
                 await self._refuse(exc, channel, user_id)
                 return
-            await self._record(result, task_id, actor, verb, channel, ts)
+            await self._record(result, task_id, actor, action, channel, ts, user_id)
 
-    async def _record(self, result: ActionResult, task_id: int, actor: Actor, verb: str,
-                      channel: str | None, ts: str | None) -> None:
-        """Edit the proposal message in place and say in its thread who did what, when, with what result."""
-        log.info("slack.decided", task_id=task_id, actor=actor.id, verb=verb, executed=result.executed)
-        if not channel or not ts:
-            return
+    async def _record(self, result: ActionResult, task_id: int, actor: Actor, action: str,
+                      channel: str | None, ts: str | None, user_id: str) -> None:
+        """Tell the clicker what happened and edit the clicked message at once (no thread note: see the
+        module docstring)."""
+        log.info("slack.decided", task_id=task_id, actor=actor.id, action=action, executed=result.executed)
+        await self._ephemeral(channel, user_id, wording.neutralize_mentions(result.message))
+        if channel and ts:
+            await self._edit_now(channel, ts, task_id)
+
+    async def _edit_now(self, channel: str, ts: str, task_id: int) -> None:
+        # Read the proposal inside the channel's send slot, where the notifier's edits queue too: this
+        # edit then shows the state as of its sending, and any later change reaches the notifier as a
+        # new event whose edit goes out after this one, so a stale state is never the last word.
         try:
-            proposal = result.proposal or await self.commands.show(task_id)
-            note = wording.action_note(actor.display, verb, result.message, self._now())
-            ref = MessageRef(surface=self.name, channel=channel, message_id=ts, thread_id=ts)
-            await self.update_proposal(ref, proposal, note)
+            async with self.pacer.slot(channel):
+                proposal = await self.commands.show(task_id)
+                await self._call("chat.update", {"channel": channel, "ts": ts, **kit.proposal_message(proposal)})
         except Exception:
             log.exception("slack.update_failed", task_id=task_id)
 

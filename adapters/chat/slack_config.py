@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pydantic import BaseModel, ConfigDict, Field
 from slack_sdk.errors import SlackApiError
 
-from bot.errors import BotError
+from bot.errors import ChatUnavailable
 from bot.proposals import Proposal
 
 
@@ -51,7 +51,7 @@ class SlackConfig(BaseModel):
     command: str = Field("/ops", pattern=r"^/[a-z0-9_-]{1,31}$")
 
 
-class SlackDeliveryError(BotError):
+class SlackDeliveryError(ChatUnavailable):
     """A Slack Web API call failed after the SDK's retries; the caller keeps the work and retries later."""
 
     def __init__(self, message: str, *, error: str) -> None:

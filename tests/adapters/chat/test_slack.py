@@ -68,18 +68,40 @@ async def test_default_channel_when_no_route_matches(fake, surface):
     assert fake.calls_to("chat.postMessage")[0].args["channel"] == CHANNEL
 
 
-async def test_authorized_approve_executes_and_updates_the_same_message(fake, core, surface):
+async def test_authorized_approve_executes_answers_the_clicker_and_edits_the_same_message(fake, core, surface):
     ack = await fake.send_envelope("interactive", click(kit.ACTION_APPROVE, 7, "U_ALICE"))
     assert "payload" not in ack or not ack["payload"]
-    update = await fake.wait_for("chat.update")
-    note = await fake.wait_for("chat.postMessage")
+    update = await fake.wait_for("chat.update")  # the listener's last call
     assert core.executed == [(7, "alice", None)]
+    answer = fake.calls_to("chat.postEphemeral")[0]
+    assert answer.args["user"] == "U_ALICE" and answer.args["text"] == "Approved task #7: 1 step ran."
     assert update.args["channel"] == CHANNEL and update.args["ts"] == "1700000000.000001"
     buttons = [e["action_id"] for e in update.args["blocks"][-1]["elements"]]
     assert buttons == [kit.ACTION_DETAILS, kit.ACTION_UNDO]  # decided: no Approve, Undo once steps ran
-    assert note.args["thread_ts"] == "1700000000.000001"
-    assert note.args["text"].startswith("alice approved at ")
-    assert "1 step ran" in note.args["text"]
+    # The who-did-what thread note is the core notifier's job; a click writing one too would double it.
+    assert fake.calls_to("chat.postMessage") == []
+
+
+async def test_an_update_with_a_note_edits_the_message_and_replies_in_its_thread(fake, surface):
+    ref = await surface.post_proposal(make_proposal(7), None)
+    done = make_proposal(7).model_copy(update={"state": "completed", "can_undo": True})
+
+    await surface.update_proposal(ref, done, "approved by alice; rotate ran (shell.run): ok <!here>")
+
+    update = fake.calls_to("chat.update")[0]
+    assert (update.args["channel"], update.args["ts"]) == (ref.channel, ref.message_id)
+    assert "completed" in update.args["blocks"][0]["text"]["text"]
+    (_, note) = fake.calls_to("chat.postMessage")
+    assert note.args["thread_ts"] == ref.thread_id
+    assert note.args["text"].startswith("approved by alice; rotate ran (shell.run): ok")
+    assert "<!here>" not in note.args["text"]
+
+
+async def test_an_update_without_a_note_posts_nothing_in_the_thread(fake, surface):
+    ref = await surface.post_proposal(make_proposal(7), None)
+    await surface.update_proposal(ref, make_proposal(7), None)
+    assert len(fake.calls_to("chat.update")) == 1
+    assert len(fake.calls_to("chat.postMessage")) == 1  # only the proposal itself
 
 
 async def test_unauthorized_user_gets_an_ephemeral_refusal_and_nothing_runs(fake, core, surface):
@@ -108,9 +130,11 @@ async def test_separation_of_duties_refuses_the_requester(fake, core, surface):
 async def test_double_click_executes_once(fake, core, surface):
     await fake.send_envelope("interactive", click(kit.ACTION_APPROVE, 7, "U_ALICE"))
     await fake.send_envelope("interactive", click(kit.ACTION_APPROVE, 7, "U_CAROL"))
-    refusal = await fake.wait_for("chat.postEphemeral")
+    await fake.wait_for("chat.postEphemeral", 2)
     await fake.wait_for("chat.update")
-    assert "already completed" in refusal.args["text"]
+    answers = {c.args["user"]: c.args["text"] for c in fake.calls_to("chat.postEphemeral")}
+    assert answers["U_ALICE"] == "Approved task #7: 1 step ran."
+    assert "already completed" in answers["U_CAROL"]
     assert len(core.executed) == 1
     assert len(fake.calls_to("chat.update")) == 1
 
@@ -125,10 +149,11 @@ async def test_reject_opens_a_modal_then_rejects_with_the_reason(fake, core, sur
     assert core.rejected == []
     ack = await fake.send_envelope("interactive", submission(view, "U_ALICE", {kit.REASON_BLOCK: typed("wrong host")}))
     assert not ack.get("payload")
-    await fake.wait_for("chat.update")
-    note = await fake.wait_for("chat.postMessage")
+    update = await fake.wait_for("chat.update")
     assert core.rejected == [(7, "alice", "wrong host")]
-    assert note.args["text"].startswith("alice rejected at")
+    assert fake.calls_to("chat.postEphemeral")[0].args["text"] == "Rejected task #7."
+    assert "rejected" in update.args["blocks"][0]["text"]["text"]
+    assert fake.calls_to("chat.postMessage") == []
 
 
 async def test_edit_modal_refuses_out_of_bounds_and_passes_in_bounds_edits(fake, core, surface):
@@ -145,9 +170,9 @@ async def test_edit_modal_refuses_out_of_bounds_and_passes_in_bounds_edits(fake,
     assert core.executed == []
 
     await fake.send_envelope("interactive", submission(view, "U_ALICE", {"edit.0.keep": typed("8")}))
-    note = await fake.wait_for("chat.postMessage")
+    answer = await fake.wait_for("chat.postEphemeral")
     assert core.executed == [(7, "alice", {"rotate": {"keep": 8}})]
-    assert "approved with edits rotate.keep 5 → 8" in note.args["text"]
+    assert answer.args["text"] == "Approved task #7: 1 step ran."
 
 
 async def test_critical_approval_needs_the_typed_confirmation(fake, core, surface):
@@ -174,9 +199,10 @@ async def test_undo_after_steps_ran(fake, core, surface):
     await fake.send_envelope("interactive", click(kit.ACTION_APPROVE, 7, "U_ALICE"))
     await fake.wait_for("chat.update")
     await fake.send_envelope("interactive", click(kit.ACTION_UNDO, 7, "U_CAROL"))
-    note = await fake.wait_for("chat.postMessage", 2)
+    await fake.wait_for("chat.update", 2)
     assert core.undone == [7]
-    assert note.args["text"].startswith("carol undid at")
+    answer = fake.calls_to("chat.postEphemeral")[1]
+    assert (answer.args["user"], answer.args["text"]) == ("U_CAROL", "Rolled back task #7.")
 
 
 @pytest.mark.parametrize(("text", "expected", "public"), [
