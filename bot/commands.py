@@ -11,15 +11,17 @@ release it: the ``admin`` or ``operator`` role.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import BaseModel
 
 from bot import events as ev
 from bot.audit import AuditEntry
-from bot.errors import Forbidden, UnknownTask
+from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
 from bot.identity import Actor
 from bot.policy import autonomy_for, describe_policy, explain_decision
@@ -36,6 +38,26 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RESUME_ROLES = frozenset({"admin", "operator"})
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def audited_refusals(command: str) -> Callable[[F], F]:
+    """Record a refused command in the audit trail (who tried what, and why not), then re-raise."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def inner(self: Commands, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(self, *args, **kwargs)
+            except UserError as exc:
+                actor = next((a for a in (*args, *kwargs.values()) if isinstance(a, Actor)), None)
+                task_id = args[0] if args and isinstance(args[0], int) else None
+                await self._record_refusal(command, actor, task_id, exc)
+                raise
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class ActionResult(BaseModel):
@@ -64,12 +86,27 @@ class Commands:
         self.approvals = approvals
         self.executor = executor
 
+    async def _record_refusal(self, command: str, actor: Actor | None, task_id: int | None, exc: UserError) -> None:
+        if task_id is not None and await self.core.store.get_task(task_id) is None:
+            task_id = None  # audit records of unknown tasks would point nowhere
+        entry = AuditEntry(actor.id if actor else "unknown", "command.refused", task_id,
+                           {"command": command, "reason": str(exc), "via": actor.via if actor else None})
+
+        async def unit(t: Any) -> None:
+            t.audit(entry)
+
+        try:
+            await self.core.store.transact(unit)
+        except Exception:
+            log.exception("audit.refusal_not_recorded", command=command)
+
     async def _task(self, task_id: int) -> Task:
         task = await self.core.store.get_task(task_id)
         if task is None:
             raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks` or /ops tasks")
         return task
 
+    @audited_refusals("approve")
     async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
                       confirmation: str | None = None) -> ActionResult:
         task = await self._task(task_id)
@@ -86,11 +123,13 @@ class Commands:
         return ActionResult(message=message, proposal=await current_proposal(self.core.store, task.id),
                             executed=started)
 
+    @audited_refusals("reject")
     async def reject(self, task_id: int, actor: Actor, reason: str) -> ActionResult:
         task = await self.approvals.reject(await self._task(task_id), actor, reason)
         return ActionResult(message=f"Rejected by {actor.display}: {reason}",
                             proposal=await current_proposal(self.core.store, task))
 
+    @audited_refusals("undo")
     async def undo(self, task_id: int, actor: Actor) -> ActionResult:
         task = await self._task(task_id)
         if self.core.kill_switch:
@@ -104,12 +143,14 @@ class Commands:
         return ActionResult(message=f"Undo by {actor.display}: {task.outcome}",
                             proposal=await current_proposal(self.core.store, task), executed=True)
 
+    @audited_refusals("pause")
     async def pause(self, actor: Actor, reason: str = "") -> Status:
         if not actor.roles:
             raise Forbidden(f"{actor.display} has no role in Ooda's config, so cannot pull the kill switch")
         await self._set_kill_switch(actor, True, reason)
         return await self.status()
 
+    @audited_refusals("resume")
     async def resume(self, actor: Actor) -> Status:
         if not actor.has_any(RESUME_ROLES):
             raise Forbidden(f"resuming needs the role admin or operator; {actor.display} has "
@@ -133,6 +174,7 @@ class Commands:
         self.core.metrics.kill_switch.set(1 if on else 0)
         log.warning("kill_switch.changed", on=on, actor=actor.id, reason=reason)
 
+    @audited_refusals("run_playbook")
     async def run_playbook(self, playbook_id: str, args: dict[str, str], actor: Actor) -> Task:
         if not actor.roles:
             raise Forbidden(f"{actor.display} has no role in Ooda's config, so cannot run playbooks")
