@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_ALIASES = {full: short for short, full in zip(DAY_NAMES, (
@@ -119,6 +119,10 @@ class ChangeWindow(BaseModel):
     @classmethod
     def _end(cls, value: object) -> int:
         return _parse_minutes(value, allow_24=True)
+
+    @field_serializer("start", "end", when_used="json")
+    def _as_clock(self, minutes: int) -> str:
+        return format_minutes(minutes)
 
     @model_validator(mode="after")
     def _not_empty(self) -> ChangeWindow:

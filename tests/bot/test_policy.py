@@ -102,8 +102,12 @@ rate_limits:
     assert cfg.rate_limits.for_playbook("anything") is None
 
 
-def test_config_dumps_levels_as_labels_in_json() -> None:
-    assert _cfg().model_dump(mode="json")["environments"]["prod"]["autonomy_cap"] == "L1"
+def test_config_dumps_levels_and_times_as_people_write_them_and_loads_back() -> None:
+    cfg = _cfg(change_windows={"all-day": {"start": "00:00", "end": "24:00"}}, freezes=FREEZE)
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["environments"]["prod"]["autonomy_cap"] == "L1"
+    assert (dumped["change_windows"][0]["start"], dumped["change_windows"][0]["end"]) == ("00:00", "24:00")
+    assert PolicyConfig.model_validate(dumped) == cfg
 
 
 @pytest.mark.parametrize(
