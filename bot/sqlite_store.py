@@ -214,7 +214,7 @@ class SqliteStore:
                 (now_iso(),),
             )
 
-        await self.transact(write)
+        await self.writer.transact(write)
 
     # -- audit and events ----------------------------------------------------------------------
 
