@@ -156,6 +156,12 @@ async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
     assert [r[0] for r in await query(store, "SELECT seq FROM signals")] == [1]
 
 
+async def test_heartbeat_is_a_real_committed_write(store):
+    await store.heartbeat()
+    assert (await store.get_setting("heartbeat"))["updated_by"] == "readyz"
+    assert await query(store, "SELECT key FROM settings") == [("heartbeat",)]
+
+
 async def test_stopped_writer_refuses_writes_and_reads_still_work(store):
     await store.ingest_signals([signal(1)], received())
     await store.writer.stop()
