@@ -52,10 +52,23 @@ from bot.errors import ConfigError, ConfirmationRequired, UserError
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
 from bot.proposals import MessageRef, Proposal
+from bot.redaction import register_secret
 
 log = structlog.get_logger(__name__)
 
 SEEN_EVENTS = 2048  # event ids remembered for retry dedup; Slack retries within minutes
+
+
+def _from_env(env: Mapping[str, str], name: str | None) -> str | None:
+    """The variable's value only if it is really set.
+
+    Not ``env.get``: in ``environment: dev`` the composition root's env invents a random value for
+    any unset variable, which would turn on Socket Mode with a made-up app token (and an HTTP-mode
+    setup could never work). These are Slack's credentials, so they also go to the log redactor.
+    """
+    value = env[name].strip() if name and name in env else ""
+    register_secret(value)
+    return value or None
 
 
 class SlackSurface:
@@ -75,12 +88,12 @@ class SlackSurface:
         self.commands = commands
         self.identities = identities
         self.metrics = metrics
-        token = env.get(config.bot_token_env)
+        token = _from_env(env, config.bot_token_env)
         if not token:
             raise ConfigError(f"chat.slack: the bot token is missing; set the environment variable "
                               f"{config.bot_token_env} to the app's xoxb- token.")
-        self._app_token = env.get(config.app_token_env) if config.app_token_env else None
-        secret = env.get(config.signing_secret_env) if config.signing_secret_env else None
+        self._app_token = _from_env(env, config.app_token_env)
+        secret = _from_env(env, config.signing_secret_env)
         if not self._app_token and not secret:
             raise ConfigError(
                 f"chat.slack: set {config.app_token_env or 'an app token variable'} (Socket Mode, no public URL) "

@@ -2,8 +2,9 @@
 ``response_url`` targets at ``/respond/{key}``, all served by one in-loop aiohttp app.
 
 The real slack_sdk / slack-bolt code talks to it over real HTTP and WebSocket, so a test checks
-what Slack would actually receive. Every call is recorded; ``fail_next`` scripts failures such as
-a 429 with ``Retry-After: 0``; ``wait_for`` awaits a call instead of sleeping.
+what Slack would actually receive. Every call is recorded with the answer it got; ``fail_next``
+scripts failures such as a 429 with ``Retry-After: 0``; ``down``/``up`` make chat methods fail
+until told otherwise (an outage); ``wait_for`` awaits a call instead of sleeping.
 
     async with FakeSlack() as slack:
         client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
@@ -30,6 +31,11 @@ class ApiCall:
     method: str
     args: dict[str, Any]
     token: str | None
+    response: dict[str, Any] = field(default_factory=dict)  # the body the fake answered with
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
 
 
 @dataclass
@@ -49,6 +55,7 @@ class FakeSlack:
         self.acks: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}  # group id -> user ids, for usergroups.list
         self._failures: dict[str, list[ScriptedFailure]] = {}
+        self._down: set[str] = set()
         self._ts = itertools.count(1)
         self._envelope_ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -93,6 +100,13 @@ class FakeSlack:
             ScriptedFailure(status=status, error=error, headers=headers) for _ in range(times)
         )
 
+    def down(self, *methods: str) -> None:
+        """Answer every call to ``methods`` (all ``chat.*`` by default) with a 503 until ``up()``."""
+        self._down = set(methods) or {"chat.postMessage", "chat.update", "chat.postEphemeral"}
+
+    def up(self) -> None:
+        self._down = set()
+
     def calls_to(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method]
 
@@ -124,16 +138,22 @@ class FakeSlack:
             args = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
             args.update(request.query)
         auth = request.headers.get("Authorization", "")
-        self.calls.append(ApiCall(method, args, auth.removeprefix("Bearer ") or None))
-        await self._notify()
         scripted = self._failures.get(method)
-        if scripted:
-            failure = scripted.pop(0)
-            if failure.status != 200:
-                return web.json_response({"ok": False, "error": "ratelimited"}, status=failure.status,
-                                         headers=failure.headers)
-            return web.json_response({"ok": False, "error": failure.error})
-        return web.json_response(self._answer(method, args))
+        failure = scripted.pop(0) if scripted else None
+        if failure is None and method in self._down:
+            failure = ScriptedFailure(status=503)
+        status, headers = 200, {}
+        if failure is None:
+            body = self._answer(method, args)
+        elif failure.status != 200:
+            error = "ratelimited" if failure.status == 429 else "service_unavailable"
+            body, status, headers = {"ok": False, "error": error}, failure.status, failure.headers
+        else:
+            body = {"ok": False, "error": failure.error}
+        # Recorded with its answer before anyone waiting on it wakes up.
+        self.calls.append(ApiCall(method, args, auth.removeprefix("Bearer ") or None, body))
+        await self._notify()
+        return web.json_response(body, status=status, headers=headers)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
