@@ -13,7 +13,8 @@ which is how a member's role ids become Ooda roles. Buttons and app commands nee
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, ClassVar
 
@@ -131,6 +132,8 @@ class DiscordSurface:
         self._interactions = Interactions(self, commands, identities)
         self._client: OodaClient | None = None
         self._runner: asyncio.Task[None] | None = None
+        # One lock per message being edited; entries vanish when no edit holds them.
+        self._edit_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -199,14 +202,35 @@ class DiscordSurface:
         return MessageRef(surface=self.name, channel=channel_id, message_id=str(message.id), thread_id=thread_id)
 
     async def update_proposal(self, ref: MessageRef, proposal: Proposal, note: str | None = None) -> None:
+        async with self._edit_lock(ref.message_id):
+            await self._edit(ref, proposal)
+        if note:
+            await self.post_note(ref, note)
+
+    async def refresh_proposal(self, ref: MessageRef, current: Callable[[], Awaitable[Proposal]]) -> None:
+        """Edit the message to show the proposal as ``current()`` reads it now.
+
+        A click edits the message it was pressed on while the notifier may be editing the same
+        message for a later state. Reading the proposal inside the message's edit lock makes the
+        last edit show the latest state: an edit with a snapshot taken earlier could land after
+        the notifier's final one and leave the message stuck at "executing".
+        """
+        async with self._edit_lock(ref.message_id):
+            await self._edit(ref, await current())
+
+    async def _edit(self, ref: MessageRef, proposal: Proposal) -> None:
         async with self._delivery("proposal update", task_id=proposal.task_id, message_id=ref.message_id):
             message = self._require_client().get_partial_messageable(int(ref.channel)).get_partial_message(
                 int(ref.message_id))
             view = to_view(proposal)
             await message.edit(embed=to_embed(proposal), view=view)
             view.stop()
-        if note:
-            await self.post_note(ref, note)
+
+    def _edit_lock(self, message_id: str) -> asyncio.Lock:
+        lock = self._edit_locks.get(message_id)
+        if lock is None:
+            lock = self._edit_locks[message_id] = asyncio.Lock()
+        return lock
 
     async def post_notice(self, channel: str | None, text: str) -> None:
         channel_id = channel or self.config.default_channel

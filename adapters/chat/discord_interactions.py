@@ -133,7 +133,9 @@ class Interactions:
     async def _record(self, interaction: discord.Interaction, result: ActionResult) -> None:
         """Answer the person and edit the clicked proposal message at once.
 
-        The thread note (who did what) comes from the core's notifier, which updates every
+        The edit shows the proposal as it is when the edit is made, not ``result.proposal``: by
+        the time the answer is through, the step may have run and the notifier may have shown a
+        later state. The thread note (who did what) comes from the notifier, which updates every
         surface on each state change; writing it here too would record each action twice.
         """
         await self._reply(interaction, wording.neutralize_mentions(result.message))
@@ -141,7 +143,8 @@ class Interactions:
         client_user = interaction.client.user
         if (message is not None and result.proposal is not None and client_user is not None
                 and message.author.id == client_user.id and message.embeds):
-            await self._surface.update_proposal(ref_of(message), result.proposal, None)
+            task_id = result.proposal.task_id
+            await self._surface.refresh_proposal(ref_of(message), lambda: self._commands.show(task_id))
 
     # -- buttons -------------------------------------------------------------------------------
 

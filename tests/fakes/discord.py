@@ -103,6 +103,8 @@ class FakeDiscord:
 
     def __post_init__(self) -> None:
         self._failures: list[ScriptedFailure] = []
+        self._holds: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
+        self._gates: list[asyncio.Event] = []
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
@@ -124,6 +126,8 @@ class FakeDiscord:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for gate in self._gates:
+            gate.set()  # a held request must not keep the server from shutting down
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -144,6 +148,14 @@ class FakeDiscord:
     ) -> None:
         """Answer the next ``times`` requests matching ``method`` and the ``path`` regex with ``status``."""
         self._failures.append(ScriptedFailure(method, re.compile(path), status, retry_after, times))
+
+    def hold_next(self, method: str, path: str) -> asyncio.Event:
+        """Keep the next request matching ``method`` and the ``path`` regex waiting (a slow Discord)
+        until the returned event is set. The request is recorded on arrival."""
+        gate = asyncio.Event()
+        self._holds.append((method, re.compile(path), gate))
+        self._gates.append(gate)
+        return gate
 
     async def wait_for(self, predicate: Callable[[], Any]) -> Any:
         """Wait until ``predicate()`` is truthy; the timeout only guards against a hung test."""
@@ -371,6 +383,11 @@ class FakeDiscord:
                 # discord.py sends multipart when a message has files; we only need payload_json.
                 body = {"multipart": raw.decode(errors="replace")}
         self.requests.append(Recorded(request.method, path, body, "Authorization" in request.headers))
+        hold = next((h for h in self._holds if h[0] == request.method and h[1].search(path)), None)
+        if hold is not None:
+            self._holds.remove(hold)
+            await self._notify()
+            await hold[2].wait()
         try:
             response = self._scripted(request.method, path) or self._route(request.method, path, body or {})
         finally:

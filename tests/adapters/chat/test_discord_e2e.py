@@ -282,3 +282,24 @@ async def test_a_rate_limited_post_is_retried_and_posted_once(app, http, fake):
     stored = await app.store.get_task(task.id)
     assert [m["message_id"] for m in stored.messages if m["surface"] == "discord"] == [message["id"]]
     assert await app.store.outbox_items() == []  # delivered, so nothing waits for a retry
+
+
+async def test_a_slow_click_answer_never_overwrites_a_later_state(app, http, fake, standin):
+    task = await fire_crashloop(app, http)
+    mid = int((await proposal_message(app, fake, task.id))["id"])
+    message = fake.messages[mid]
+    # Discord is slow to take Bob's answer, so the step runs and the notifier shows the end
+    # state before the click gets to edit the message it was pressed on.
+    gate = fake.hold_next("POST", r"^/webhooks/")
+
+    interaction = await fake.click(mid, f"ooda:approve:{task.id}", user_id=BOB, role_ids=[ONCALL_ROLE], name="Bob")
+    await app.engine.wait_idle()
+    await settled(fake, mid, "completed")
+    patches_before = sum(r.method == "PATCH" for r in fake.requests)
+    gate.set()
+    await fake.wait_followup(interaction)
+    await fake.wait_for(lambda: sum(r.method == "PATCH" for r in fake.requests) > patches_before)
+
+    assert state_of(message) == "completed"
+    assert custom_ids(message) == [f"ooda:details:{task.id}"]
+    assert len(restarts(standin)) == 1
