@@ -6,15 +6,19 @@ import asyncio
 import json
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from adapters.chat import slack_blocks as kit
 from adapters.chat.slack import SlackSurface
 from adapters.chat.slack_config import ChannelPacer, SlackConfig
+from bot.app import _EnvWithSecrets
 from bot.errors import ConfigError
 from bot.proposals import Evidence, ParamBound, StepState
+from bot.secrets import SecretResolver
 from tests.adapters.chat.slack_core_fake import FakeCommands, make_proposal
 from tests.adapters.chat.slack_harness import identities
+from tests.harness import EXAMPLE
 
 
 def test_huge_proposal_stays_within_block_kit_limits():
@@ -122,3 +126,29 @@ async def test_pacer_spaces_sends_per_channel_and_keeps_order():
     await asyncio.gather(send("C1", "a"), send("C1", "b"), send("C1", "c"), send("C2", "x"))
     assert [label for label in order if label != "x"] == ["a", "b", "c"]
     assert slept == [1.0, 1.0]  # C1's second and third send waited; C2 never did
+
+
+async def test_an_env_that_invents_unset_variables_in_dev_does_not_turn_on_socket_mode(tmp_path):
+    # The composition root's env generates a random value for any unset variable in dev; a made-up
+    # app token would start Socket Mode against Slack with it and HTTP mode could never be chosen.
+    env = _EnvWithSecrets({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"},
+                          SecretResolver({}, tmp_path, generate_missing=True))
+    assert env.get("SLACK_APP_TOKEN")  # the trap this guards against
+    surface = SlackSurface(SlackConfig(default_channel="C1"), commands=FakeCommands(), identities=identities(),
+                           env=env)
+    assert surface.mode == "http"
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        SlackSurface(SlackConfig(default_channel="C1"), commands=FakeCommands(), identities=identities(),
+                     env=_EnvWithSecrets({}, SecretResolver({}, tmp_path, generate_missing=True)))
+
+
+def test_the_commented_slack_example_in_config_example_is_a_valid_slack_config():
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("  # slack:") + 1
+    body = []
+    for line in lines[start:]:
+        if not line.startswith("  #   "):
+            break
+        body.append(line.removeprefix("  #   "))
+    example = SlackConfig.model_validate(yaml.safe_load("\n".join(body)))
+    assert example.default_channel and example.routes and example.user_groups
