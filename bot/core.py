@@ -100,6 +100,6 @@ class Core:
         playbook = self.playbooks.get(task.playbook_id)
         spec = next((s for s in playbook.steps if s.name == step.name), None)
         # A step the playbook no longer declares is judged as service-wide: the cautious default.
-        blast = BlastRadius(spec.blast_radius.value) if spec else BlastRadius.service
+        blast = spec.blast_radius if spec else BlastRadius.service
         return await self.assess(playbook, tool=step.tool, category=Category(step.category), blast_radius=blast,
                                  environment=task.environment, severity=task.severity, targets=task.signal_count)

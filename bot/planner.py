@@ -150,7 +150,7 @@ class Planner:
             rollback = {"tool": step.rollback.tool,
                         "params": render_params(step.rollback.params, context, where=f"steps.{step.name}.rollback")}
         risk, decision = await core.assess(
-            playbook, tool=step.tool, category=category, blast_radius=BlastRadius(step.blast_radius.value),
+            playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
             environment=task.environment, severity=task.severity, targets=task.signal_count,
         )
         dry_run = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,17 +27,11 @@ from bot.autonomy import Autonomy, AutonomyLevel
 from bot.errors import ConfigError, UserError
 from bot.playbook_checks import static_problems
 from bot.proposals import Category, ParamBound
+from bot.risk import BlastRadius
 from bot.signals import Severity, Signal
 from bot.yamlfile import YamlDocument, load_yaml
 
 log = structlog.get_logger(__name__)
-
-
-class BlastRadius(StrEnum):
-    single = "single"
-    service = "service"
-    multi_service = "multi_service"
-    global_ = "global"
 
 
 def _scalar_to_str(value: Any) -> Any:
