@@ -1,0 +1,99 @@
+"""Scheduled jobs on a real App with an injected clock: approval expiry and the once-a-day digest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.errors import Conflict
+from bot.identity import Actor
+from bot.scheduler import digest_trigger
+from bot.tasks import TaskState
+from tests.harness import running_app, running_standin
+
+REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
+APPROVER = Actor(id="lead", display="Lead", roles=frozenset({"sre-lead", "oncall"}), via="api")
+
+
+class Clock:
+    """Real time plus an offset the test moves; stored timestamps stay comparable with it."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+class RecordingSurface:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.notices: list[tuple[str | None, str]] = []
+
+    async def post_notice(self, channel: str | None, text: str) -> None:
+        self.notices.append((channel, text))
+
+
+async def waiting_task(app) -> int:
+    task = await app.commands.run_playbook("crash-loop", {"namespace": "shop", "deployment": "api"}, REQUESTER)
+    await app.engine.wait_idle()
+    assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
+    return task.id
+
+
+async def test_undecided_proposals_expire_and_late_approvals_are_refused(tmp_path):
+    clock = Clock()
+    async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
+        task_id = await waiting_task(app)
+        clock.offset = timedelta(hours=1)
+        assert await app.scheduler.expire_approvals() == []
+        assert (await app.store.get_task(task_id)).state is TaskState.needs_approval
+
+        clock.offset = timedelta(hours=4, minutes=1)  # the example config expires after 4 hours
+        assert await app.scheduler.expire_approvals() == [task_id]
+        task = await app.store.get_task(task_id)
+        assert task.state is TaskState.cancelled
+        assert task.outcome.startswith("expired: no decision within 4:00:00")
+        assert await app.scheduler.expire_approvals() == []
+
+        with pytest.raises(Conflict, match=r"already decided: it is cancelled \(expired"):
+            await app.commands.approve(task_id, APPROVER)
+        assert [c for c in standin.calls if c["method"] == "POST"] == []
+
+
+async def test_an_approved_task_does_not_expire(tmp_path):
+    clock = Clock()
+    async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
+        task_id = await waiting_task(app)
+        await app.commands.approve(task_id, APPROVER)
+        await app.engine.wait_idle()
+        clock.offset = timedelta(days=2)
+        assert await app.scheduler.expire_approvals() == []
+        assert (await app.store.get_task(task_id)).state is TaskState.completed
+
+
+async def test_the_digest_is_sent_once_per_day(tmp_path):
+    clock = Clock()
+    async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
+        surface = RecordingSurface()
+        app.scheduler.surfaces = [surface]
+        assert await app.scheduler.send_digest() is True
+        assert await app.scheduler.send_digest() is False  # a restart or a second trigger the same day
+        assert len(surface.notices) == 1
+        assert surface.notices[0][1].startswith("Ooda digest")
+        today = clock().date().isoformat()
+        assert (await app.store.get_setting(f"digest.sent.{today}"))["value"] is True
+
+        clock.offset = timedelta(days=1)
+        assert await app.scheduler.send_digest() is True
+        assert len(surface.notices) == 2
+
+
+def test_the_digest_trigger_uses_day_names_in_the_configured_zone():
+    trigger = digest_trigger("09:00", "mon-fri", "Europe/Berlin")
+    saturday = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
+    fire = trigger.get_next_fire_time(None, saturday)
+    assert fire.weekday() == 0 and (fire.hour, fire.minute) == (9, 0)
+    assert fire.utcoffset() == timedelta(hours=1)
