@@ -149,6 +149,10 @@ class FakeDiscord:
         """Answer the next ``times`` requests matching ``method`` and the ``path`` regex with ``status``."""
         self._failures.append(ScriptedFailure(method, re.compile(path), status, retry_after, times))
 
+    def clear_failures(self) -> None:
+        """Discord is back: scripted failures not yet used are dropped."""
+        self._failures.clear()
+
     def hold_next(self, method: str, path: str) -> asyncio.Event:
         """Keep the next request matching ``method`` and the ``path`` regex waiting (a slow Discord)
         until the returned event is set. The request is recorded on arrival."""

@@ -202,6 +202,9 @@ async def test_who_runs_a_playbook_from_discord_cannot_approve_it(app, fake, sta
                            user_id=ALICE, role_ids=[ONCALL_ROLE], name="Alice")
     started = await fake.wait_followup(run)
     assert started["content"].startswith("Started task #1 (crash-loop)") and started["flags"] & 64
+    (notice,) = await fake.wait_for(
+        lambda: [m for m in fake.channel_messages(CHANNEL_ID) if "/ops run" in m["content"]])
+    assert notice["content"].startswith("Alice ran `/ops run`")  # the channel sees who started it
     await app.engine.wait_idle()
     task = await app.store.get_task(1)
     assert task.requester == "alice" and task.state is TaskState.needs_approval
@@ -303,3 +306,43 @@ async def test_a_slow_click_answer_never_overwrites_a_later_state(app, http, fak
     assert state_of(message) == "completed"
     assert custom_ids(message) == [f"ooda:details:{task.id}"]
     assert len(restarts(standin)) == 1
+
+
+async def test_a_refused_post_waits_in_the_outbox_and_the_retry_posts_it_once(app, http, fake):
+    fake.fail_next("POST", rf"^/channels/{CHANNEL_ID}/messages$", status=403, times=1000)
+
+    task = await fire_crashloop(app, http)
+    await fake.wait_for(lambda: any(r.path == f"/channels/{CHANNEL_ID}/messages" for r in fake.requests))
+    await app.notifier.sync(task.id, None)  # queues behind the failed delivery, and fails too
+
+    waiting = await app.store.outbox_items()
+    assert waiting and {(i["task_id"], i["surface"]) for i in waiting} == {(task.id, "discord")}
+    assert fake.channel_messages(CHANNEL_ID) == []
+    assert (await app.store.get_task(task.id)).state is TaskState.needs_approval  # still approvable elsewhere
+
+    fake.clear_failures()
+    assert await app.notifier.retry_outbox() == 0  # Discord takes it now
+
+    message = await proposal_message(app, fake, task.id)
+    assert custom_ids(message)[0] == f"ooda:approve:{task.id}"
+    assert await app.store.outbox_items() == []
+
+
+async def test_reject_through_the_modal_closes_the_task_and_nothing_runs(app, http, fake, standin):
+    task = await fire_crashloop(app, http)
+    mid = int((await proposal_message(app, fake, task.id))["id"])
+
+    opened = await fake.click(mid, f"ooda:reject:{task.id}", user_id=BOB, role_ids=[ONCALL_ROLE], name="Bob")
+    modal = await fake.wait_callback(opened)
+    assert modal["type"] == 9 and modal["data"]["custom_id"] == f"ooda:modal:reject:{task.id}"
+    submit = await fake.submit_modal(f"ooda:modal:reject:{task.id}", {"reason": "known flaky pod"}, user_id=BOB,
+                                     role_ids=[ONCALL_ROLE], name="Bob", message_id=mid)
+    reply = await fake.wait_followup(submit)
+    await app.engine.wait_idle()
+
+    assert reply["content"] == "Rejected by Bob: known flaky pod" and reply["flags"] & 64
+    stored = await app.store.get_task(task.id)
+    assert stored.state is TaskState.rejected and stored.outcome == "rejected by Bob: known flaky pod"
+    assert restarts(standin) == []
+    message = await settled(fake, mid, "rejected")
+    assert custom_ids(message) == [f"ooda:details:{task.id}"]
