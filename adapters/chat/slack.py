@@ -375,11 +375,17 @@ class SlackSurface:
             return
         await ack()
         actor = await self._actor(body["user"]["id"], body["user"].get("username"))
-        await self._decide(
-            lambda: self.commands.approve(ctx.task_id, actor, edits=edits or None, confirmation=typed),
-            ctx.task_id, actor, "approve_with_edits" if edits else "approve", ctx.channel, ctx.message_ts,
-            body["user"]["id"],
-        )
+
+        async def approve() -> ActionResult:
+            result = await self.commands.approve(ctx.task_id, actor, edits=edits or None, confirmation=typed)
+            if not edits:
+                return result
+            # The clicker sees what they changed; the audit log keeps it as step.edited.
+            changed = kit.describe_edits(proposal, edits)
+            return result.model_copy(update={"message": f"{result.message} Edits: {changed}."})
+
+        await self._decide(approve, ctx.task_id, actor, "approve_with_edits" if edits else "approve", ctx.channel,
+                           ctx.message_ts, body["user"]["id"])
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()

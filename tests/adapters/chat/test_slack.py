@@ -172,7 +172,7 @@ async def test_edit_modal_refuses_out_of_bounds_and_passes_in_bounds_edits(fake,
     await fake.send_envelope("interactive", submission(view, "U_ALICE", {"edit.0.keep": typed("8")}))
     answer = await fake.wait_for("chat.postEphemeral")
     assert core.executed == [(7, "alice", {"rotate": {"keep": 8}})]
-    assert answer.args["text"] == "Approved task #7: 1 step ran."
+    assert answer.args["text"] == "Approved task #7: 1 step ran. Edits: rotate.keep 5 → 8."
 
 
 async def test_critical_approval_needs_the_typed_confirmation(fake, core, surface):
