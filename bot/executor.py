@@ -34,7 +34,7 @@ from bot.templates import evaluate, render_params
 
 log = structlog.get_logger(__name__)
 
-UNDO_FROM = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human}
+UNDO_FROM = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human, TaskState.rejected}
 
 
 class Executor:
@@ -160,7 +160,8 @@ class Executor:
                 )
                 if outcome.ok and evaluate(verify.expect, {**context, "result": outcome.result or {}},
                                            where="verify.expect"):
-                    return await self._finish(task.id, TaskState.completed, "verified: " + verify.expect)
+                    return await self._finish(task.id, TaskState.completed,
+                                              f"all steps succeeded; verified with {verify.tool}")
                 last_error = outcome.error or f"expectation not met: {verify.expect}"
             except ToolError as exc:
                 last_error = str(exc)

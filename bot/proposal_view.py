@@ -7,7 +7,8 @@ from bot.proposals import ApprovalView, Proposal, StepState
 from bot.sqlite_store import SqliteStore
 from bot.tasks import Task, TaskState
 
-UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human}
+UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human,
+                   TaskState.rejected}
 
 
 async def current_proposal(store: SqliteStore, task: Task | int) -> Proposal:

@@ -285,9 +285,13 @@ class SqliteStore:
         return int(row[0]), int(row[1])
 
     async def playbook_runs_since(self, playbook_id: str, since: str) -> tuple[int, int]:
-        """(executed steps, failed steps) of a playbook's tasks since ``since``."""
+        """(runs, failed runs) of a playbook since ``since``: tasks that executed a step, and those where one failed.
+
+        A run is a task, not a step, so a rate limit of "3 per hour" means three incidents.
+        """
         row = await self._one(
-            "SELECT count(*), coalesce(sum(s.state = 'failed'), 0) FROM steps s JOIN tasks t ON t.id = s.task_id "
+            "SELECT count(DISTINCT s.task_id), count(DISTINCT CASE WHEN s.state = 'failed' THEN s.task_id END) "
+            "FROM steps s JOIN tasks t ON t.id = s.task_id "
             "WHERE t.playbook_id = ? AND s.kind = 'step' AND s.started_at >= ?",
             (playbook_id, since),
         )

@@ -49,7 +49,8 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.completed: frozenset({S.executing}),
     S.failed_terminal: frozenset({S.executing}),
     S.escalated_to_human: frozenset({S.executing, S.cancelled, S.completed}),
-    S.rejected: frozenset(),
+    # A rejected plan may already have run its automatic steps; undo must still reach them.
+    S.rejected: frozenset({S.executing}),
     S.cancelled: frozenset(),
 }
 OPEN_STATES = frozenset({S.queued, S.running, S.needs_approval, S.executing, S.failed_retryable})

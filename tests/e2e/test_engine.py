@@ -187,7 +187,9 @@ def test_the_state_machine_has_the_shape_the_design_describes():
     assert set(TRANSITIONS) == set(TaskState)
     happy = [TaskState.queued, TaskState.running, TaskState.needs_approval, TaskState.executing, TaskState.completed]
     assert all(b in TRANSITIONS[a] for a, b in itertools.pairwise(happy))
-    assert TRANSITIONS[TaskState.rejected] == TRANSITIONS[TaskState.cancelled] == frozenset()
+    assert TRANSITIONS[TaskState.cancelled] == frozenset()
+    # A rejected plan whose automatic steps already ran can still be undone, and nothing else.
+    assert TRANSITIONS[TaskState.rejected] == frozenset({TaskState.executing})
     # Nothing skips the decision: work reaches executing only through planning or approval.
     assert TaskState.executing not in TRANSITIONS[TaskState.queued]
     # A finished task only moves again to run its rollbacks (undo).

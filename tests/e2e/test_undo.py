@@ -94,8 +94,6 @@ async def test_undo_needs_an_approver_or_operator_role(tmp_path):
         assert production(standin) == (True, "50")
 
 
-@pytest.mark.xfail(strict=True, reason="core: a rejected task cannot be undone (rejected is final and not in "
-                                       "UNDO_FROM), so a step that ran alone before the rejection stays applied")
 async def test_rejecting_the_rest_still_lets_people_undo_what_already_ran(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
         before = production(standin)
