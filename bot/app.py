@@ -149,7 +149,7 @@ class App:
         s = self.settings
         secrets = SecretResolver(self.env, s.data_path, generate_missing=s.environment == "dev",
                                  on_resolved=register_secret)
-        env = _EnvWithSecrets(self.env, secrets)
+        env = _EnvWithSecrets(self.env, secrets, own_secret_names(s))
         self.secrets = secrets
         self.metrics = Metrics()
         self.bus = EventBus()
@@ -263,17 +263,39 @@ class App:
         return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes)
 
 
-class _EnvWithSecrets(dict[str, str]):
-    """The process environment, where dev-generated secrets fill variables that are unset."""
+def own_secret_names(settings: Settings) -> set[str]:
+    """Variables naming secrets that Ooda itself checks (or shares with the demo stand-in).
 
-    def __init__(self, env: Mapping[str, str], secrets: SecretResolver) -> None:
+    Only these may be generated in dev; a chat token or a real system's credential must come
+    from the environment, since a random one could only fail later and less clearly.
+    """
+    names = {src.secret_env for src in settings.intake.sources.values() if src.secret_env}
+    names |= {i.api_token_env for i in settings.identities if i.api_token_env}
+    if settings.audit.hmac_key_env:
+        names.add(settings.audit.hmac_key_env)
+    if settings.standin.enabled and settings.standin.flags_token_env:
+        names.add(settings.standin.flags_token_env)
+    return names
+
+
+class _EnvWithSecrets(dict[str, str]):
+    """The environment adapters read their credentials from.
+
+    Variables set in the environment are returned (and registered with the redactor, as adapters
+    read only credentials from here); in dev, Ooda's own secrets that are unset come from the
+    generated files under the data dir.
+    """
+
+    def __init__(self, env: Mapping[str, str], secrets: SecretResolver, generated: set[str]) -> None:
         super().__init__(env)
         self._secrets = secrets
+        self._generated = generated
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         if key in self:
+            register_secret(self[key])
             return self[key]
-        value = self._secrets.optional(key)
+        value = self._secrets.optional(key) if key in self._generated else None
         return value if value is not None else default
 
 
@@ -295,7 +317,7 @@ def check_config(path: Path) -> tuple[Settings, list[str]]:
             problems += exc.problems
     secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
     try:
-        tools = build_tools(settings, doc, _EnvWithSecrets(os.environ, secrets))
+        tools = build_tools(settings, doc, _EnvWithSecrets(os.environ, secrets, own_secret_names(settings)))
         load_all_playbooks(settings, tools)
     except ConfigError as exc:
         problems += exc.problems

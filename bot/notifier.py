@@ -53,10 +53,12 @@ class Notifier:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._busy = False
         self._unsubscribe = core.bus.subscribe(ev.PREFIX, self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.task_id is None or event.name in {ev.CREATED, ev.SIGNALS_ATTACHED}:
+        if not self.surfaces or event.task_id is None or event.name in {ev.CREATED, ev.SIGNALS_ATTACHED}:
             return
         notes = self._dirty.setdefault(event.task_id, [])
         note = _note(event)
@@ -80,12 +82,23 @@ class Notifier:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._dirty:
-                task_id, notes = self._dirty.popitem()
-                try:
-                    await self.sync(task_id, "; ".join(notes) or None)
-                except Exception:
-                    log.exception("notifier.sync_failed", task_id=task_id)
+            self._busy = True
+            try:
+                while self._dirty:
+                    task_id, notes = self._dirty.popitem()
+                    try:
+                        await self.sync(task_id, "; ".join(notes) or None)
+                    except Exception:
+                        log.exception("notifier.sync_failed", task_id=task_id)
+            finally:
+                self._busy = False
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until every task change seen so far was delivered (or sent to the outbox)."""
+        while self._task is not None and (self._dirty or self._wake.is_set() or self._busy):
+            self._idle.clear()
+            await self._idle.wait()
 
     async def sync(self, task_id: int, note: str | None) -> None:
         """Post or update the proposal of ``task_id`` on every surface; failures go to the outbox."""

@@ -68,6 +68,10 @@ def test_config(tmp_path: Path, standin_port: int, overrides: dict[str, Any] | N
     return path
 
 
+# A helper, not a test: keep pytest from collecting it where it is imported by name.
+test_config.__test__ = False  # type: ignore[attr-defined]
+
+
 @asynccontextmanager
 async def running_standin() -> AsyncIterator[Standin]:
     standin = Standin(token=ENV["OODA_FLAGS_TOKEN"])

@@ -129,17 +129,18 @@ async def test_pacer_spaces_sends_per_channel_and_keeps_order():
 
 
 async def test_an_env_that_invents_unset_variables_in_dev_does_not_turn_on_socket_mode(tmp_path):
-    # The composition root's env generates a random value for any unset variable in dev; a made-up
-    # app token would start Socket Mode against Slack with it and HTTP mode could never be chosen.
-    env = _EnvWithSecrets({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"},
-                          SecretResolver({}, tmp_path, generate_missing=True))
-    assert env.get("SLACK_APP_TOKEN")  # the trap this guards against
+    # In dev the composition root generates Ooda's own unset secrets; a made-up Slack app token
+    # would start Socket Mode against Slack with it and HTTP mode could never be chosen.
+    resolver = SecretResolver({}, tmp_path, generate_missing=True)
+    env = _EnvWithSecrets({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, resolver, {"OODA_API_TOKEN"})
+    assert env.get("OODA_API_TOKEN")  # Ooda's own secrets are generated ...
+    assert env.get("SLACK_APP_TOKEN") is None  # ... a chat platform's never are
     surface = SlackSurface(SlackConfig(default_channel="C1"), commands=FakeCommands(), identities=identities(),
                            env=env)
     assert surface.mode == "http"
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
         SlackSurface(SlackConfig(default_channel="C1"), commands=FakeCommands(), identities=identities(),
-                     env=_EnvWithSecrets({}, SecretResolver({}, tmp_path, generate_missing=True)))
+                     env=_EnvWithSecrets({}, resolver, {"OODA_API_TOKEN"}))
 
 
 def test_the_commented_slack_example_in_config_example_is_a_valid_slack_config():
