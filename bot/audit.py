@@ -106,10 +106,15 @@ class AuditChain:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """``head_*`` name the last good record. The chain cannot show that records were cut off its
+    end, so operators compare the head with a copy kept elsewhere (the server logs it)."""
+
     ok: bool
     checked: int
     broken_seq: int | None = None
     reason: str = ""
+    head_seq: int = 0
+    head_hash: str = GENESIS
 
 
 def verify_chain(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> VerifyResult:
@@ -123,24 +128,25 @@ def verify_chain(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> VerifyRe
     checked = 0
     for row in rows:
         record = AuditRecord(*row)
+        head = (expected_seq - 1, prev)
         if record.seq != expected_seq:
             what = "missing (deleted?)" if record.seq > expected_seq else "out of order (reordered?)"
             return VerifyResult(False, checked, expected_seq,
-                                f"record {expected_seq} is {what}: found record {record.seq} in its place")
+                                f"record {expected_seq} is {what}: found record {record.seq} in its place", *head)
         if record.prev_hash != prev:
             return VerifyResult(False, checked, record.seq,
                                 f"record {record.seq} does not follow record {record.seq - 1}: prev_hash mismatch "
-                                "(a record was swapped, deleted or edited)")
+                                "(a record was swapped, deleted or edited)", *head)
         digest = _digest(record.seq, record.at, record.actor, record.action, record.task_id,
                          record.correlation_id, record.data, record.prev_hash)
         if digest != record.hash:
             return VerifyResult(False, checked, record.seq,
                                 f"record {record.seq} was changed after it was written: its content no longer "
-                                "matches its hash")
+                                "matches its hash", *head)
         if key is not None and not hmac.compare_digest(_sign(key, digest) or "", record.signature or ""):
             return VerifyResult(False, checked, record.seq,
-                                f"record {record.seq} has a missing or wrong HMAC signature")
+                                f"record {record.seq} has a missing or wrong HMAC signature", *head)
         prev = record.hash
         expected_seq += 1
         checked += 1
-    return VerifyResult(True, checked)
+    return VerifyResult(True, checked, head_seq=expected_seq - 1, head_hash=prev)

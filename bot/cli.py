@@ -373,9 +373,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         result = asyncio.run(_audit_verify(args.config))
         if args.json:
             print(json.dumps({"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq,
-                              "reason": result.reason}))
+                              "reason": result.reason, "head_seq": result.head_seq, "head_hash": result.head_hash}))
         elif result.ok:
-            print(f"audit log OK: {result.checked} records, chain intact")
+            print(f"audit log OK: {result.checked} records, chain intact; head {result.head_seq} {result.head_hash}\n"
+                  "(compare the head with the last audit.head line the server logged: records cut off the end "
+                  "leave no gap to find)")
         else:
             print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
                   f"({result.checked} records verified before it)", file=sys.stderr)
@@ -397,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, default=default_config(),
                         help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    # The same options on sub-subcommands (`ooda audit verify --config X`) must not reset a value
+    # given before them (`ooda audit --config X verify`), so their defaults are suppressed.
+    nested = argparse.ArgumentParser(add_help=False)
+    nested.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
@@ -434,19 +441,35 @@ def build_parser() -> argparse.ArgumentParser:
     add("digest", cmd_digest, "print the daily digest now")
     p = add("policy", cmd_policy, "show the policy or explain a task's decisions")
     psub = p.add_subparsers(dest="policy_command", required=True)
-    psub.add_parser("show", parents=[common])
-    psub.add_parser("explain", parents=[common]).add_argument("id")
+    psub.add_parser("show", parents=[nested])
+    psub.add_parser("explain", parents=[nested]).add_argument("id")
     p = add("audit", cmd_audit, "verify the audit chain or export a task's evidence bundle")
     asub = p.add_subparsers(dest="audit_command", required=True)
-    asub.add_parser("verify", parents=[common])
-    e = asub.add_parser("export", parents=[common])
+    asub.add_parser("verify", parents=[nested])
+    e = asub.add_parser("export", parents=[nested])
     e.add_argument("task_id")
     e.add_argument("-o", "--output", help="write the bundle to this file")
     return parser
 
 
+def quiet_logging() -> dict[str, Any]:
+    """For commands other than serve: only warnings, on stderr, so stdout stays clean for --json."""
+    import logging
+
+    import structlog
+
+    previous = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        cache_logger_on_first_use=False)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import structlog
+
     args = build_parser().parse_args(argv)
+    previous = quiet_logging() if args.fn is not cmd_serve else None
     try:
         return int(args.fn(args))
     except ConfigError as exc:
@@ -457,3 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            structlog.configure(**previous)

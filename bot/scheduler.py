@@ -65,6 +65,8 @@ class Scheduler:
                       replace_existing=True, misfire_grace_time=60)
         sched.add_job(_job("outbox", self.notifier.retry_outbox), IntervalTrigger(seconds=30), id="outbox",
                       replace_existing=True, misfire_grace_time=30)
+        sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
+                      replace_existing=True, misfire_grace_time=600)
         sched.start()
         self._scheduler = sched
 
@@ -72,6 +74,13 @@ class Scheduler:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    async def log_audit_head(self) -> tuple[int, str]:
+        """Log the audit chain's head. Shipped logs are the copy outside the store that shows
+        records cut off the end of the chain, which the chain alone cannot reveal."""
+        seq, digest = await self.core.store.audit_head()
+        log.info("audit.head", seq=seq, hash=digest)
+        return seq, digest
 
     async def send_digest(self) -> bool:
         """Post the digest once per day; returns False when today's was already sent."""

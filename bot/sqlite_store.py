@@ -134,6 +134,10 @@ class SqliteStore:
                 raise
             log.info("store.migrated", version=version)
 
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest audit record: what operators keep a copy of elsewhere."""
+        return await self._audit_head()
+
     async def _audit_head(self) -> tuple[int, str]:
         row = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         return (row[0], row[1]) if row else (0, GENESIS)

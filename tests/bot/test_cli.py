@@ -148,7 +148,5 @@ def test_edit_and_argument_syntax_errors_are_user_errors(capsys):
     assert "arguments are key=value" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a sub-subcommand's own --config default overwrites one given before "
-                   "it (argparse parents=[common] on both levels), so `ooda audit --config X verify` uses the default")
 def test_config_before_the_subcommand_is_honoured():
     assert build_parser().parse_args(["audit", "--config", "X", "verify"]).config == Path("X")
