@@ -207,6 +207,9 @@ async def latencies(tmp: Path, count: int) -> dict[str, Any]:
         finally:
             await poster.close()
         proposal = [decided_at[g] - t for g, t in sent_at.items() if g in decided_at]
+        planned: dict[str, int] = {}
+        for task in await app.store.tasks_since(""):
+            planned[task.state.value] = planned.get(task.state.value, 0) + 1
         kinds: dict[str, int] = {}
         for state in decided_as.values():
             kinds[state] = kinds.get(state, 0) + 1
@@ -229,6 +232,7 @@ async def latencies(tmp: Path, count: int) -> dict[str, Any]:
         await app.engine.wait_idle()
         return {
             "alerts": count, "rate_per_s": 100, "proposals_seen": len(proposal), "decided_states": kinds,
+            "tasks_by_state": planned,
             "proposal_p50_ms": pct(proposal, 0.5), "proposal_p99_ms": pct(proposal, 0.99),
             "proposal_max_ms": pct(proposal, 1.0),
             "approved": len(waiting), "steps_started": len(first_step),
@@ -249,7 +253,8 @@ def report(s: dict[str, Any], lat: dict[str, Any]) -> dict[str, Any]:
           f"drained in {s['drain_s']} s; {s['tasks']} tasks {s['task_states']}; "
           f"RSS {s['rss_mb_before']} MB before, peak {s['peak_rss_mb']} MB")
     print(f"alert -> proposal at {lat['rate_per_s']} alerts/s ({lat['proposals_seen']} of {lat['alerts']} seen, "
-          f"{lat['decided_states']}): p50 {lat['proposal_p50_ms']} ms, p99 {lat['proposal_p99_ms']} ms, "
+          f"{lat['decided_states']}; tasks {lat['tasks_by_state']}): "
+          f"p50 {lat['proposal_p50_ms']} ms, p99 {lat['proposal_p99_ms']} ms, "
           f"max {lat['proposal_max_ms']} ms")
     print(f"approval -> first step started ({lat['steps_started']} of {lat['approved']}): "
           f"p50 {lat['first_step_p50_ms']} ms, p99 {lat['first_step_p99_ms']} ms, max {lat['first_step_max_ms']} ms")
