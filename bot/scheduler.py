@@ -63,6 +63,8 @@ class Scheduler:
                           id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         sched.add_job(_job("expire", self.expire_approvals), IntervalTrigger(seconds=60), id="expire",
                       replace_existing=True, misfire_grace_time=60)
+        sched.add_job(_job("remind", self.remind_approvers), IntervalTrigger(seconds=60), id="remind",
+                      replace_existing=True, misfire_grace_time=60)
         sched.add_job(_job("outbox", self.notifier.retry_outbox), IntervalTrigger(seconds=30), id="outbox",
                       replace_existing=True, misfire_grace_time=30)
         sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
@@ -98,6 +100,33 @@ class Scheduler:
         await self.core.store.transact(mark)
         log.info("digest.sent", day=today)
         return True
+
+    async def remind_approvers(self) -> list[int]:
+        """Nudge the routed channels once about proposals waiting longer than ``engine.reminder_after_s``."""
+        after = timedelta(seconds=self.core.settings.engine.reminder_after_s)
+        now = self.core.clock()
+        reminded = []
+        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+            key = f"reminded.{task.id}"
+            if now - task.updated_at < after or await self.core.store.get_setting(key):
+                continue
+            playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
+            waited = int((now - task.updated_at).total_seconds() // 60)
+            text = (f"Reminder: task {task.id} ({task.playbook_id}: {task.title}) has waited {waited} min for "
+                    f"approval. `ooda show {task.id}` or /ops show {task.id}")
+            for surface in self.surfaces:
+                channel = playbook.routing.get(surface.name) if playbook else None
+                try:
+                    await surface.post_notice(channel, text)
+                except Exception as exc:
+                    log.warning("remind.delivery_failed", surface=surface.name, task_id=task.id, error=str(exc))
+
+            async def mark(t: TaskTx, key: str = key) -> None:
+                await t.set_setting(key, True, "scheduler")
+
+            await self.core.store.transact(mark)
+            reminded.append(task.id)
+        return reminded
 
     async def expire_approvals(self) -> list[int]:
         """Cancel proposals nobody decided on within ``engine.approval_expiry_s``."""

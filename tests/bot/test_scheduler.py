@@ -97,3 +97,18 @@ def test_the_digest_trigger_uses_day_names_in_the_configured_zone():
     fire = trigger.get_next_fire_time(None, saturday)
     assert fire.weekday() == 0 and (fire.hour, fire.minute) == (9, 0)
     assert fire.utcoffset() == timedelta(hours=1)
+
+
+async def test_waiting_proposals_get_one_reminder_after_the_configured_delay(tmp_path):
+    clock = Clock()
+    async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
+        surface = RecordingSurface()
+        app.scheduler.surfaces = [surface]
+        task_id = await waiting_task(app)
+        assert await app.scheduler.remind_approvers() == []  # not yet: the example waits 15 minutes
+
+        clock.offset = timedelta(minutes=16)
+        assert await app.scheduler.remind_approvers() == [task_id]
+        assert await app.scheduler.remind_approvers() == []  # once per task, also across restarts
+        [(_, text)] = surface.notices
+        assert f"task {task_id}" in text and "waited 16 min" in text
