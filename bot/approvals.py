@@ -19,7 +19,7 @@ from bot.gateway import parse_params
 from bot.identity import Actor
 from bot.policy import check_approver, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
 
 APPROVABLE = {TaskState.needs_approval, TaskState.escalated_to_human}
@@ -95,7 +95,7 @@ class Approvals:
                 "to confirm", confirmation_phrase(task.id))
         changes = self._validate_edits(task, {s.name: s for s, _, _ in pending}, edits or {})
 
-        async def unit(t: TaskTx) -> tuple[Task, bool]:
+        async def unit(t: TaskOps) -> tuple[Task, bool]:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
                 raise Conflict(f"task {task.id} was decided a moment ago: it is {current.state.value}")
@@ -165,7 +165,7 @@ class Approvals:
             raise Forbidden(f"rejecting needs one of the roles {', '.join(sorted(roles))}; "
                             f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
 
-        async def unit(t: TaskTx) -> Task:
+        async def unit(t: TaskOps) -> Task:
             await t.add_approval(task.id, actor.id, actor.display, "reject", reason, None)
             return await t.set_state(task.id, APPROVABLE | {TaskState.queued}, TaskState.rejected, actor=actor.id,
                                      reason=reason, outcome=f"rejected by {actor.display}: {reason}")

@@ -17,7 +17,7 @@ from bot.policy import PolicyConfig, PolicyContext, StepFacts, decide_step, outs
 from bot.proposals import Category, Decision, RiskScore
 from bot.risk import BlastRadius, RiskInputs, score_risk
 from bot.signals import Severity
-from bot.sqlite_store import SqliteStore
+from bot.store import Store
 from bot.tasks import StepRecord, Task
 
 KILL_SWITCH_KEY = "kill_switch"
@@ -31,7 +31,7 @@ def utcnow() -> datetime:
 @dataclass
 class Core:
     settings: Settings
-    store: SqliteStore
+    store: Store
     bus: EventBus
     playbooks: PlaybookSet
     policy: PolicyConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from statistics import median
 
-from bot.sqlite_store import SqliteStore
+from bot.store import Store
 from bot.tasks import TaskState
 
 
@@ -13,7 +13,7 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-async def build_digest(store: SqliteStore, since: datetime, now: datetime) -> str:
+async def build_digest(store: Store, since: datetime, now: datetime) -> str:
     tasks = await store.tasks_since(since.isoformat())
     lines = [f"Ooda digest {since:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC"]
     if not tasks:

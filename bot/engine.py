@@ -26,7 +26,7 @@ from bot.events import Event
 from bot.executor import Executor
 from bot.planner import Planner
 from bot.signals import Severity, Signal
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 from bot.tasks import OPEN_STATES, Task, TaskState
 
 log = structlog.get_logger(__name__)
@@ -147,7 +147,7 @@ class Engine:
                 entry["first"] = signal
         last_seq = batch[-1]["seq"]
 
-        async def unit(t: TaskTx) -> list[int]:
+        async def unit(t: TaskOps) -> list[int]:
             created = []
             for key, entry in plan.items():
                 playbook, first = entry["playbook"], entry["first"]

@@ -6,12 +6,12 @@ from typing import Any
 
 from bot.audit import AUDIT_COLUMNS
 from bot.proposal_view import current_proposal
-from bot.sqlite_store import SqliteStore
+from bot.store import Store
 
 BUNDLE_FORMAT = "ooda.evidence-bundle/1"
 
 
-async def export_bundle(store: SqliteStore, task_id: int) -> dict[str, Any]:
+async def export_bundle(store: Store, task_id: int) -> dict[str, Any]:
     """The task, its proposal, signals (with raw payloads), steps, approvals, events and audit records.
 
     Audit records carry their hashes, so the bundle can be checked against a later ``audit verify``.

@@ -28,7 +28,7 @@ from bot.playbooks import Playbook
 from bot.policy import quorum_reached
 from bot.ports import StepCall
 from bot.proposals import Decision
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
 from bot.templates import evaluate, render_params
 
@@ -73,14 +73,14 @@ class Executor:
         if decision.verdict == "deny":
             reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
 
-            async def deny(t: TaskTx) -> Task:
+            async def deny(t: TaskOps) -> Task:
                 await t.update_step(step.id, state="denied", decision=decision.model_dump())
                 return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
                                          actor="system", reason=reason, outcome=reason)
 
             return await self.core.store.transact(deny)
         if decision.verdict == "needs_approval" and not quorum_reached(decision, approvers):
-            async def wait(t: TaskTx) -> Task:
+            async def wait(t: TaskOps) -> Task:
                 await t.update_step(step.id, decision=decision.model_dump(), state="pending")
                 return await t.set_state(task.id, TaskState.executing, TaskState.needs_approval, actor="system",
                                          reason=f"{step.name} needs approval ({decision.rule})")
@@ -121,7 +121,7 @@ class Executor:
         core.metrics.tool_calls.labels(step.tool, "ok" if ok else "failed").inc()
         finished = core.clock().isoformat()
 
-        async def record(t: TaskTx) -> None:
+        async def record(t: TaskOps) -> None:
             await t.update_step(step.id, state="succeeded" if ok else "failed", result=result, error=error,
                                 rollback=rollback if ok else None, finished_at=finished)
             for r in records:
@@ -212,7 +212,7 @@ class Executor:
 
         key = step_key(task.id, "rollback", step.idx, step.name)
 
-        async def claim(t: TaskTx) -> int:
+        async def claim(t: TaskOps) -> int:
             existing = [s for s in await t.steps(task.id, "rollback") if s.idempotency_key == key]
             if existing:
                 await t.update_step(existing[0].id, state="running", started_at=self.core.clock().isoformat())
@@ -235,7 +235,7 @@ class Executor:
         except ToolError as exc:
             ok, result, error = False, None, str(exc)
 
-        async def record(t: TaskTx) -> None:
+        async def record(t: TaskOps) -> None:
             await t.update_step(rollback_id, state="succeeded" if ok else "failed", result=result, error=error,
                                 finished_at=self.core.clock().isoformat())
             for r in records:
@@ -257,7 +257,7 @@ class Executor:
                 reason = (f"interrupted while running {names}; the tool is not idempotent, so Ooda will not run it "
                           "again: check its effect by hand, then undo or close the task")
 
-                async def escalate(t: TaskTx, task: Task = task, unsafe: list[StepRecord] = unsafe,
+                async def escalate(t: TaskOps, task: Task = task, unsafe: list[StepRecord] = unsafe,
                                    reason: str = reason) -> None:
                     for s in unsafe:
                         await t.update_step(s.id, state="unknown", error="interrupted by a restart")
@@ -268,7 +268,7 @@ class Executor:
                 log.warning("recovery.escalated", task_id=task.id, steps=names)
                 continue
 
-            async def requeue(t: TaskTx, task: Task = task, steps: list[StepRecord] = interrupted) -> None:
+            async def requeue(t: TaskOps, task: Task = task, steps: list[StepRecord] = interrupted) -> None:
                 for s in steps:
                     await t.update_step(s.id, state="pending")
                     t.audit(AuditEntry("system", "step.rerun_after_restart", task.id,

@@ -21,7 +21,7 @@ from bot.events import Event
 from bot.ports import ChatSurface
 from bot.proposal_view import current_proposal
 from bot.proposals import MessageRef
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 
 log = structlog.get_logger(__name__)
 
@@ -145,7 +145,7 @@ class Notifier:
         return [i for i in await self.core.store.outbox_items(1000) if i["task_id"] == task_id]
 
     async def _drop(self, outbox_id: int) -> None:
-        async def unit(t: TaskTx) -> None:
+        async def unit(t: TaskOps) -> None:
             await t.remove_outbox(outbox_id)
 
         await self.core.store.transact(unit)

@@ -23,7 +23,7 @@ from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
 from bot.risk import BlastRadius, band_for
 from bot.signals import Signal
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 from bot.tasks import Task, TaskState
 from bot.templates import build_context, evaluate, render_params
 
@@ -217,7 +217,7 @@ class Planner:
         else:
             target, outcome = TaskState.executing, None
 
-        async def unit(t: TaskTx) -> Task:
+        async def unit(t: TaskOps) -> Task:
             for name, r in results.items():
                 step_id = await t.insert_step(
                     task_id=task.id, kind="evidence", idx=0, name=name, tool=r["tool"], category="read",

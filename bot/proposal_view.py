@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from bot.errors import UnknownTask
 from bot.proposals import ApprovalView, Proposal, StepState
-from bot.sqlite_store import SqliteStore
+from bot.store import Store
 from bot.tasks import Task, TaskState
 
 UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human,
                    TaskState.rejected}
 
 
-async def current_proposal(store: SqliteStore, task: Task | int) -> Proposal:
+async def current_proposal(store: Store, task: Task | int) -> Proposal:
     if isinstance(task, int):
         found = await store.get_task(task)
         if found is None:

@@ -22,7 +22,7 @@ from bot.commands import Commands
 from bot.core import Core
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
-from bot.sqlite_tasks import TaskTx
+from bot.store import TaskOps
 from bot.tasks import TaskState
 
 log = structlog.get_logger(__name__)
@@ -94,7 +94,7 @@ class Scheduler:
         for surface in self.surfaces:
             await surface.post_notice(self.core.settings.digest.channel, text)
 
-        async def mark(t: TaskTx) -> None:
+        async def mark(t: TaskOps) -> None:
             await t.set_setting(f"digest.sent.{today}", True, "scheduler")
 
         await self.core.store.transact(mark)
@@ -121,7 +121,7 @@ class Scheduler:
                 except Exception as exc:
                     log.warning("remind.delivery_failed", surface=surface.name, task_id=task.id, error=str(exc))
 
-            async def mark(t: TaskTx, key: str = key) -> None:
+            async def mark(t: TaskOps, key: str = key) -> None:
                 await t.set_setting(key, True, "scheduler")
 
             await self.core.store.transact(mark)
