@@ -58,13 +58,15 @@ class Tx:
     async def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> aiosqlite.Cursor:
         return await self.conn.execute(sql, params)
 
+    # One hop to the connection's thread per query (execute_fetchall) instead of three (execute,
+    # fetch, close the cursor): every hop inside a transaction holds up the whole batch.
     async def fetchone(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        """The first row or None; for queries that select one row (by key or with LIMIT 1)."""
+        rows = await self.conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self.conn.execute_fetchall(sql, params))
 
     def audit(self, entry: AuditEntry) -> None:
         self.audits.append(entry)
