@@ -13,7 +13,6 @@ import importlib
 import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +321,3 @@ def check_config(path: Path) -> tuple[Settings, list[str]]:
     except ConfigError as exc:
         problems += exc.problems
     return settings, problems
-
-
-def now() -> datetime:
-    return utcnow()
