@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from bot.jsoncodec import dumps_canonical
+
 GENESIS = "0" * 64
 
 
@@ -63,7 +65,8 @@ AUDIT_COLUMNS = "seq, at, actor, action, task_id, correlation_id, data, prev_has
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    # Only the writer serializes; verify hashes the stored text, so the encoder may change freely.
+    return dumps_canonical(value)
 
 
 def _digest(seq: int, at: str, actor: str, action: str, task_id: int | None,

@@ -1,9 +1,12 @@
 """Observe: turn stored signals into tasks, and drive tasks through the loop.
 
-The engine reads signals from the store in ``seq`` order behind a cursor kept in the store, so
-the work queue is rebuilt from the store at start and nothing acknowledged is skipped. A batch of
-signals is grouped in one transaction that also moves the cursor: a crash either keeps both or
-neither. A storm of 10k alerts for one service becomes one task with a count.
+Signals reach the engine with the event that announces their commit, in ``seq`` order. Behind
+them is a cursor kept in the store: at start, and whenever the bounded inbox would overflow, the
+engine reads the store from the cursor instead, so nothing acknowledged is skipped. Signals that
+match a playbook are grouped in one transaction that also moves the cursor: a crash either keeps
+both or neither. Signals that match nothing cost no I/O; the cursor passes them and is saved every
+few seconds (regrouping them after a crash changes nothing). A storm of 10k alerts for one service
+becomes one task with a count.
 
 Grouping rule: a firing signal joins the latest task of its group while that task is open, or
 within ``group_window_s`` of the task's creation, or within ``cooldown_s`` after it closed;
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,15 +30,24 @@ from bot.core import Core
 from bot.events import Event
 from bot.executor import Executor
 from bot.planner import Planner
-from bot.signals import Severity, Signal
+from bot.signals import Severity, Signal, SignalStatus
 from bot.store import TaskOps
 from bot.tasks import OPEN_STATES, Task, TaskState
 
 log = structlog.get_logger(__name__)
 
 CURSOR_KEY = "engine.cursor"
+CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is idempotent)
 BATCH = 500
 WORKERS = 4
+
+
+def _signal_from_row(row: dict[str, Any]) -> Signal:
+    return Signal.model_construct(
+        source=row["source"], fingerprint=row["fingerprint"], status=SignalStatus(row["status"]),
+        severity=Severity(row["severity"]), title=row["title"], labels=row["labels"],
+        annotations=row["annotations"], url=row["url"], starts_at=None, ends_at=None, raw={},
+    )
 
 
 def _title(signal: Signal, playbook_id: str) -> str:
@@ -55,8 +69,18 @@ class Engine:
         self._inflight: set[int] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._unsubscribe = core.bus.subscribe(ev.SIGNALS_STORED, lambda _: self._wake.set())
-        core.metrics.track_queue(core.metrics.engine_queue_depth, self._work.qsize)
+        # Stored signals arrive with the event that announces their commit; the inbox holds them
+        # (bounded by signal count). When it would overflow, or at start, the engine reads the
+        # store behind its cursor instead ("catch-up"), so nothing stored is ever skipped.
+        self._inbox: deque[list[tuple[int, Signal]]] = deque()
+        self._inbox_signals = 0
+        self._inbox_limit = core.settings.engine.queue_size
+        self._catch_up = True
+        self._cursor = 0  # every signal with seq <= cursor has been grouped
+        self._saved_cursor = 0
+        self._saved_at = 0.0
+        self._unsubscribe = core.bus.subscribe(ev.SIGNALS_STORED, self._on_stored)
+        core.metrics.track_queue(core.metrics.engine_queue_depth, lambda: self._work.qsize() + self._inbox_signals)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -65,6 +89,8 @@ class Engine:
             await self.submit(task.id)
         for task in await self.core.store.tasks_in_states([TaskState.queued.value, TaskState.running.value]):
             await self.submit(task.id)
+        setting = await self.core.store.get_setting(CURSOR_KEY)
+        self._cursor = self._saved_cursor = int(setting["value"]) if setting else 0
         self._tasks.append(asyncio.create_task(self._observe(), name="engine-observe"))
         self._tasks += [asyncio.create_task(self._worker(), name=f"engine-worker-{i}") for i in range(WORKERS)]
 
@@ -76,6 +102,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self._save_cursor()
 
     async def submit(self, task_id: int) -> None:
         """Queue a task for planning or execution (bounded: waits when the queue is full)."""
@@ -86,7 +114,7 @@ class Engine:
     async def wait_idle(self) -> None:
         """Until every stored signal is grouped and every queued task was worked on (tests, bench)."""
         while True:
-            caught_up = not await self.core.store.signals_after(await self._cursor(), 1)
+            caught_up = not self._inbox and not await self.core.store.signals_after(self._cursor, 1)
             if caught_up and self._work.empty() and not self._inflight:
                 return
             self._idle.clear()
@@ -95,57 +123,88 @@ class Engine:
 
     # -- observe ---------------------------------------------------------------------------------
 
-    async def _cursor(self) -> int:
-        setting = await self.core.store.get_setting(CURSOR_KEY)
-        return int(setting["value"]) if setting else 0
+    def _on_stored(self, event: Event) -> None:
+        stored = event.payload.get("signals") or []
+        if self._inbox_signals + len(stored) > self._inbox_limit:
+            self._catch_up = True  # drop the inbox: the store has all of it
+            self._inbox.clear()
+            self._inbox_signals = 0
+        elif stored:
+            self._inbox.append(stored)
+            self._inbox_signals += len(stored)
+        self._wake.set()
+
+    async def _next_batch(self) -> list[tuple[int, Signal, int | None]] | None:
+        """The next signals to group as (seq, signal, task id if known); None when there are none."""
+        if self._catch_up:
+            rows = await self.core.store.signals_after(self._cursor, BATCH)
+            if rows:
+                return [(row["seq"], _signal_from_row(row), row["task_id"]) for row in rows]
+            self._catch_up = False
+        while self._inbox:
+            stored = self._inbox.popleft()
+            self._inbox_signals -= len(stored)
+            batch = [(seq, signal, None) for seq, signal in stored if seq > self._cursor]
+            if batch:
+                return batch
+        return None
 
     async def _observe(self) -> None:
-        cursor = await self._cursor()
         while True:
-            batch = await self.core.store.signals_after(cursor, BATCH)
-            if not batch:
+            self._wake.clear()
+            batch = await self._next_batch()
+            if batch is None:
+                await self._save_cursor()
                 if self._work.empty() and not self._inflight:
                     self._idle.set()
-                self._wake.clear()
                 await self._wake.wait()
                 continue
             try:
                 created = await self._group(batch)
             except Exception:
-                log.exception("engine.group_failed", first_seq=batch[0]["seq"])
+                log.exception("engine.group_failed", first_seq=batch[0][0])
+                self._catch_up = True  # retry from the store, behind the cursor
                 await asyncio.sleep(1)  # the store is failing; do not spin
                 continue
-            cursor = batch[-1]["seq"]
+            self._cursor = max(self._cursor, batch[-1][0])
+            if time.monotonic() - self._saved_at > CURSOR_SAVE_S:
+                await self._save_cursor()
             for task_id in created:
                 await self.submit(task_id)
 
-    async def _group(self, batch: list[dict[str, Any]]) -> list[int]:
+    async def _save_cursor(self) -> None:
+        """Persist the cursor when it moved past signals that needed no task (no transaction did)."""
+        if self._cursor == self._saved_cursor:
+            return
+        cursor = self._cursor
+        await self.core.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
+        self._saved_cursor, self._saved_at = cursor, time.monotonic()
+
+    async def _group(self, batch: list[tuple[int, Signal, int | None]]) -> list[int]:
         core = self.core
         now = core.clock()
-        plan: dict[str, dict[str, Any]] = {}  # group key -> new or existing task and its new signals
+        matched = [(seq, signal, task_id, playbooks[0]) for seq, signal, task_id in batch
+                   if (playbooks := core.playbooks.match(signal))]
+        if not matched:
+            return []  # most signals of a storm of unknown alerts end here, with no I/O
+        unknown = [signal.id for _, signal, task_id, _ in matched if task_id is None]
+        stored_tasks = await core.store.task_ids_of_signals(unknown) if unknown else {}
+        plan: dict[str, dict[str, Any]] = {}  # group key -> the new signals of that group
         resolved: dict[int, list[str]] = {}
-        for row in batch:
-            signal = Signal.model_construct(
-                source=row["source"], fingerprint=row["fingerprint"], status=row["status"],
-                severity=Severity(row["severity"]), title=row["title"], labels=row["labels"],
-                annotations=row["annotations"], url=row["url"], starts_at=None, ends_at=None, raw={},
-            )
-            if row["status"] == "resolved":
-                if row["task_id"]:
-                    resolved.setdefault(row["task_id"], []).append(row["id"])
+        for _, signal, known_task, playbook in matched:
+            task_id = known_task if known_task is not None else stored_tasks.get(signal.id)
+            if signal.status is SignalStatus.resolved:
+                if task_id:
+                    resolved.setdefault(task_id, []).append(signal.id)
                 continue
-            if row["task_id"]:
+            if task_id:
                 continue  # a redelivery of a firing signal already in a task
-            playbooks = core.playbooks.match(signal)
-            if not playbooks:
-                continue
-            playbook = playbooks[0]
             key = playbook.group_key(signal.labels)
-            entry = plan.setdefault(key, {"playbook": playbook, "signals": [], "first": signal})
-            entry["signals"].append(row["id"])
+            entry = plan.setdefault(key, {"playbook": playbook, "signals": {}, "first": signal})
+            entry["signals"][signal.id] = None  # a dict: ordered, and one entry per signal
             if _severity_rank(signal.severity.value) > _severity_rank(entry["first"].severity.value):
                 entry["first"] = signal
-        last_seq = batch[-1]["seq"]
+        last_seq = batch[-1][0]
 
         async def unit(t: TaskOps) -> list[int]:
             created = []
@@ -155,13 +214,13 @@ class Engine:
                 latest = await t.latest_task_for_group(key)
                 if latest is not None and self._joins(latest[0], now, trigger.group_window_s if trigger else 0,
                                                       trigger.cooldown_s if trigger else 0):
-                    await t.attach_signals(latest[0].id, entry["signals"], now.isoformat())
+                    await t.attach_signals(latest[0].id, list(entry["signals"]), now.isoformat())
                     continue
                 task = await t.create_task(
                     playbook_id=playbook.id, playbook_version=playbook.version, group_key=key,
                     title=_title(first, playbook.id), environment=first.labels.get("env", core.environment),
                     severity=first.severity.value, requester=f"source:{first.source}", args={},
-                    signal_ids=entry["signals"], last_signal_at=now.isoformat(),
+                    signal_ids=list(entry["signals"]), last_signal_at=now.isoformat(),
                 )
                 created.append(task.id)
                 core.metrics.tasks_created.labels(playbook.id).inc()
@@ -170,7 +229,9 @@ class Engine:
             await t.set_setting(CURSOR_KEY, last_seq, "engine")
             return created
 
-        return await core.store.transact(unit)
+        created = await core.store.transact(unit)
+        self._saved_cursor, self._saved_at = last_seq, time.monotonic()
+        return created
 
     @staticmethod
     def _joins(task: Task, now: datetime, window_s: int | float, cooldown_s: int | float) -> bool:

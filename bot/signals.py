@@ -11,6 +11,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,7 +55,7 @@ class Signal(BaseModel):
     url: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Stable id: the same alert always maps to the same stored row."""
         return signal_id(self.source, self.fingerprint)

@@ -7,7 +7,6 @@ current state, so two concurrent commands cannot both move a task out of the sam
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from bot import events as ev
 from bot.audit import AuditEntry
 from bot.errors import Conflict, UnknownTask
 from bot.events import Event
+from bot.jsoncodec import dumps, loads
 from bot.sqlite_writer import Tx
 from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState, check_transition
 
@@ -47,17 +47,17 @@ def task_from_row(row: Any) -> Task:
     return Task(
         id=row[0], playbook_id=row[1], playbook_version=row[2], state=TaskState(row[3]), group_key=row[4],
         title=row[5], environment=row[6], severity=row[7], requester=row[8], signal_count=row[9],
-        created_at=row[10], updated_at=row[11], closed_at=row[12], args=json.loads(row[13]),
-        proposal=json.loads(row[14]) if row[14] else None, messages=json.loads(row[15]), outcome=row[16],
+        created_at=row[10], updated_at=row[11], closed_at=row[12], args=loads(row[13]),
+        proposal=loads(row[14]) if row[14] else None, messages=loads(row[15]), outcome=row[16],
     )
 
 
 def step_from_row(row: Any) -> StepRecord:
     return StepRecord(
         id=row[0], task_id=row[1], kind=row[2], idx=row[3], name=row[4], tool=row[5], category=row[6],
-        params=json.loads(row[7]), rollback=json.loads(row[8]) if row[8] else None,
-        decision=json.loads(row[9]) if row[9] else None, state=row[10], idempotency_key=row[11],
-        result=json.loads(row[12]) if row[12] else None, error=row[13], attempts=row[14],
+        params=loads(row[7]), rollback=loads(row[8]) if row[8] else None,
+        decision=loads(row[9]) if row[9] else None, state=row[10], idempotency_key=row[11],
+        result=loads(row[12]) if row[12] else None, error=row[13], attempts=row[14],
         started_at=row[15], finished_at=row[16],
     )
 
@@ -65,7 +65,7 @@ def step_from_row(row: Any) -> StepRecord:
 def approval_from_row(row: Any) -> ApprovalRecord:
     return ApprovalRecord(
         id=row[0], task_id=row[1], actor=row[2], display=row[3], verdict=row[4], reason=row[5],
-        edits=json.loads(row[6]) if row[6] else None, created_at=row[7],
+        edits=loads(row[6]) if row[6] else None, created_at=row[7],
     )
 
 
@@ -109,7 +109,7 @@ class TaskTx:
             "requester, signal_count, created_at, updated_at, last_signal_at, args) "
             "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (playbook_id, playbook_version, group_key, title, environment, severity, requester,
-             len(signal_ids), at, at, last_signal_at or at, json.dumps(args)),
+             len(signal_ids), at, at, last_signal_at or at, dumps(args)),
         )
         task_id = int(cur.lastrowid or 0)
         if signal_ids:
@@ -167,11 +167,11 @@ class TaskTx:
     async def save_proposal(self, task_id: int, proposal: dict[str, Any], title: str | None = None) -> None:
         await self._tx.execute(
             "UPDATE tasks SET proposal = ?, title = coalesce(?, title), updated_at = ? WHERE id = ?",
-            (json.dumps(proposal, default=str), title, now_iso(), task_id),
+            (dumps(proposal), title, now_iso(), task_id),
         )
 
     async def save_messages(self, task_id: int, messages: list[dict[str, Any]]) -> None:
-        await self._tx.execute("UPDATE tasks SET messages = ? WHERE id = ?", (json.dumps(messages), task_id))
+        await self._tx.execute("UPDATE tasks SET messages = ? WHERE id = ?", (dumps(messages), task_id))
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -181,14 +181,14 @@ class TaskTx:
         cur = await self._tx.execute(
             "INSERT INTO steps (task_id, kind, idx, name, tool, category, params, rollback, decision, state, "
             "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (task_id, kind, idx, name, tool, category, json.dumps(params, default=str),
-             json.dumps(rollback, default=str) if rollback else None,
-             json.dumps(decision) if decision else None, state, idempotency_key),
+            (task_id, kind, idx, name, tool, category, dumps(params),
+             dumps(rollback) if rollback else None,
+             dumps(decision) if decision else None, state, idempotency_key),
         )
         return int(cur.lastrowid or 0)
 
     async def update_step(self, step_id: int, **fields: Any) -> None:
-        encoded = {k: (json.dumps(v, default=str) if k in {"params", "rollback", "decision", "result"}
+        encoded = {k: (dumps(v) if k in {"params", "rollback", "decision", "result"}
                        and v is not None else v) for k, v in fields.items()}
         assignments = ", ".join(f"{k} = ?" for k in encoded)
         await self._tx.execute(f"UPDATE steps SET {assignments} WHERE id = ?", (*encoded.values(), step_id))
@@ -213,7 +213,7 @@ class TaskTx:
         cur = await self._tx.execute(
             "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(task_id, actor, verdict) DO NOTHING",
-            (task_id, actor, display, verdict, reason, json.dumps(edits) if edits else None, now_iso()),
+            (task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso()),
         )
         return cur.rowcount == 1
 
@@ -230,12 +230,12 @@ class TaskTx:
             "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
             "updated_by = excluded.updated_by",
-            (key, json.dumps(value), now_iso(), actor),
+            (key, dumps(value), now_iso(), actor),
         )
 
     async def get_setting(self, key: str) -> Any:
         row = await self._tx.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
-        return json.loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     # -- outbox (chat deliveries that failed and wait for a retry) ---------------------------
 

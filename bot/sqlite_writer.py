@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ import structlog
 from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, current_correlation_id
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, Event, EventBus
+from bot.jsoncodec import dumps
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -80,6 +80,7 @@ class _Work:
     future: asyncio.Future[Any]
     fn: Callable[[Tx], Awaitable[Any]] | None = None
     signal_rows: list[list[Any]] = field(default_factory=list)
+    signals: list[Any] = field(default_factory=list)  # the Signals of signal_rows, same order
     audits: list[AuditEntry] = field(default_factory=list)
     correlation_id: str | None = field(default_factory=current_correlation_id)
 
@@ -114,9 +115,14 @@ class GroupCommitWriter:
             await self._task
         self._task = None
 
-    async def upsert_signals(self, rows: list[list[Any]], audit: AuditEntry) -> None:
-        """Store signal rows (without their seq column) and one audit record; returns after commit."""
-        await self._submit(_Work(asyncio.get_running_loop().create_future(), signal_rows=rows, audits=[audit]))
+    async def upsert_signals(self, rows: list[list[Any]], audit: AuditEntry, signals: list[Any]) -> None:
+        """Store signal rows (without their seq column) and one audit record; returns after commit.
+
+        ``signals`` (the rows' Signal objects) travel with the stored-signals event, so the engine
+        groups them without reading them back from the store.
+        """
+        await self._submit(_Work(asyncio.get_running_loop().create_future(), signal_rows=rows,
+                                 signals=signals, audits=[audit]))
 
     async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``fn`` inside the next transaction; returns its result after the commit."""
@@ -145,7 +151,7 @@ class GroupCommitWriter:
         seq_state = self._signal_seq
         results: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}
-        records, events, signal_rows = [], [], []
+        records, events, signal_rows, stored = [], [], [], []
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             for i, work in enumerate(batch):
@@ -162,9 +168,10 @@ class GroupCommitWriter:
                     await self._conn.execute("RELEASE work")
                     audits, work_events = tx.audits, tx.events
                 else:
-                    for row in work.signal_rows:
+                    for row, signal in zip(work.signal_rows, work.signals, strict=True):
                         self._signal_seq += 1
                         signal_rows.append((row[0], self._signal_seq, *row[1:]))
+                        stored.append((self._signal_seq, signal))
                     audits, work_events = work.audits, []
                 for entry in audits:
                     if entry.correlation_id is None and work.correlation_id:
@@ -182,7 +189,7 @@ class GroupCommitWriter:
             if events:
                 await self._conn.executemany(
                     "INSERT INTO events (task_id, name, payload, correlation_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    [(e.task_id, e.name, json.dumps(e.payload, default=str), cid, e.at.isoformat())
+                    [(e.task_id, e.name, dumps(e.payload), cid, e.at.isoformat())
                      for e, cid in events],
                 )
             await self._conn.execute("COMMIT")
@@ -211,4 +218,4 @@ class GroupCommitWriter:
         for event, _ in events:
             self._bus.publish(event)
         if signal_rows:
-            self._bus.publish(Event(SIGNALS_STORED, payload={"max_seq": self._signal_seq}))
+            self._bus.publish(Event(SIGNALS_STORED, payload={"max_seq": self._signal_seq, "signals": stored}))
