@@ -43,10 +43,10 @@ WORKERS = 4
 
 
 def _signal_from_row(row: dict[str, Any]) -> Signal:
-    return Signal.model_construct(
+    return Signal(
         source=row["source"], fingerprint=row["fingerprint"], status=SignalStatus(row["status"]),
         severity=Severity(row["severity"]), title=row["title"], labels=row["labels"],
-        annotations=row["annotations"], url=row["url"], starts_at=None, ends_at=None, raw={},
+        annotations=row["annotations"], url=row["url"],
     )
 
 

@@ -8,6 +8,7 @@ written and recovery simply plans it again.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -42,7 +43,12 @@ def step_key(task_id: int, kind: str, index: int, name: str) -> str:
 
 async def load_signals(core: Core, task_id: int) -> list[Signal]:
     rows = await core.store.signals_of_task(task_id, limit=20)
-    return [Signal.model_validate({k: v for k, v in row.items() if k in Signal.model_fields}) for row in rows]
+    return [Signal(source=row["source"], fingerprint=row["fingerprint"], status=row["status"],
+                   severity=row["severity"], title=row["title"], labels=row["labels"],
+                   annotations=row["annotations"], url=row["url"],
+                   starts_at=datetime.fromisoformat(row["starts_at"]) if row["starts_at"] else None,
+                   ends_at=datetime.fromisoformat(row["ends_at"]) if row["ends_at"] else None)
+            for row in rows]
 
 
 def template_context(core: Core, task: Task, signals: list[Signal], evidence: dict[str, Any]) -> dict[str, Any]:

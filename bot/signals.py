@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class SignalStatus(StrEnum):
@@ -38,27 +36,36 @@ class Severity(StrEnum):
         return cls.info
 
 
-class Signal(BaseModel):
-    """One normalized alert. ``raw`` keeps the source's own record as evidence."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """One normalized alert. ``raw`` keeps the source's own record as evidence.
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass, not a pydantic model: adapters build Signals from vendor models that
+    pydantic has just validated, and validating every field a second time cost more per alert
+    than parsing the whole body. Status and severity given as strings are converted.
+    """
 
     source: str
     fingerprint: str
     status: SignalStatus
     severity: Severity = Severity.info
     title: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     url: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    id: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def id(self) -> str:
-        """Stable id: the same alert always maps to the same stored row."""
-        return signal_id(self.source, self.fingerprint)
+    def __post_init__(self) -> None:
+        # frozen: object.__setattr__ is how a frozen dataclass finishes its own construction.
+        if type(self.status) is not SignalStatus:
+            object.__setattr__(self, "status", SignalStatus(self.status))
+        if type(self.severity) is not Severity:
+            object.__setattr__(self, "severity", Severity(self.severity))
+        # Stable id: the same alert always maps to the same stored row.
+        object.__setattr__(self, "id", signal_id(self.source, self.fingerprint))
 
 
 def signal_id(source: str, fingerprint: str) -> str:
