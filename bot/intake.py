@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.audit import AuditEntry
 from bot.errors import IntakeError, NotFound, PayloadTooLarge, StoreUnavailable, Unauthorized
+from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.ports import AlertSource
 from bot.store import Store
@@ -88,7 +89,8 @@ class Intake:
         stored.inc(len(ids))
         latency.observe(time.perf_counter() - started)
         log.debug("intake.accepted", source=name, signals=len(ids))
-        return web.json_response({"accepted": len(ids), "signal_ids": ids}, status=202)
+        return web.Response(body=dumps({"accepted": len(ids), "signal_ids": ids}), status=202,
+                            content_type="application/json")
 
     def _check_bearer(self, source: IntakeSource, request: web.Request) -> None:
         if source.auth != "bearer":
