@@ -141,12 +141,15 @@ class Engine:
             if rows:
                 return [(row["seq"], _signal_from_row(row), row["task_id"]) for row in rows]
             self._catch_up = False
-        while self._inbox:
+        # Everything that arrived while the last group was being committed becomes one batch, so
+        # a busy engine commits fewer, larger transactions instead of falling behind one by one.
+        batch: list[tuple[int, Signal, int | None]] = []
+        while self._inbox and len(batch) < BATCH:
             stored = self._inbox.popleft()
             self._inbox_signals -= len(stored)
-            batch = [(seq, signal, None) for seq, signal in stored if seq > self._cursor]
-            if batch:
-                return batch
+            batch += [(seq, signal, None) for seq, signal in stored if seq > self._cursor]
+        if batch:
+            return batch
         return None
 
     async def _observe(self) -> None:
