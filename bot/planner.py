@@ -126,11 +126,9 @@ class Planner:
         """Run orient and decide for a queued (or interrupted) task; returns it in its next state."""
         core = self.core
         playbook = core.playbooks.get(task.playbook_id)
-        if task.state is TaskState.queued or task.state is TaskState.failed_retryable:
-            task = await core.store.transact(
-                lambda t: t.set_state(task.id, {TaskState.queued, TaskState.failed_retryable}, TaskState.running,
-                                      actor="system", reason="planning")
-            )
+        # Planning only reads, so a task enters ``running`` in the same transaction that saves its
+        # plan (one commit per task instead of two); a crash before that leaves it queued, and
+        # recovery plans queued and running tasks alike.
         signals = await load_signals(core, task.id)
         context = template_context(core, task, signals, {})
         results = dict(await asyncio.gather(*(_read(core, task, s, context) for s in playbook.evidence)))
@@ -250,6 +248,9 @@ class Planner:
             t.audit(AuditEntry("system", "task.proposal", task.id, {
                 "risk": risk.model_dump(), "steps": [{"name": v.name, "tool": v.tool, "verdict": v.decision.verdict,
                                                       "rule": v.decision.rule} for v in views]}))
+            if task.state is not TaskState.running:
+                await t.set_state(task.id, {TaskState.queued, TaskState.failed_retryable}, TaskState.running,
+                                  actor="system", reason="planning")
             return await t.set_state(task.id, TaskState.running, target, actor="system",
                                      reason=outcome or "proposal ready", outcome=outcome)
 
