@@ -61,6 +61,9 @@ class IntakeConfig(_Strict):
 
 class EngineConfig(_Strict):
     queue_size: int = Field(10_000, ge=10)
+    # Planning mostly waits (evidence calls, commits), so more tasks in flight means more
+    # throughput and larger group commits; execution stays one task at a time per task.
+    workers: int = Field(16, ge=1, le=256)
     evidence_timeout_s: float = Field(10.0, gt=0)
     step_timeout_s: float = Field(30.0, gt=0)
     approval_expiry_s: int = Field(4 * 3600, ge=60)

@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 CURSOR_KEY = "engine.cursor"
 CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is idempotent)
 BATCH = 500
-WORKERS = 4
 
 
 def _signal_from_row(row: dict[str, Any]) -> Signal:
@@ -92,7 +91,8 @@ class Engine:
         setting = await self.core.store.get_setting(CURSOR_KEY)
         self._cursor = self._saved_cursor = int(setting["value"]) if setting else 0
         self._tasks.append(asyncio.create_task(self._observe(), name="engine-observe"))
-        self._tasks += [asyncio.create_task(self._worker(), name=f"engine-worker-{i}") for i in range(WORKERS)]
+        self._tasks += [asyncio.create_task(self._worker(), name=f"engine-worker-{i}")
+                        for i in range(self.core.settings.engine.workers)]
 
     async def stop(self) -> None:
         self._unsubscribe()
