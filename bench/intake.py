@@ -177,7 +177,8 @@ def bench_bare(tmp: Path, t: float) -> dict[str, Any]:
         port = int(log.read_text().split()[0])
         return {
             "1_per_request": drive(port, "", proc.pid, tag="bare1", duration=t),
-            "100_per_request": drive(port, "", proc.pid, tag="bare100", alerts=100, connections=HUNDRED_CONNECTIONS, duration=t),
+            "100_per_request": drive(port, "", proc.pid, tag="bare100", alerts=100,
+                                     connections=HUNDRED_CONNECTIONS, duration=t),
             "fixed_1000_rps": drive(port, "", proc.pid, tag="barefixed", rate=1000, duration=t),
         }
     finally:
@@ -197,11 +198,13 @@ def bench_ooda(tmp: Path, t: float, synchronous: str, matching: bool, profile: s
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         out["rss_mb_at_start"] = round(proc_status(pid, "VmRSS"), 1)
         out["1_per_request"] = drive(port, token, pid, tag="one", duration=t)
-        out["100_per_request"] = drive(port, token, pid, tag="hundred", alerts=100, connections=HUNDRED_CONNECTIONS, duration=t)
+        out["100_per_request"] = drive(port, token, pid, tag="hundred", alerts=100,
+                                       connections=HUNDRED_CONNECTIONS, duration=t)
         out["fixed_1000_rps"] = drive(port, token, pid, tag="fixed", rate=1000, duration=t)
         stored = stored_alerts(db)
         if stored < 100_000:
-            drive(port, token, pid, tag="fill", alerts=100, connections=HUNDRED_CONNECTIONS, requests=(100_000 - stored + 99) // 100)
+            drive(port, token, pid, tag="fill", alerts=100, connections=HUNDRED_CONNECTIONS,
+                  requests=(100_000 - stored + 99) // 100)
         out["stored_alerts"] = stored_alerts(db)
         out["rss_mb_after_stored"] = round(proc_status(pid, "VmRSS"), 1)
         out["peak_rss_mb"] = round(proc_status(pid, "VmHWM"), 1)
