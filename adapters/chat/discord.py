@@ -33,6 +33,7 @@ from bot.commands import Commands
 from bot.errors import ChatUnavailable, ConfigError
 from bot.identity import IdentityDirectory
 from bot.proposals import MessageRef, Proposal
+from bot.routing import RouteMatchers, route_channel
 
 log = structlog.get_logger(__name__)
 
@@ -45,22 +46,10 @@ class DiscordUnavailable(ChatUnavailable):
     """Discord did not take a message now (network, 5xx after retries, rate limit, missing access)."""
 
 
-class DiscordRoute(BaseModel):
+class DiscordRoute(RouteMatchers):
     """Send matching proposals to ``channel``; unset matchers match anything. First match wins."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    playbook: str | None = None
-    severity: str | None = None
-    team: str | None = None
     channel: Snowflake
-
-    def matches(self, proposal: Proposal) -> bool:
-        return (
-            (self.playbook is None or self.playbook == proposal.playbook_id)
-            and (self.severity is None or self.severity == proposal.severity)
-            and (self.team is None or self.team == proposal.team)
-        )
 
 
 class DiscordConfig(BaseModel):
@@ -185,10 +174,7 @@ class DiscordSurface:
 
     def route(self, proposal: Proposal) -> str:
         """The channel id for a proposal: the first matching route, else the default channel."""
-        for route in self.config.routes:
-            if route.matches(proposal):
-                return route.channel
-        return self.config.default_channel
+        return route_channel(self.config.routes, proposal, self.config.default_channel)
 
     async def post_proposal(self, proposal: Proposal, channel: str | None = None) -> MessageRef:
         channel_id = channel or self.route(proposal)

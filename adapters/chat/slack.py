@@ -53,6 +53,7 @@ from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
 from bot.proposals import MessageRef, Proposal
 from bot.redaction import register_secret
+from bot.routing import route_channel
 
 log = structlog.get_logger(__name__)
 
@@ -180,10 +181,7 @@ class SlackSurface:
 
     # -- ChatSurface -------------------------------------------------------------------------
     def channel_for(self, proposal: Proposal) -> str:
-        for route in self.config.routes:
-            if route.matches(proposal):
-                return route.channel
-        return self.config.default_channel
+        return route_channel(self.config.routes, proposal, self.config.default_channel)
 
     async def post_proposal(self, proposal: Proposal, channel: str | None) -> MessageRef:
         target = channel or self.channel_for(proposal)

@@ -10,25 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import ChatUnavailable
-from bot.proposals import Proposal
+from bot.routing import RouteMatchers
 
 
-class SlackRoute(BaseModel):
+class SlackRoute(RouteMatchers):
     """Send proposals that match every given field to ``channel``; the first matching route wins."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    playbook: str | None = None
-    severity: str | None = None
-    team: str | None = None
     channel: str
-
-    def matches(self, proposal: Proposal) -> bool:
-        return (
-            (self.playbook is None or self.playbook == proposal.playbook_id)
-            and (self.severity is None or self.severity == proposal.severity)
-            and (self.team is None or self.team == proposal.team)
-        )
 
 
 class SlackConfig(BaseModel):
