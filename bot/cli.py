@@ -480,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ooda show 1 | head`: the reader left; that is not an error worth a traceback.
+        sys.stderr.close()
+        return 0
     finally:
         if previous is not None:
             structlog.configure(**previous)

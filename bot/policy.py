@@ -389,7 +389,7 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
 
 def _approval_reason(cfg: PolicyConfig, facts: StepFacts, tier: int, auto: EffectiveAutonomy) -> str:
     rule = cfg.tiers[tier]
-    kind = "reversible" if facts.category is Category.write_reversible else "irreversible"
+    kind = "A reversible" if facts.category is Category.write_reversible else "An irreversible"
     if facts.risk.band is RiskBand.critical:
         why_human = "critical risk never runs automatically"
     elif auto.level < (Autonomy.L2 if kind == "reversible" else Autonomy.L4):
@@ -399,7 +399,7 @@ def _approval_reason(cfg: PolicyConfig, facts: StepFacts, tier: int, auto: Effec
     people = "approval" if rule.approvals_required == 1 else "approvals"
     sod = "; the requester cannot approve it" if needs_separation_of_duties(cfg, tier) else ""
     return (
-        f"An {kind} write with {facts.risk.band} risk is tier {tier} and needs {rule.approvals_required} "
+        f"{kind} write with {facts.risk.band} risk is tier {tier} and needs {rule.approvals_required} "
         f"{people} from {' or '.join(rule.approver_roles)}{sod}: {why_human}."
     )
 
