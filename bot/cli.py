@@ -481,8 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `ooda show 1 | head`: the reader left; that is not an error worth a traceback.
-        sys.stderr.close()
+        # `ooda show 1 | head`: the reader left; that is not an error worth a traceback. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
         if previous is not None:
