@@ -103,12 +103,11 @@ def _snippet(result: dict[str, Any]) -> str:
 
 
 def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | None) -> str | None:
+    """How a step would be undone, for the proposal; None when nothing can undo it."""
     if rollback:
         return f"{rollback['tool']} {rollback['params']}"
     if category is Category.write_reversible:
         return f"{step.tool} restores the previous value (recorded when it runs)"
-    if category is Category.write_irreversible:
-        return None
     return None
 
 
