@@ -4,7 +4,7 @@ from bot.chatops import OpsCommand, parse_ops, run_ops
 from bot.errors import ConfirmationRequired
 from bot.identity import Actor
 from bot.proposals import RiskBand
-from tests.adapters.chat.slack_core_fake import APPROVER, VIEWER, FakeCommands, make_proposal
+from tests.fakes.core import APPROVER, VIEWER, FakeCommands, make_proposal
 
 
 @pytest.mark.parametrize(("text", "expected"), [

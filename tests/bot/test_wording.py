@@ -4,7 +4,7 @@ from bot import wording
 from bot.commands import Status
 from bot.errors import ConfirmationRequired, Forbidden
 from bot.proposals import ApprovalView, Evidence, RiskBand
-from tests.adapters.chat.slack_core_fake import make_proposal
+from tests.fakes.core import make_proposal
 
 
 def test_neutralize_mentions_defuses_broadcasts_but_keeps_words():

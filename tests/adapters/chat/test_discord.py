@@ -1,6 +1,6 @@
 """The Discord surface: real discord.py against a fake Discord over HTTP and WebSocket on 127.0.0.1.
 
-``FakeCore``, a small stand-in for the core, keeps only the rules the surface must render
+``FakeCommands`` (tests/fakes/core.py), a small stand-in for the core, keeps only the rules the surface must render
 faithfully (approver role, separation of duties, one decision per task, typed confirmation for
 critical risk); the real core's rules are tested in tests/bot.
 """
@@ -17,23 +17,15 @@ import pytest
 
 from adapters.chat.discord import DiscordConfig, DiscordSurface, DiscordUnavailable
 from bot.chatops import SUBCOMMANDS
-from bot.commands import ActionResult, Commands, Status
-from bot.errors import ConfigError, ConfirmationRequired, Conflict, Forbidden, UnknownTask
-from bot.identity import Actor, IdentityConfig, IdentityDirectory
+from bot.commands import Commands
+from bot.errors import ConfigError
+from bot.identity import IdentityConfig, IdentityDirectory
 from bot.proposals import (
-    ApprovalView,
-    Category,
-    Decision,
     Evidence,
-    ParamBound,
     Proposal,
     RiskBand,
-    RiskFactor,
-    RiskScore,
-    StepState,
-    StepView,
 )
-from bot.tasks import Task, TaskState
+from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.discord import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord, custom_ids, embed_size
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -42,111 +34,8 @@ ALICE, BOB, MALLORY = 111, 222, 333  # alice requested the task; bob approves; m
 
 
 def proposal(task_id: int = 7, *, band: RiskBand = RiskBand.high, requester: str = "alice") -> Proposal:
-    return Proposal(
-        task_id=task_id,
-        playbook_id="disk-cleanup",
-        playbook_version="3",
-        title="DiskFull on db-01 @everyone",
-        summary="Rotate logs on db-01 to free /var",
-        state="needs_approval",
-        environment="prod",
-        severity="critical",
-        team="storage",
-        requester=requester,
-        risk=RiskScore(score=95 if band is RiskBand.critical else 72, band=band,
-                       factors=[RiskFactor(name="environment", points=30, detail="prod")]),
-        blast_radius="db-01 only",
-        evidence=[Evidence(kind="alert", title="DiskFull", url="http://prom:9090/graph", snippet="/var at 97%")],
-        steps=[
-            StepView(index=0, name="rotate", tool="shell.run", category=Category.write_reversible,
-                     params={"keep": 5, "host": "db-01"},
-                     decision=Decision(verdict="needs_approval", rule="prod-writes", reason="prod",
-                                       approvals_required=1, roles=["approver"]),
-                     editable={"keep": ParamBound(type="int", min=1, max=10)}, rollback="restore rotated logs"),
-        ],
-        rollback_plan=["restore rotated logs from /var/backup"],
-        approvals_required=1,
-        approver_roles=["approver"],
-        created_at=NOW,
-        updated_at=NOW,
-    )
-
-
-class FakeCore(Commands):
-    def __init__(self, *proposals: Proposal) -> None:
-        self.proposals = {p.task_id: p for p in proposals}
-        self.executed: list[tuple[int, str, dict[str, Any] | None]] = []
-        self.rejected: list[tuple[int, str, str]] = []
-        self.runs: list[tuple[str, dict[str, str], str]] = []
-        self.paused_by: str | None = None
-
-    def _get(self, task_id: int) -> Proposal:
-        if task_id not in self.proposals:
-            raise UnknownTask(f"There is no task #{task_id}. `/ops tasks` lists the open ones.")
-        return self.proposals[task_id]
-
-    def _decidable(self, task_id: int, actor: Actor) -> Proposal:
-        p = self._get(task_id)
-        if "approver" not in actor.roles:
-            raise Forbidden(f"{actor.display} is not an approver for task #{task_id} (needs role approver).")
-        if actor.id == p.requester:
-            raise Forbidden(f"Separation of duties: {actor.display} requested task #{task_id} and cannot approve it.")
-        if p.state != "needs_approval":
-            raise Conflict(f"Task #{task_id} is already {p.state}.")
-        return p
-
-    async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
-                      confirmation: str | None = None) -> ActionResult:
-        p = self._decidable(task_id, actor)
-        if p.risk.band is RiskBand.critical and confirmation != f"approve {task_id}":
-            raise ConfirmationRequired(f"Task #{task_id} is critical risk.", phrase=f"approve {task_id}")
-        self.executed.append((task_id, actor.id, edits))
-        steps = [s.model_copy(update={"state": StepState.succeeded, "result": "ok"}) for s in p.steps]
-        p = p.model_copy(update={"state": "completed", "can_undo": True, "steps": steps,
-                                 "approvals": [ApprovalView(actor=actor.display, at=NOW)]})
-        self.proposals[task_id] = p
-        return ActionResult(message=f"Approved task #{task_id}; 1 step ran.", proposal=p, executed=True)
-
-    async def reject(self, task_id: int, actor: Actor, reason: str) -> ActionResult:
-        p = self._decidable(task_id, actor)
-        p = p.model_copy(update={"state": "rejected", "outcome": f"rejected: {reason}"})
-        self.proposals[task_id] = p
-        self.rejected.append((task_id, actor.id, reason))
-        return ActionResult(message=f"Rejected task #{task_id}.", proposal=p)
-
-    async def undo(self, task_id: int, actor: Actor) -> ActionResult:
-        p = self._get(task_id)
-        if not p.can_undo:
-            raise Conflict(f"Task #{task_id} has nothing to undo.")
-        p = p.model_copy(update={"can_undo": False, "outcome": "rolled back"})
-        self.proposals[task_id] = p
-        return ActionResult(message=f"Rolled back task #{task_id}.", proposal=p, executed=True)
-
-    async def pause(self, actor: Actor, reason: str = "") -> Status:
-        self.paused_by = actor.display
-        return await self.status()
-
-    async def resume(self, actor: Actor) -> Status:
-        self.paused_by = None
-        return await self.status()
-
-    async def run_playbook(self, playbook_id: str, args: dict[str, str], actor: Actor) -> Task:
-        self.runs.append((playbook_id, args, actor.id))
-        return Task(id=99, playbook_id=playbook_id, state=TaskState.queued, group_key="chat", title="by hand",
-                    environment="prod", requester=actor.id, created_at=NOW, updated_at=NOW, args=args)
-
-    async def status(self) -> Status:
-        return Status(paused=self.paused_by is not None, paused_by=self.paused_by, environment="prod",
-                      autonomy_cap="L2", open_tasks=len(self.proposals), needs_approval=len(self.proposals))
-
-    async def list_tasks(self, *, open_only: bool = True, limit: int = 20) -> list[Task]:
-        return []
-
-    async def show(self, task_id: int) -> Proposal:
-        return self._get(task_id)
-
-    async def digest(self, *, since: datetime | None = None) -> str:
-        return "Digest: 1 incident"
+    return make_proposal(task_id, band=band, requester=requester, evidence_snippet="/var at 97%",
+                         title="DiskFull on db-01 @everyone")
 
 
 def identities() -> IdentityDirectory:
@@ -183,12 +72,12 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-def core() -> FakeCore:
-    return FakeCore(proposal(7), proposal(8, band=RiskBand.critical))
+def core() -> FakeCommands:
+    return FakeCommands(proposal(7), proposal(8, band=RiskBand.critical))
 
 
 @pytest.fixture
-async def surface(fake: FakeDiscord, core: FakeCore) -> AsyncIterator[DiscordSurface]:
+async def surface(fake: FakeDiscord, core: FakeCommands) -> AsyncIterator[DiscordSurface]:
     s = make_surface(fake, core)
     await s.start()
     try:
@@ -435,9 +324,9 @@ async def test_ops_approve_goes_through_the_same_rules(fake, surface, core):
 
 
 async def test_ops_run_reject_and_pause(fake, surface, core):
-    run = await fake.slash("ops", "run", {"playbook": "restart", "args": "service=api env=prod"}, user_id=BOB)
+    run = await fake.slash("ops", "run", {"playbook": "disk-cleanup", "args": "service=api env=prod"}, user_id=BOB)
     assert "Started task #99" in (await fake.wait_followup(run))["content"]
-    assert core.runs == [("restart", {"service": "api", "env": "prod"}, "bob")]
+    assert core.runs == [("disk-cleanup", {"service": "api", "env": "prod"}, "bob")]
 
     reject = await fake.slash("ops", "reject", {"task": 7, "reason": "not now"}, user_id=BOB,
                               role_ids=[APPROVER_ROLE])

@@ -10,8 +10,8 @@ from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import SlackDeliveryError
 from bot.metrics import Metrics
 from bot.proposals import MessageRef, RiskBand
-from tests.adapters.chat.slack_core_fake import FakeCommands, make_proposal
 from tests.adapters.chat.slack_harness import CHANNEL, click, make_surface, mention, slash, submission, typed
+from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.slack import FakeSlack
 
 

@@ -16,8 +16,8 @@ from bot.app import _EnvWithSecrets
 from bot.errors import ConfigError
 from bot.proposals import Evidence, ParamBound, StepState
 from bot.secrets import SecretResolver
-from tests.adapters.chat.slack_core_fake import FakeCommands, make_proposal
 from tests.adapters.chat.slack_harness import identities
+from tests.fakes.core import FakeCommands, make_proposal
 from tests.harness import EXAMPLE
 
 

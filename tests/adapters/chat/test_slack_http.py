@@ -13,8 +13,8 @@ from slack_sdk.signature import SignatureVerifier
 from structlog.testing import capture_logs
 
 from adapters.chat import slack_blocks as kit
-from tests.adapters.chat.slack_core_fake import FakeCommands, make_proposal
 from tests.adapters.chat.slack_harness import SECRET, click, make_surface, mention, slash
+from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.slack import FakeSlack
 
 

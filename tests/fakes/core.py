@@ -1,4 +1,4 @@
-"""A small in-memory stand-in for ``bot.commands.Commands`` used by the chat surface tests.
+"""A small in-memory stand-in for ``bot.commands.Commands`` used by the Slack and Discord surface tests.
 
 It keeps the rules the surfaces must render faithfully: only ``approver`` may approve, the
 requester never approves their own task, a decided task refuses a second decision (so a double
@@ -33,12 +33,12 @@ NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 def make_proposal(task_id: int = 7, *, band: RiskBand = RiskBand.high, requester: str = "alertmanager",
-                  evidence_snippet: str = "disk /var at 97%") -> Proposal:
+                  evidence_snippet: str = "disk /var at 97%", title: str = "DiskFull on db-01 @here") -> Proposal:
     return Proposal(
         task_id=task_id,
         playbook_id="disk-cleanup",
         playbook_version="3",
-        title="DiskFull on db-01 @here",
+        title=title,
         summary="Rotate logs on db-01 to free /var",
         state="needs_approval",
         environment="prod",
