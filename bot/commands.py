@@ -21,17 +21,19 @@ from pydantic import BaseModel
 
 from bot import events as ev
 from bot.audit import AuditEntry
+from bot.core import KILL_SWITCH_KEY, Core
+from bot.digest import build_digest
 from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
 from bot.identity import Actor
 from bot.policy import autonomy_for, describe_policy, explain_decision
 from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
+from bot.store import TaskOps
 from bot.tasks import Task, TaskState
 
 if TYPE_CHECKING:
     from bot.approvals import Approvals
-    from bot.core import Core
     from bot.engine import Engine
     from bot.executor import Executor
 
@@ -92,7 +94,7 @@ class Commands:
         entry = AuditEntry(actor.id if actor else "unknown", "command.refused", task_id,
                            {"command": command, "reason": str(exc), "via": actor.via if actor else None})
 
-        async def unit(t: Any) -> None:
+        async def unit(t: TaskOps) -> None:
             t.audit(entry)
 
         try:
@@ -159,11 +161,9 @@ class Commands:
         return await self.status()
 
     async def _set_kill_switch(self, actor: Actor, on: bool, reason: str) -> None:
-        from bot.core import KILL_SWITCH_KEY
-
         value = {"on": on, "by": actor.display, "reason": reason}
 
-        async def unit(t: Any) -> None:
+        async def unit(t: TaskOps) -> None:
             await t.set_setting(KILL_SWITCH_KEY, value, actor.id)
             t.audit(AuditEntry(actor.id, "kill_switch.on" if on else "kill_switch.off", None,
                                {"reason": reason, "via": actor.via}))
@@ -183,7 +183,7 @@ class Commands:
         key = f"{playbook.group_key(resolved)}#manual"
         title = f"{playbook.id} run by {actor.display}"
 
-        async def unit(t: Any) -> Task:
+        async def unit(t: TaskOps) -> Task:
             return await t.create_task(
                 playbook_id=playbook.id, playbook_version=playbook.version, group_key=key, title=title,
                 environment=resolved.get("env", self.core.environment), severity="info", requester=actor.id,
@@ -217,8 +217,6 @@ class Commands:
         return await current_proposal(self.core.store, await self._task(task_id))
 
     async def digest(self, *, since: datetime | None = None) -> str:
-        from bot.digest import build_digest
-
         now = self.core.clock()
         return await build_digest(self.core.store, since or now - timedelta(days=1), now)
 

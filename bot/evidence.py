@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.audit import AUDIT_COLUMNS
+from bot.errors import UnknownTask
 from bot.proposal_view import current_proposal
 from bot.store import Store
 
@@ -18,8 +19,6 @@ async def export_bundle(store: Store, task_id: int) -> dict[str, Any]:
     """
     task = await store.get_task(task_id)
     if task is None:
-        from bot.errors import UnknownTask
-
         raise UnknownTask(f"there is no task {task_id}")
     columns = [c.strip() for c in AUDIT_COLUMNS.split(",")]
     return {

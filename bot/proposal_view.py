@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.errors import UnknownTask
 from bot.proposals import ApprovalView, Proposal, StepState
+from bot.risk import band_for
 from bot.store import Store
 from bot.tasks import Task, TaskState
 
@@ -19,8 +20,6 @@ async def current_proposal(store: Store, task: Task | int) -> Proposal:
         task = found
     if task.proposal is None:
         # Not planned yet: a minimal proposal so surfaces can still show the task.
-        from bot.risk import band_for  # local: keeps this module's import light for the common path
-
         return Proposal(task_id=task.id, playbook_id=task.playbook_id, title=task.title,
                         summary="collecting evidence…", state=task.state.value, environment=task.environment,
                         severity=task.severity, requester=task.requester, signal_count=task.signal_count,
