@@ -15,13 +15,13 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.audit import verify_chain
+from bot.audit import AuditEntry, verify_chain
 from bot.commands import Commands
 from bot.errors import ConfirmationRequired, UserError
 from bot.evidence import export_bundle
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.store import Store, TaskOps
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +92,10 @@ class Api:
                 return _error(401, "unauthorized", "missing or unknown bearer token; set OODA_API_TOKEN "
                               "to a token configured for an identity (identities[].api_token_env)")
             structlog.contextvars.bind_contextvars(actor=actor.id)
+            if request.method == "GET":
+                # Commands audit themselves in the core; reads are audited here, so the trail also
+                # shows who looked at what (an exported evidence bundle, a verified chain).
+                await self._audit_read(request, actor)
             try:
                 response = await handler(request, actor)
             except ConfirmationRequired as exc:
@@ -111,6 +115,17 @@ class Api:
             return response
 
         return wrapped
+
+    async def _audit_read(self, request: web.Request, actor: Actor) -> None:
+        raw_id = request.match_info.get("id", "").lstrip("#Tt")
+        task_id = int(raw_id) if raw_id.isdigit() and "/tasks/" in request.path else None
+        entry = AuditEntry(actor.id, "api.read", None, {"path": request.path, "query": request.query_string,
+                                                          "task": task_id, "via": actor.via})
+
+        async def unit(t: TaskOps) -> None:
+            t.audit(entry)
+
+        await self._store.transact(unit)
 
     @staticmethod
     def _task_id(request: web.Request) -> int:

@@ -194,3 +194,16 @@ async def test_audit_verify_endpoint_reports_an_intact_chain(tmp_path):
         assert r.status_code == 200
         assert r.json()["ok"] is True
         assert r.json()["checked"] == len([row async for row in app.store.audit_rows()]) > 1
+
+
+async def test_reads_are_audited_with_who_looked_at_what(tmp_path):
+    async with served(tmp_path) as (app, http):
+        task_id = await proposed_task(app, http)
+        viewer = bearer(tmp_path, "OODA_VIEWER_TOKEN")
+        assert (await http.get(f"/api/v1/tasks/{task_id}/bundle", headers=viewer)).status_code == 200
+        reads = [row async for row in app.store.audit_rows() if row[3] == "api.read"]
+        exported = [row for row in reads if row[2] == "viewer"]
+        assert len(exported) == 1
+        assert f"/api/v1/tasks/{task_id}/bundle" in exported[0][6]
+        assert await http.get("/api/v1/tasks") is not None  # unauthenticated: refused, so not audited
+        assert len([row async for row in app.store.audit_rows() if row[3] == "api.read"]) == len(reads)
