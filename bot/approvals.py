@@ -105,7 +105,10 @@ class Approvals:
                 t.audit(AuditEntry(actor.id, "step.edited", task.id, {"step": step.name, "diff": diff}))
             if inserted:
                 t.audit(AuditEntry(actor.id, "task.approval", task.id, {"via": actor.via, "edits": edits or {}}))
-                t.event(Event(ev.APPROVED, task.id, {"actor": actor.id, "display": actor.display, "via": actor.via}))
+                edited = {f"{step.name}.{name}": [change["from"], change["to"]]
+                          for step, _, diff in changes for name, change in diff.items()}
+                t.event(Event(ev.APPROVED, task.id, {"actor": actor.id, "display": actor.display, "via": actor.via,
+                                                     "edits": edited}))
             approvers = {a.actor for a in await t.approvals(task.id) if a.verdict == "approve"}
             if all(quorum_reached(d, approvers) for _, d, _ in needing):
                 moved = await t.set_state(task.id, APPROVABLE, TaskState.executing, actor=actor.id,

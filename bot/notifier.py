@@ -39,6 +39,9 @@ def _note(event: Event) -> str | None:
         return f"{p.get('step')} failed ({p.get('tool')}): {p.get('error')}"
     if event.name == ev.UNDONE:
         return f"{who} undid {', '.join(p.get('steps', []))}"
+    if event.name == ev.APPROVED and p.get("edits"):
+        edits = ", ".join(f"{name} {old} → {new}" for name, (old, new) in p["edits"].items())
+        return f"approved by {who}, with edits: {edits}"
     if event.name in NOTE_EVENTS:
         reason = p.get("reason")
         return f"{short} by {who}" + (f": {reason}" if reason else "")
@@ -46,7 +49,7 @@ def _note(event: Event) -> str | None:
 
 
 class Notifier:
-    def __init__(self, core: Core, surfaces: list[ChatSurface], routing: dict[str, str] | None = None) -> None:
+    def __init__(self, core: Core, surfaces: list[ChatSurface]) -> None:
         self.core = core
         self.surfaces = surfaces
         self._dirty: dict[int, list[str]] = {}
