@@ -30,7 +30,7 @@ from bot.core import Core
 from bot.events import Event
 from bot.executor import Executor
 from bot.planner import Planner
-from bot.signals import Severity, Signal, SignalStatus
+from bot.signals import Signal, SignalStatus, signal_from_row
 from bot.store import TaskOps
 from bot.tasks import OPEN_STATES, Task, TaskState
 
@@ -39,14 +39,6 @@ log = structlog.get_logger(__name__)
 CURSOR_KEY = "engine.cursor"
 CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is idempotent)
 BATCH = 500
-
-
-def _signal_from_row(row: dict[str, Any]) -> Signal:
-    return Signal(
-        source=row["source"], fingerprint=row["fingerprint"], status=SignalStatus(row["status"]),
-        severity=Severity(row["severity"]), title=row["title"], labels=row["labels"],
-        annotations=row["annotations"], url=row["url"],
-    )
 
 
 def _title(signal: Signal, playbook_id: str) -> str:
@@ -139,7 +131,7 @@ class Engine:
         if self._catch_up:
             rows = await self.core.store.signals_after(self._cursor, BATCH)
             if rows:
-                return [(row["seq"], _signal_from_row(row), row["task_id"]) for row in rows]
+                return [(row["seq"], signal_from_row(row), row["task_id"]) for row in rows]
             self._catch_up = False
         # Everything that arrived while the last group was being committed becomes one batch, so
         # a busy engine commits fewer, larger transactions instead of falling behind one by one.

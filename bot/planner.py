@@ -8,7 +8,6 @@ written and recovery simply plans it again.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -23,7 +22,7 @@ from bot.playbooks import Playbook, ReadStep, Step
 from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
 from bot.risk import BlastRadius, band_for
-from bot.signals import Signal
+from bot.signals import Signal, signal_from_row
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState
 from bot.templates import build_context, evaluate, render_params
@@ -43,12 +42,7 @@ def step_key(task_id: int, kind: str, index: int, name: str) -> str:
 
 async def load_signals(core: Core, task_id: int) -> list[Signal]:
     rows = await core.store.signals_of_task(task_id, limit=20)
-    return [Signal(source=row["source"], fingerprint=row["fingerprint"], status=row["status"],
-                   severity=row["severity"], title=row["title"], labels=row["labels"],
-                   annotations=row["annotations"], url=row["url"],
-                   starts_at=datetime.fromisoformat(row["starts_at"]) if row["starts_at"] else None,
-                   ends_at=datetime.fromisoformat(row["ends_at"]) if row["ends_at"] else None)
-            for row in rows]
+    return [signal_from_row(row) for row in rows]
 
 
 def template_context(core: Core, task: Task, signals: list[Signal], evidence: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -89,3 +90,13 @@ def parse_time(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return None if value.year <= 1 else value
+
+
+def signal_from_row(row: Mapping[str, Any]) -> Signal:
+    """A Signal from a stored signals row as the store returns it (``raw`` is not loaded)."""
+    return Signal(
+        source=row["source"], fingerprint=row["fingerprint"], status=row["status"], severity=row["severity"],
+        title=row["title"], labels=row["labels"], annotations=row["annotations"], url=row["url"],
+        starts_at=datetime.fromisoformat(row["starts_at"]) if row["starts_at"] else None,
+        ends_at=datetime.fromisoformat(row["ends_at"]) if row["ends_at"] else None,
+    )
