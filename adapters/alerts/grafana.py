@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from adapters.alerts.alertmanager import AlertmanagerAlert, raw_alert
+from adapters.alerts.alertmanager import AlertmanagerAlert, AlertmanagerPayload, raw_alert
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body, vendor_time
 from adapters.alerts.signatures import check_timestamp, hmac_sha256_hex, matches_any, require_header
 from bot.errors import ConfigError, Unauthorized
@@ -33,20 +33,14 @@ class GrafanaAlert(AlertmanagerAlert):
     imageURL: str = ""
 
 
-class GrafanaPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GrafanaPayload(AlertmanagerPayload):
+    """Alertmanager's webhook shape plus Grafana's top-level fields and richer alerts."""
 
-    version: str = ""
     orgId: int | None = None
     state: str = ""
     title: str = ""
     message: str = ""
-    groupKey: str = ""
-    truncatedAlerts: int = 0
-    status: str = ""
-    receiver: str = ""
-    externalURL: str = ""
-    alerts: list[GrafanaAlert] = Field(max_length=MAX_ALERTS_PER_REQUEST)
+    alerts: list[GrafanaAlert] = Field(max_length=MAX_ALERTS_PER_REQUEST)  # type: ignore[assignment]
 
 
 class GrafanaSource:
