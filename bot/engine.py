@@ -82,6 +82,7 @@ class Engine:
             await self.submit(task.id)
         setting = await self.core.store.get_setting(CURSOR_KEY)
         self._cursor = self._saved_cursor = int(setting["value"]) if setting else 0
+        self._saved_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._observe(), name="engine-observe"))
         self._tasks += [asyncio.create_task(self._worker(), name=f"engine-worker-{i}")
                         for i in range(self.core.settings.engine.workers)]
@@ -149,10 +150,9 @@ class Engine:
             self._wake.clear()
             batch = await self._next_batch()
             if batch is None:
-                await self._save_cursor()
                 if self._work.empty() and not self._inflight:
                     self._idle.set()
-                await self._wake.wait()
+                await self._idle_until_woken()
                 continue
             try:
                 created = await self._group(batch)
@@ -166,6 +166,21 @@ class Engine:
                 await self._save_cursor()
             for task_id in created:
                 await self.submit(task_id)
+
+    async def _idle_until_woken(self) -> None:
+        """Wait for signals; save a moved cursor once CURSOR_SAVE_S passed since the last save.
+
+        Not on every idle moment: under load the inbox empties after each intake commit, and a
+        cursor transaction there would sit between every two of them.
+        """
+        if self._cursor == self._saved_cursor:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(max(0.0, CURSOR_SAVE_S - (time.monotonic() - self._saved_at))):
+                await self._wake.wait()
+        except TimeoutError:
+            await self._save_cursor()
 
     async def _save_cursor(self) -> None:
         """Persist the cursor when it moved past signals that needed no task (no transaction did)."""

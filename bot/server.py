@@ -19,7 +19,8 @@ log = structlog.get_logger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # A random prefix per process and a counter: unique like a UUID for correlating log lines, without
 # a urandom syscall on every request.
-_request_ids = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
+_process_prefix = uuid.uuid4().hex[:12]
+_request_ids = (f"{_process_prefix}-{n}" for n in itertools.count(1))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

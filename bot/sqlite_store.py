@@ -45,7 +45,7 @@ def now_iso() -> str:
 
 
 def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
-    """A signals row without its seq (the writer assigns it at commit time).
+    """A signals row without its seq, which the writer appends at commit time.
 
     ``raw`` is stored without the labels and annotations it repeats (they have their own
     columns); ``raw_signals_of_task`` puts them back. Half the bytes, one encoding less per alert.
@@ -55,7 +55,8 @@ def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
     if moved:
         raw = {k: v for k, v in raw.items() if k not in moved} | {_MOVED: moved}
     return [
-        signal.id, signal.source, signal.fingerprint, signal.status.value, signal.severity.value,
+        # StrEnum members bind as their text: no `.value` (an Enum property lookup) per alert.
+        signal.id, signal.source, signal.fingerprint, signal.status, signal.severity,
         signal.title, dumps(signal.labels), dumps(signal.annotations),
         signal.starts_at.isoformat() if signal.starts_at else None,
         signal.ends_at.isoformat() if signal.ends_at else None,

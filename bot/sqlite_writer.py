@@ -37,8 +37,8 @@ T = TypeVar("T")
 MAX_BATCH = 2000
 
 SIGNAL_UPSERT = """
-INSERT INTO signals (id, seq, source, fingerprint, status, severity, title, labels, annotations,
-                     starts_at, ends_at, url, raw, received_at, updated_at)
+INSERT INTO signals (id, source, fingerprint, status, severity, title, labels, annotations,
+                     starts_at, ends_at, url, raw, received_at, updated_at, seq)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET
     seq = excluded.seq, status = excluded.status, severity = excluded.severity, title = excluded.title,
@@ -204,8 +204,9 @@ class GroupCommitWriter:
                 else:
                     for row, signal in zip(work.signal_rows, work.signals, strict=True):
                         self._signal_seq += 1
-                        signal_rows.append((row[0], self._signal_seq, *row[1:]))
+                        row.append(self._signal_seq)
                         stored.append((self._signal_seq, signal))
+                    signal_rows += work.signal_rows
                     audits, work_events = work.audits, []
                 for entry in audits:
                     if entry.correlation_id is None and work.correlation_id:

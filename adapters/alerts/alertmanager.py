@@ -68,7 +68,7 @@ def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[
     return Signal(
         source=source,
         fingerprint=alert.fingerprint or fingerprint_of(source, alert.labels),
-        status=SignalStatus(alert.status),
+        status=SignalStatus.of(alert.status),
         severity=Severity.from_label(alert.labels.get("severity")),
         title=alert.annotations.get("summary") or alert.labels.get("alertname", ""),
         labels=alert.labels,

@@ -120,8 +120,8 @@ def to_signal(source: str, alert: GenericAlert) -> Signal:
     return Signal(
         source=source,
         fingerprint=f"{alert.source}:{alert.external_id}",
-        status=SignalStatus(alert.status),
-        severity=Severity(alert.severity),
+        status=SignalStatus.of(alert.status),
+        severity=Severity.of(alert.severity),
         title=alert.title,
         labels=labels,
         annotations=annotations,

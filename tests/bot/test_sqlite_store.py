@@ -156,6 +156,12 @@ async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
     assert [r[0] for r in await query(store, "SELECT seq FROM signals")] == [1]
 
 
+async def test_one_batch_with_two_deliveries_of_an_alert_keeps_one_row(store):
+    await store.ingest_signals([signal(7), signal(7, SignalStatus.resolved)], received(n=2))
+
+    assert await query(store, "SELECT status, deliveries FROM signals") == [("resolved", 2)]
+
+
 async def test_heartbeat_is_a_real_committed_write(store):
     await store.heartbeat()
     assert (await store.get_setting("heartbeat"))["updated_by"] == "readyz"

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot import engine as engine_module
+from bot.engine import CURSOR_KEY
 from bot.errors import IllegalTransition
 from bot.tasks import OPEN_STATES, TRANSITIONS, TaskState, check_transition
 from tests.harness import AM, client, running_app, running_standin
@@ -119,6 +123,24 @@ async def test_an_alert_no_playbook_matches_is_stored_but_opens_no_task(tmp_path
         await app.engine.wait_idle()
         assert await app.store.signal_count() == 1
         assert await app.store.list_tasks(open_only=False) == []
+
+
+async def test_the_cursor_past_unmatched_alerts_is_saved_at_most_every_few_seconds_and_at_stop(
+        tmp_path, playbooks, monkeypatch):
+    # Saving it each time the engine went idle put a transaction between every two intake commits.
+    monkeypatch.setattr(engine_module, "CURSOR_SAVE_S", 3600.0)
+    async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, \
+            client(app) as http:
+        for n in range(5):
+            r = await http.post("/webhooks/alertmanager", json=payload([alert(f"fp-u{n}", "api", alertname="Nobody")]),
+                                headers=AM)
+            assert r.status_code == 202
+            await app.engine.wait_idle()
+        assert await app.store.get_setting(CURSOR_KEY) is None
+        db = app.store.path
+    with sqlite3.connect(db) as conn:  # the app has stopped: its engine saved the cursor on the way out
+        [(saved,)] = conn.execute("SELECT value FROM settings WHERE key = ?", (CURSOR_KEY,)).fetchall()
+    assert json.loads(saved) == 5
 
 
 async def test_group_window_and_cooldown_decide_whether_an_alert_joins_or_opens_a_task(tmp_path, playbooks):
