@@ -167,19 +167,37 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def start_baseline(script: str, args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a baseline server (it prints its port once it listens); returns it and the port."""
+    proc = start([PYTHON, str(BENCH / script), *args], {}, log)
+    deadline = time.monotonic() + 15
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{script} exited with {proc.returncode}; its log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return proc, int(log.read_text().split()[0])
+
+
 def bench_bare(tmp: Path, t: float) -> dict[str, Any]:
-    log = tmp / "bare.log"
-    proc = start([PYTHON, str(BENCH / "bare_server.py")], {}, log)
+    proc, port = start_baseline("bare_server.py", [], tmp / "bare.log")
     try:
-        deadline = time.monotonic() + 15
-        while not log.read_text().strip() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        port = int(log.read_text().split()[0])
         return {
             "1_per_request": drive(port, "", proc.pid, tag="bare1", duration=t),
             "100_per_request": drive(port, "", proc.pid, tag="bare100", alerts=100,
                                      connections=HUNDRED_CONNECTIONS, duration=t),
             "fixed_1000_rps": drive(port, "", proc.pid, tag="barefixed", rate=1000, duration=t),
+        }
+    finally:
+        stop(proc)
+
+
+def bench_prototype(tmp: Path, t: float) -> dict[str, Any]:
+    proc, port = start_baseline("prototype_server.py", [str(tmp / "prototype.db")], tmp / "prototype.log")
+    try:
+        return {
+            "1_per_request": drive(port, "", proc.pid, tag="proto1", duration=t),
+            "100_per_request": drive(port, "", proc.pid, tag="proto100", alerts=100,
+                                     connections=HUNDRED_CONNECTIONS, duration=t),
         }
     finally:
         stop(proc)
@@ -225,7 +243,7 @@ def row(name: str, r: dict[str, Any], bare: dict[str, Any] | None = None) -> str
             f"{r['p99_ms']:>8.2f}{cpu}{ratio:>8}{r['settle_s']:>8.1f}")
 
 
-def report(bare: dict[str, Any], ooda: dict[str, Any], synchronous: str) -> dict[str, Any]:
+def report(bare: dict[str, Any], prototype: dict[str, Any], ooda: dict[str, Any], synchronous: str) -> dict[str, Any]:
     ratio = ooda["1_per_request"]["requests_per_s"] / bare["1_per_request"]["requests_per_s"]
     figures = {
         "ratio_1_per_request": round(ratio, 3),
@@ -244,8 +262,10 @@ def report(bare: dict[str, Any], ooda: dict[str, Any], synchronous: str) -> dict
           f"{'CPU µs/req (loop/other)':>24}{'vs bare':>8}{'idle s':>8}")
     print("-" * 115)
     print(row("bare aiohttp, 1 alert/request", bare["1_per_request"]))
+    print(row("prototype, 1 alert/request", prototype["1_per_request"], bare["1_per_request"]))
     print(row("Ooda, 1 alert/request", ooda["1_per_request"], bare["1_per_request"]))
     print(row("bare aiohttp, 100 alerts/request", bare["100_per_request"]))
+    print(row("prototype, 100 alerts/request", prototype["100_per_request"], bare["100_per_request"]))
     print(row("Ooda, 100 alerts/request", ooda["100_per_request"], bare["100_per_request"]))
     print(row("bare aiohttp, fixed 1,000 req/s", bare["fixed_1000_rps"]))
     print(row("Ooda, fixed 1,000 req/s", ooda["fixed_1000_rps"]))
@@ -265,7 +285,7 @@ def report(bare: dict[str, Any], ooda: dict[str, Any], synchronous: str) -> dict
         print(f"{label:<38}{fig.format(figures[key]):>10}{tgt.format(TARGETS[key]):>12}   "
               f"{'yes' if verdicts[key] else 'NO'}")
     return {"synchronous": synchronous, "figures": figures, "targets": TARGETS, "met": verdicts,
-            "bare": bare, "ooda": ooda}
+            "bare": bare, "prototype": prototype, "ooda": ooda}
 
 
 def main() -> int:
@@ -282,8 +302,9 @@ def main() -> int:
     seconds = 3.0 if args.quick else 8.0
     with tempfile.TemporaryDirectory(prefix="ooda-bench-") as tmp:
         bare = bench_bare(Path(tmp), seconds)
+        prototype = bench_prototype(Path(tmp), seconds)
         ooda = bench_ooda(Path(tmp), seconds, args.synchronous, args.matching, args.profile)
-    result = report(bare, ooda, args.synchronous)
+    result = report(bare, prototype, ooda, args.synchronous)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

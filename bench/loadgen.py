@@ -12,13 +12,15 @@ Two modes:
   its latency runs from dispatch, including any wait for a free connection, so a server that
   falls behind is charged for the queue (no coordinated omission).
 
-Every alert gets a unique fingerprint (``--tag`` plus a counter), so each one is a new stored row.
+Every alert gets a unique fingerprint (a hash of ``--tag`` plus a counter, random-looking like
+Alertmanager's), so each one is a new stored row.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -45,7 +47,7 @@ ALERT_TEMPLATE = {
     "endsAt": "0001-01-01T00:00:00Z",
     "generatorURL": "http://prometheus.example.internal:9090/graph?g0.expr=sum%20by%20%28consumer_group%29"
                     "%20%28kafka_consumergroup_lag%29%20%3E%20100000&g0.tab=1",
-    "fingerprint": "@N@",
+    "fingerprint": "@FP@",
 }
 ENVELOPE = {
     "receiver": "ooda", "status": "firing", "alerts": "@ALERTS@",
@@ -63,7 +65,7 @@ class BodyMaker:
     def __init__(self, alerts_per_request: int, tag: str, alertname: str, groups: int) -> None:
         alert = json.dumps(ALERT_TEMPLATE).replace("@ALERTNAME@", alertname).encode()
         envelope = json.dumps(ENVELOPE).replace("@ALERTNAME@", alertname).encode()
-        self._alert = alert.split(b"@N@")
+        self._alert = alert.replace(b"@FP@", b"@N@").split(b"@N@")
         self._head, self._tail = envelope.split(b'"@ALERTS@"')
         self._per = alerts_per_request
         self._tag = tag.encode()
@@ -76,8 +78,11 @@ class BodyMaker:
         for _ in range(self._per):
             self._n += 1
             n = self._tag + b"-" + str(self._n).encode()
+            # Like Alertmanager's own fingerprints (a 64-bit hash of the label set, in hex): random,
+            # so a store's index of them is written at random places, as in production.
+            fingerprint = hashlib.blake2b(n, digest_size=8).hexdigest().encode()
             group = b"bench-group-" + str(self._n % self._groups).encode()
-            parts.append((first + n + mid + n + last).replace(b"@GROUP@", group))
+            parts.append((first + n + mid + fingerprint + last).replace(b"@GROUP@", group))
         return self._head + b"[" + b",".join(parts) + b"]" + self._tail
 
 
