@@ -106,9 +106,11 @@ class Intake:
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self._limit
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {limit} "
-                                  "(intake.max_body_bytes); split the payload or raise the limit")
+        if request.content_length is not None:
+            if request.content_length > limit:
+                raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {limit} "
+                                      "(intake.max_body_bytes); split the payload or raise the limit")
+            return await request.read()  # exactly Content-Length bytes, in one await
         chunks, size = [], 0
         # Read in chunks so a chunked upload without Content-Length is cut off at the limit
         # instead of being buffered whole.
