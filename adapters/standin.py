@@ -122,6 +122,7 @@ class Standin:
         app.router.add_post(flag + "/environments/{env}/off", self.feature_off)
         app.router.add_post(flag + "/environments/{env}/strategies", self.add_strategy)
         app.router.add_put(flag + "/environments/{env}/strategies/{strategy_id}", self.update_strategy)
+        app.router.add_delete(flag + "/environments/{env}/strategies/{strategy_id}", self.delete_strategy)
         app.router.add_get("/platform/services/{service}/health", self.service_health)
         app.router.add_get("/platform/services/{service}/deploys", self.service_deploys)
         app.router.add_post("/platform/services/{service}/rollback", self.service_rollback)
@@ -261,6 +262,15 @@ class Standin:
         strategy.update(name=body["name"], constraints=body["constraints"])
         env["strategies"].append(strategy)
         return web.json_response(strategy)
+
+    async def delete_strategy(self, request: web.Request) -> web.Response:
+        env = self._environment(request)
+        kept = [s for s in env["strategies"] if s["id"] != request.match_info["strategy_id"]]
+        if len(kept) == len(env["strategies"]):
+            raise web.HTTPNotFound(
+                text='{"name":"NotFoundError","message":"Could not find strategy"}', content_type="application/json")
+        env["strategies"] = kept
+        return web.json_response({})
 
     async def update_strategy(self, request: web.Request) -> web.Response:
         env = self._environment(request)

@@ -6,11 +6,14 @@ Calls used (Unleash admin API, project-scoped):
     POST /api/admin/projects/{project}/features/{feature}/environments/{env}/on | /off
     POST /api/admin/projects/{project}/features/{feature}/environments/{env}/strategies
     PUT  /api/admin/projects/{project}/features/{feature}/environments/{env}/strategies/{id}
+    DELETE /api/admin/projects/{project}/features/{feature}/environments/{env}/strategies/{id}
 
 The rollout percentage is the ``rollout`` parameter of the environment's first ``flexibleRollout``
 strategy (Unleash keeps strategy parameters as strings). ``flags.set`` writes absolute values, so
 repeating it is harmless (idempotent), and it records the previous value so that its rollback is
-another ``flags.set`` restoring it.
+another ``flags.set`` restoring it. When there was no rollout strategy to change, it adds one and
+records its id; the rollback deletes that strategy again (``remove_strategy``), because leaving it
+would keep the flag at the new percentage for users the old strategies let in.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.ports import StepCall
@@ -31,6 +34,7 @@ from bot.redaction import redact_text, register_secret
 log = structlog.get_logger(__name__)
 
 FLAG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # Unleash's URL-friendly names; no path tricks
+STRATEGY_ID = r"^[A-Za-z0-9-]{1,64}$"  # Unleash strategy ids are UUIDs
 
 
 class FlagsToolConfig(BaseModel):
@@ -49,6 +53,7 @@ class FlagState(BaseModel):
     enabled: bool
     rollout: int | None  # None when the environment has no flexibleRollout strategy
     strategy_id: str | None = None
+    strategy_ids: frozenset[str] = frozenset()  # every strategy of the environment
 
 
 class FlagGetParams(BaseModel):
@@ -71,6 +76,14 @@ class FlagSetParams(BaseModel):
     flag: str = Field(pattern=FLAG_NAME)
     enabled: bool
     rollout: int | None = Field(default=None, ge=0, le=100)  # None leaves the rollout as it is
+    # A strategy to delete: what the rollback of a flags.set that added one passes.
+    remove_strategy: str | None = Field(default=None, pattern=STRATEGY_ID)
+
+    @model_validator(mode="after")
+    def _rollout_or_removal(self) -> FlagSetParams:
+        if self.rollout is not None and self.remove_strategy is not None:
+            raise ValueError("give rollout or remove_strategy, not both")
+        return self
 
 
 class FlagSetResult(BaseModel):
@@ -81,6 +94,7 @@ class FlagSetResult(BaseModel):
     rollout: int | None = None
     previous_enabled: bool
     previous_rollout: int | None = None
+    added_strategy_id: str | None = None  # the rollout strategy this call created, if it had to
     changed: bool
     dry_run: bool = False
 
@@ -146,29 +160,40 @@ class UnleashAdmin:
     async def set_enabled(self, flag: str, enabled: bool) -> None:
         await self._request("POST", f"{self._env_path(flag)}/{'on' if enabled else 'off'}", flag)
 
-    async def set_rollout(self, flag: str, rollout: int, strategy_id: str | None) -> None:
+    async def set_rollout(self, flag: str, rollout: int, strategy_id: str | None) -> str | None:
+        """Update strategy ``strategy_id``, or add a rollout strategy when it is None; returns the
+        id of the strategy added."""
         body = {
             "name": "flexibleRollout",
             "constraints": [],
             "parameters": {"rollout": str(rollout), "stickiness": "default", "groupId": flag},
         }
         path = f"{self._env_path(flag)}/strategies"
-        if strategy_id is None:
-            await self._request("POST", path, flag, json=body)
-        else:
+        if strategy_id is not None:
             await self._request("PUT", f"{path}/{quote(strategy_id, safe='')}", flag, json=body)
+            return None
+        added = (await self._request("POST", path, flag, json=body)).json()
+        if not isinstance(added, dict) or not isinstance(added.get("id"), str):
+            raise ToolError(f"Unleash added a strategy to {flag!r} but did not return its id; undo cannot remove it")
+        return added["id"]
+
+    async def delete_strategy(self, flag: str, strategy_id: str) -> None:
+        await self._request("DELETE", f"{self._env_path(flag)}/strategies/{quote(strategy_id, safe='')}", flag)
 
 
 def state_from_environment(env: Mapping[str, Any]) -> FlagState:
-    for strategy in env.get("strategies") or []:
+    strategies = env.get("strategies") or []
+    ids = frozenset(s["id"] for s in strategies if isinstance(s.get("id"), str))
+    for strategy in strategies:
         if strategy.get("name") == "flexibleRollout" and not strategy.get("disabled", False):
             raw = (strategy.get("parameters") or {}).get("rollout")
             try:
                 rollout = int(raw) if raw is not None else None
             except (TypeError, ValueError):
                 rollout = None
-            return FlagState(enabled=bool(env.get("enabled")), rollout=rollout, strategy_id=strategy.get("id"))
-    return FlagState(enabled=bool(env.get("enabled")), rollout=None)
+            return FlagState(enabled=bool(env.get("enabled")), rollout=rollout, strategy_id=strategy.get("id"),
+                             strategy_ids=ids)
+    return FlagState(enabled=bool(env.get("enabled")), rollout=None, strategy_ids=ids)
 
 
 class FlagsGetTool:
@@ -222,12 +247,14 @@ class FlagsSetTool:
         return self.category
 
     def rollback_for(self, params: FlagSetParams, result: FlagSetResult) -> StepCall | None:
-        """Restore the previous value. When there was no rollout strategy before, only the
-        enabled state is restored: the strategy we added stays (Unleash has no "unset")."""
+        """Restore the previous state: the enabled switch, and the rollout, or the absence of a
+        rollout strategy by deleting the one this call added."""
         if result.dry_run or not result.changed:
             return None
         restore: dict[str, Any] = {"flag": result.flag, "enabled": result.previous_enabled}
-        if result.previous_rollout is not None and result.previous_rollout != result.rollout:
+        if result.added_strategy_id is not None:
+            restore["remove_strategy"] = result.added_strategy_id
+        elif result.previous_rollout is not None and result.previous_rollout != result.rollout:
             restore["rollout"] = result.previous_rollout
         return StepCall(tool=self.name, params=restore)
 
@@ -236,15 +263,22 @@ class FlagsSetTool:
         rollout = params.rollout if params.rollout is not None else before.rollout
         rollout_changes = params.rollout is not None and params.rollout != before.rollout
         enabled_changes = params.enabled != before.enabled
+        # Gone already (a repeated rollback): nothing to do, which keeps flags.set idempotent.
+        removal = params.remove_strategy if params.remove_strategy in before.strategy_ids else None
+        added: str | None = None
         if not dry_run:
             # Order so that users never see the old rollout on a newly enabled flag, nor the new
             # rollout on a flag about to be switched off.
             if params.enabled and rollout_changes:
-                await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+                added = await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+            if params.enabled and removal:
+                await self._unleash.delete_strategy(params.flag, removal)
             if enabled_changes:
                 await self._unleash.set_enabled(params.flag, params.enabled)
             if not params.enabled and rollout_changes:
-                await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+                added = await self._unleash.set_rollout(params.flag, rollout or 0, before.strategy_id)
+            if not params.enabled and removal:
+                await self._unleash.delete_strategy(params.flag, removal)
             log.info(
                 "flags.set_done",
                 flag=params.flag,
@@ -262,6 +296,7 @@ class FlagsSetTool:
             rollout=rollout,
             previous_enabled=before.enabled,
             previous_rollout=before.rollout,
-            changed=enabled_changes or rollout_changes,
+            added_strategy_id=added,
+            changed=enabled_changes or rollout_changes or removal is not None,
             dry_run=dry_run,
         )

@@ -1,3 +1,4 @@
+import copy
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,6 +64,38 @@ async def test_disabling_a_flag_can_be_undone(standin, tools):
     assert undo is not None and undo.params == {"flag": "checkout-v2", "enabled": True}
     await set_.run(FlagSetParams.model_validate(undo.params), dry_run=False)
     assert production(standin, "checkout-v2")["enabled"] is True
+
+
+async def test_undo_of_a_rollout_that_had_no_strategy_deletes_the_added_one(standin, tools):
+    """Before: switched off, one non-rollout strategy. Undo must leave exactly that, not a rollout
+    strategy that would keep serving the new percentage once the flag is switched on again."""
+    _, set_ = tools
+    env = production(standin, "recommendations")
+    env["strategies"][0].update(name="default", parameters={})
+    before = copy.deepcopy(env)
+    params = FlagSetParams(flag="recommendations", enabled=True, rollout=10)
+
+    result = await set_.run(params, dry_run=False)
+
+    assert result.added_strategy_id is not None and result.previous_rollout is None
+    assert [s["name"] for s in production(standin, "recommendations")["strategies"]] == ["default", "flexibleRollout"]
+    undo = set_.rollback_for(params, result)
+    assert undo == StepCall(tool="flags.set", params={
+        "flag": "recommendations", "enabled": False, "remove_strategy": result.added_strategy_id})
+
+    undone = await set_.run(FlagSetParams.model_validate(undo.params), dry_run=False)
+    assert production(standin, "recommendations") == before
+    assert undone.changed is True
+
+    again = await set_.run(FlagSetParams.model_validate(undo.params), dry_run=False)  # a repeated rollback
+    assert again.changed is False and production(standin, "recommendations") == before
+
+
+def test_a_rollout_and_a_strategy_removal_in_one_call_are_refused():
+    with pytest.raises(ValueError, match="rollout or remove_strategy, not both"):
+        FlagSetParams(flag="x", enabled=True, rollout=5, remove_strategy="3f2c9a8e-1d2b-4c5d-8e9f-0a1b2c3d4e5f")
+    with pytest.raises(ValueError):
+        FlagSetParams(flag="x", enabled=True, remove_strategy="../other")
 
 
 async def test_setting_the_current_value_changes_nothing_and_needs_no_rollback(standin, tools):
