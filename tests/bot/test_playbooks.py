@@ -208,7 +208,8 @@ def test_broken_playbooks_report_every_problem_with_file_line_and_field() -> Non
     assert has("bad-template.yaml", 8, "evidence.0.params.url", "template syntax error"), text
     assert has("bad-template.yaml", 9, "condition", "template syntax error"), text
     assert has("unknown-tool.yaml", 6, "steps.0.tool", "did you mean 'http.request'"), text
-    assert has("unknown-tool.yaml", 10, "steps.1.params.percent", "its params: enabled, flag, remove_strategy, rollout"), text
+    assert has("unknown-tool.yaml", 10, "steps.1.params.percent",
+               "its params: enabled, flag, remove_strategy, rollout"), text
     assert has("dup-b.yaml", 2, "id", f"duplicate playbook id 'dup', also defined at {BROKEN / 'dup-a.yaml'}:1"), text
     assert has("bad-names.yaml", 7, "evidence.0.params.url", "did you mean 'labels'"), text
     assert has("bad-names.yaml", 11, "steps.0.params.url", "no evidence step named 'helth'"), text
