@@ -254,8 +254,10 @@ class PlaybookSet:
 
     def match(self, signal: Signal) -> list[Playbook]:
         """Every playbook whose trigger matches ``signal``, in id order."""
-        candidates = self._by_alertname.get(signal.labels.get("alertname", ""), ())
-        found = [p for p, matcher in (*candidates, *self._unindexed) if matcher(signal)]
+        candidates = self._by_alertname.get(signal.labels.get("alertname", ""))
+        if candidates is None and not self._unindexed:
+            return []  # most alerts of a storm nobody wrote a playbook for
+        found = [p for p, matcher in (*(candidates or ()), *self._unindexed) if matcher(signal)]
         return sorted(found, key=lambda p: p.id) if len(found) > 1 else found
 
 

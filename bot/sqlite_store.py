@@ -53,7 +53,8 @@ def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
     raw = signal.raw
     moved = [key for key in _COLUMNS_IN_RAW if raw.get(key) == getattr(signal, key)]
     if moved:
-        raw = {k: v for k, v in raw.items() if k not in moved} | {_MOVED: moved}
+        raw = {k: v for k, v in raw.items() if k not in moved}
+        raw[_MOVED] = moved
     return [
         # StrEnum members bind as their text: no `.value` (an Enum property lookup) per alert.
         signal.id, signal.source, signal.fingerprint, signal.status, signal.severity,
