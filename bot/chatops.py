@@ -63,7 +63,8 @@ def _help(problem: str, suggestion: str | None = None) -> OpsCommand:
     return OpsCommand(name="help", problem=problem, suggestion=suggestion)
 
 
-def _split(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
+    """Shell-like words: a quoted value may hold spaces (reason="disk full on db-1")."""
     try:
         return shlex.split(text)
     except ValueError:  # an unbalanced quote: fall back to plain words rather than refuse
@@ -71,7 +72,7 @@ def _split(text: str) -> list[str]:
 
 
 def parse_ops(text: str) -> OpsCommand:
-    words = _split(text.strip())
+    words = split_words(text.strip())
     if not words:
         return OpsCommand(name="help")
     name, rest = words[0].lower(), words[1:]

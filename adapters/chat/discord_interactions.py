@@ -286,9 +286,9 @@ def ops_group(handler: Callable[[discord.Interaction, list[str]], Awaitable[None
         await handler(interaction, ["reject", str(task), reason])
 
     @ops.command(name="run", description="Start a playbook by hand")
-    @app_commands.describe(args="key=value pairs separated by spaces")
+    @app_commands.describe(args='key=value pairs separated by spaces; quote a value with spaces: note="a b"')
     async def run(interaction: discord.Interaction, playbook: str, args: str | None = None) -> None:
-        await handler(interaction, ["run", playbook, *(args or "").split()])
+        await handler(interaction, ["run", playbook, *chatops.split_words(args or "")])
 
     @ops.command(name="pause", description="Kill switch on: no write runs")
     async def pause(interaction: discord.Interaction, reason: str | None = None) -> None:

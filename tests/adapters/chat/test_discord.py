@@ -324,9 +324,10 @@ async def test_ops_approve_goes_through_the_same_rules(fake, surface, core):
 
 
 async def test_ops_run_reject_and_pause(fake, surface, core):
-    run = await fake.slash("ops", "run", {"playbook": "disk-cleanup", "args": "service=api env=prod"}, user_id=BOB)
+    run = await fake.slash("ops", "run", {"playbook": "disk-cleanup", "args": 'service=api env=prod note="disk full"'},
+                           user_id=BOB)
     assert "Started task #99" in (await fake.wait_followup(run))["content"]
-    assert core.runs == [("disk-cleanup", {"service": "api", "env": "prod"}, "bob")]
+    assert core.runs == [("disk-cleanup", {"service": "api", "env": "prod", "note": "disk full"}, "bob")]
 
     reject = await fake.slash("ops", "reject", {"task": 7, "reason": "not now"}, user_id=BOB,
                               role_ids=[APPROVER_ROLE])
