@@ -34,6 +34,9 @@ class StoreConfig(_Strict):
     path: Path = Path("data/ooda.db")
     # FULL fsyncs every commit: an acknowledged alert survives power loss, not only a crash.
     synchronous: Literal["full", "normal"] = "full"
+    # SQLite's page cache per connection. Each new alert lands at a random place in the index of
+    # signal ids; once that index outgrows the cache, most inserts first read a page back in.
+    cache_mib: int = Field(16, ge=1, le=4096)
 
 
 class AuditConfig(_Strict):

@@ -71,12 +71,13 @@ _MOVED = "_ooda_moved_to_columns"  # which raw keys live in their own columns
 
 class SqliteStore:
     def __init__(self, path: Path, bus: EventBus, *, synchronous: str = "full",
-                 audit_key: bytes | None = None, queue_size: int = 10_000) -> None:
+                 audit_key: bytes | None = None, queue_size: int = 10_000, cache_mib: int = 16) -> None:
         self.path = path
         self.bus = bus
         self._synchronous = synchronous.upper()
         self._audit_key = audit_key
         self._queue_size = queue_size
+        self._cache_kib = cache_mib * 1024
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
@@ -120,6 +121,7 @@ class SqliteStore:
         await conn.execute(f"PRAGMA synchronous={self._synchronous}")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")  # negative: KiB, not pages
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
