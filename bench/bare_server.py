@@ -8,12 +8,11 @@ stdout once it listens; stops on SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 
 from aiohttp import web
+from baseline_serving import run, serve_until_stopped
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -24,24 +23,9 @@ async def handle(request: web.Request) -> web.Response:
 async def serve() -> None:
     app = web.Application()
     app.add_routes([web.post("/webhooks/{source}", handle)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(app)
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.run(serve())
-    except ImportError:
-        asyncio.run(serve())
+    run(serve())
     sys.exit(0)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 
 import aiosqlite
 from aiohttp import web
+from baseline_serving import run, serve_until_stopped
 
 UPSERT = (
     "INSERT INTO alerts (fingerprint, labels, alert) VALUES (?, ?, ?) "
@@ -65,26 +65,11 @@ async def serve(db_path: str) -> None:
 
     app = web.Application()
     app.add_routes([web.post("/webhooks/{source}", handle)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(app)
     writer_task.cancel()
     await conn.close()
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.run(serve(sys.argv[1]))
-    except ImportError:
-        asyncio.run(serve(sys.argv[1]))
+    run(serve(sys.argv[1]))
     sys.exit(0)
