@@ -199,6 +199,19 @@ class FakeSlack:
             self._sockets.remove(ws)
         return ws
 
+    async def refresh_socket(self) -> None:
+        """Do what Slack does every few hours: tell the app to reconnect, then close its socket.
+        Returns once the app is connected again on a new socket."""
+        async with asyncio.timeout(self.wait_s):
+            await self._connected.wait()
+        old = self._sockets[-1]
+        self._connected.clear()
+        await old.send_json({"type": "disconnect", "reason": "refresh_requested",
+                             "debug_info": {"host": "applink-fake"}})
+        async with asyncio.timeout(self.wait_s):
+            await self._connected.wait()
+        await old.close()
+
     async def send_envelope(self, kind: str, payload: dict[str, Any], *,
                             retry_attempt: int = 0) -> dict[str, Any]:
         """Send one Socket Mode envelope and return the app's ack (``{"envelope_id", "payload"?}``)."""

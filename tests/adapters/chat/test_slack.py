@@ -244,6 +244,15 @@ async def test_event_redelivery_in_socket_mode_is_handled_once(fake, surface):
         "1700000000.000500", "1700000000.000600"]
 
 
+async def test_after_slack_refreshes_the_socket_commands_still_arrive(fake, surface, core):
+    await fake.refresh_socket()
+
+    assert len(fake.calls_to("apps.connections.open")) == 2  # a new socket URL, as Slack requires
+    await fake.send_envelope("interactive", click(kit.ACTION_APPROVE, 7, "U_ALICE"))  # on the new socket
+    await fake.wait_for("chat.update")
+    assert core.executed == [(7, "alice", None)]
+
+
 async def test_rate_limited_post_is_retried_transparently(fake, core):
     metrics = Metrics()
     surface = make_surface(fake, core, metrics=metrics)
