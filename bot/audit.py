@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from bot.jsoncodec import dumps_canonical
@@ -71,9 +71,11 @@ def canonical_json(value: Any) -> str:
 
 def _digest(seq: int, at: str, actor: str, action: str, task_id: int | None,
             correlation_id: str | None, data: str, prev_hash: str) -> str:
-    material = json.dumps([seq, at, actor, action, task_id, correlation_id, data, prev_hash],
-                          separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(material.encode()).hexdigest()
+    # orjson writes these ints, strings and nulls byte for byte as json.dumps(separators=(",", ":"),
+    # ensure_ascii=False).encode() did when older records were sealed (the audit tests hold it to
+    # that), at a tenth of the cost.
+    material = orjson.dumps([seq, at, actor, action, task_id, correlation_id, data, prev_hash])
+    return hashlib.sha256(material).hexdigest()
 
 
 def _sign(key: bytes | None, digest: str) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -177,6 +179,20 @@ def test_sealing_is_deterministic_for_the_same_input():
     first, second = (AuditChain(0, GENESIS, KEY).seal(e) for e in entries)
     assert first == second
     assert verify_chain([first.as_row()], KEY).ok
+
+
+def test_records_sealed_with_the_standard_library_encoder_still_verify():
+    """Chains written before the digest moved to orjson hashed json.dumps' bytes; they must verify."""
+    tricky = 'quote " backslash \\ tab \t newline \n nul \x00 del \x7f é \u2028 \U0001f600'
+    at = "2026-01-05T09:00:00+00:00"
+    data = json.dumps({"text": tricky}, ensure_ascii=False)
+    material = json.dumps([1, at, tricky, "x", None, tricky, data, GENESIS], separators=(",", ":"),
+                          ensure_ascii=False).encode()
+    digest = hashlib.sha256(material).hexdigest()
+    signature = hmac.new(KEY, digest.encode(), hashlib.sha256).hexdigest()
+    row = (1, at, tricky, "x", None, tricky, data, GENESIS, digest, signature)
+
+    assert verify_chain([row], KEY).ok
 
 
 def test_json_output_is_nothing_but_json(audited, capsys):
