@@ -27,6 +27,7 @@ import structlog
 
 from bot import events as ev
 from bot.core import Core
+from bot.errors import StoreUnavailable
 from bot.events import Event
 from bot.executor import Executor
 from bot.planner import Planner
@@ -187,7 +188,14 @@ class Engine:
         if self._cursor == self._saved_cursor:
             return
         cursor = self._cursor
-        await self.core.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
+        try:
+            await self.core.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
+        except StoreUnavailable as exc:
+            # The cursor only shortens the catch-up after a restart: observing goes on, and the
+            # next save (at the latest the one at stop) tries again.
+            log.warning("engine.cursor_not_saved", cursor=cursor, error=str(exc))
+            self._saved_at = time.monotonic()
+            return
         self._saved_cursor, self._saved_at = cursor, time.monotonic()
 
     async def _group(self, batch: list[tuple[int, Signal, int | None]]) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 
 from bot import engine as engine_module
 from bot.engine import CURSOR_KEY
-from bot.errors import IllegalTransition
+from bot.errors import IllegalTransition, StoreUnavailable
 from bot.tasks import OPEN_STATES, TRANSITIONS, TaskState, check_transition
 from tests.harness import AM, client, running_app, running_standin
 
@@ -141,6 +141,31 @@ async def test_the_cursor_past_unmatched_alerts_is_saved_at_most_every_few_secon
     with sqlite3.connect(db) as conn:  # the app has stopped: its engine saved the cursor on the way out
         [(saved,)] = conn.execute("SELECT value FROM settings WHERE key = ?", (CURSOR_KEY,)).fetchall()
     assert json.loads(saved) == 5
+
+
+async def test_a_cursor_that_cannot_be_saved_does_not_stop_the_engine(tmp_path, playbooks, monkeypatch):
+    monkeypatch.setattr(engine_module, "CURSOR_SAVE_S", 0.0)  # save after every group
+    async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, \
+            client(app) as http:
+        real_transact = app.store.transact
+
+        async def failing_transact(unit):
+            raise StoreUnavailable("disk full")
+
+        monkeypatch.setattr(app.store, "transact", failing_transact)
+        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-c1", "api", alertname="Nobody")]),
+                            headers=AM)
+        assert r.status_code == 202
+        async with asyncio.timeout(10):
+            await app.engine.wait_idle()  # grouped, and the cursor save failed
+        monkeypatch.setattr(app.store, "transact", real_transact)
+
+        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-c2", "api")]), headers=AM)
+        assert r.status_code == 202
+        async with asyncio.timeout(10):
+            await app.engine.wait_idle()
+        tasks = await app.store.list_tasks(open_only=False)
+    assert [t.signal_count for t in tasks] == [1]
 
 
 async def test_group_window_and_cooldown_decide_whether_an_alert_joins_or_opens_a_task(tmp_path, playbooks):
