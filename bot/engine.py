@@ -149,18 +149,18 @@ class Engine:
     async def _observe(self) -> None:
         while True:
             self._wake.clear()
-            batch = await self._next_batch()
+            try:
+                batch = await self._next_batch()
+                created = await self._group(batch) if batch else []
+            except Exception:
+                log.exception("engine.observe_failed", cursor=self._cursor)
+                self._catch_up = True  # read again from the store, behind the cursor
+                await asyncio.sleep(1)  # the store is failing; do not spin
+                continue
             if batch is None:
                 if self._work.empty() and not self._inflight:
                     self._idle.set()
                 await self._idle_until_woken()
-                continue
-            try:
-                created = await self._group(batch)
-            except Exception:
-                log.exception("engine.group_failed", first_seq=batch[0][0])
-                self._catch_up = True  # retry from the store, behind the cursor
-                await asyncio.sleep(1)  # the store is failing; do not spin
                 continue
             self._cursor = max(self._cursor, batch[-1][0])
             if time.monotonic() - self._saved_at > CURSOR_SAVE_S:

@@ -168,6 +168,28 @@ async def test_a_cursor_that_cannot_be_saved_does_not_stop_the_engine(tmp_path, 
     assert [t.signal_count for t in tasks] == [1]
 
 
+async def test_a_failed_read_of_the_store_is_retried_and_nothing_is_skipped(tmp_path, playbooks, monkeypatch):
+    # A tiny inbox: 20 alerts overflow it, so the engine reads them back from the store.
+    async with running_standin() as standin, \
+            running_app(tmp_path, standin, {**playbooks, "engine": {"queue_size": 10}}) as app, client(app) as http:
+        real_signals_after = app.store.signals_after
+        failures = []
+
+        async def signals_after(seq, limit=500):
+            if limit > 1 and not failures:  # the engine's read, not wait_idle's peek
+                failures.append(seq)
+                raise StoreUnavailable("database is locked")
+            return await real_signals_after(seq, limit)
+
+        monkeypatch.setattr(app.store, "signals_after", signals_after)
+        alerts = [alert(f"fp-r{n}", "api") for n in range(20)]
+        assert (await http.post("/webhooks/alertmanager", json=payload(alerts), headers=AM)).status_code == 202
+        async with asyncio.timeout(10):
+            await app.engine.wait_idle()
+        tasks = await app.store.list_tasks(open_only=False)
+    assert failures and [t.signal_count for t in tasks] == [20]
+
+
 async def test_group_window_and_cooldown_decide_whether_an_alert_joins_or_opens_a_task(tmp_path, playbooks):
     clock = Clock()
     fingerprints = (f"fp-{n}" for n in itertools.count())
