@@ -91,7 +91,9 @@ class SqliteStore:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (the writer batches transactions).
-        self._write_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        # check_same_thread=False: the writer writes a batch's rows from the event loop's thread
+        # and everything else on aiosqlite's, never both at once (see GroupCommitWriter._commit).
+        self._write_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
         await self._pragmas(self._write_conn)
         await self._write_conn.execute("PRAGMA journal_mode=WAL")
         await self._migrate(self._write_conn)

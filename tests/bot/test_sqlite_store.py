@@ -156,6 +156,21 @@ async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
     assert [r[0] for r in await query(store, "SELECT seq FROM signals")] == [1]
 
 
+async def test_a_batch_of_signals_refused_by_sqlite_keeps_nothing_and_the_chain_resumes(store):
+    await store.ingest_signals([signal(1)], received())
+    broken = Signal(source="test", fingerprint="fp-broken", status=SignalStatus.firing, title=None)  # type: ignore[arg-type]
+
+    with pytest.raises(StoreUnavailable, match="NOT NULL"):
+        await store.ingest_signals([signal(2), broken], received(n=2))  # the INSERT of one row fails
+
+    assert store.writer.healthy is False
+    assert await store.ingest_signals([signal(3)], received()) == [signal(3).id]
+    assert store.writer.healthy is True
+    rows = await query(store, "SELECT id, seq FROM signals ORDER BY seq")
+    assert rows == [(signal(1).id, 1), (signal(3).id, 2)]  # signal 2 went with its batch; no seq is lost
+    assert await audit_ok(store) == 2
+
+
 async def test_one_batch_with_two_deliveries_of_an_alert_keeps_one_row(store):
     await store.ingest_signals([signal(7), signal(7, SignalStatus.resolved)], received(n=2))
 
