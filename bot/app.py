@@ -162,8 +162,7 @@ class App:
         audit_key = secrets.get(s.audit.hmac_key_env).encode() if s.audit.hmac_key_env else None
         self.audit_key = audit_key
         self.store = SqliteStore(s.db_path, self.bus, synchronous=s.store.synchronous, audit_key=audit_key,
-                                 queue_size=s.engine.queue_size, cache_mib=s.store.cache_mib,
-                                 wal_checkpoint_pages=s.store.wal_checkpoint_pages)
+                                 queue_size=s.engine.queue_size, cache_mib=s.store.cache_mib)
         await self.store.open()
         self.stack.push_async_callback(self.store.close)
         self.metrics.track_queue(self.metrics.store_queue_depth, lambda: self.store.queue_depth)

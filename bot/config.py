@@ -37,10 +37,6 @@ class StoreConfig(_Strict):
     # SQLite's page cache per connection. Each new alert lands at a random place in the index of
     # signal ids; once that index outgrows the cache, most inserts first read a page back in.
     cache_mib: int = Field(16, ge=1, le=4096)
-    # Pages the write-ahead log may hold before a commit copies them into the database (SQLite's
-    # default is 1,000). A large intake commit rewrites index pages all over the table; copying
-    # them after every commit wrote most of them twice, copying every ~40 MB writes each once.
-    wal_checkpoint_pages: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class AuditConfig(_Strict):

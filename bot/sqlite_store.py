@@ -71,15 +71,13 @@ _MOVED = "_ooda_moved_to_columns"  # which raw keys live in their own columns
 
 class SqliteStore:
     def __init__(self, path: Path, bus: EventBus, *, synchronous: str = "full",
-                 audit_key: bytes | None = None, queue_size: int = 10_000, cache_mib: int = 16,
-                 wal_checkpoint_pages: int = 10_000) -> None:
+                 audit_key: bytes | None = None, queue_size: int = 10_000, cache_mib: int = 16) -> None:
         self.path = path
         self.bus = bus
         self._synchronous = synchronous.upper()
         self._audit_key = audit_key
         self._queue_size = queue_size
         self._cache_kib = cache_mib * 1024
-        self._wal_checkpoint_pages = wal_checkpoint_pages
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
@@ -98,7 +96,6 @@ class SqliteStore:
         self._write_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
         await self._pragmas(self._write_conn)
         await self._write_conn.execute("PRAGMA journal_mode=WAL")
-        await self._write_conn.execute(f"PRAGMA wal_autocheckpoint={self._wal_checkpoint_pages}")
         await self._migrate(self._write_conn)
         self._read_conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._pragmas(self._read_conn)
