@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 2000
+# The rows of a batch are written from the event loop's thread (see _commit), about 8 µs each:
+# this bounds how long one batch holds up everything else the loop serves (~40 ms).
+MAX_BATCH_ROWS = 5000
 
 SIGNAL_UPSERT = """
 INSERT INTO signals (id, source, fingerprint, status, severity, title, labels, annotations,
@@ -162,8 +165,10 @@ class GroupCommitWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
+            rows = len(batch[0].signal_rows)
+            while len(batch) < MAX_BATCH and rows < MAX_BATCH_ROWS and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+                rows += len(batch[-1].signal_rows)
             try:
                 await self._commit(batch)
             finally:

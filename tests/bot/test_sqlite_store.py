@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import aiosqlite
 import pytest
 
+from bot import sqlite_writer
 from bot.audit import AUDIT_COLUMNS, AuditEntry, verify_chain
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, EventBus
@@ -169,6 +170,18 @@ async def test_a_batch_of_signals_refused_by_sqlite_keeps_nothing_and_the_chain_
     rows = await query(store, "SELECT id, seq FROM signals ORDER BY seq")
     assert rows == [(signal(1).id, 1), (signal(3).id, 2)]  # signal 2 went with its batch; no seq is lost
     assert await audit_ok(store) == 2
+
+
+async def test_a_flood_of_large_requests_is_committed_in_batches_of_bounded_size(store, monkeypatch):
+    monkeypatch.setattr(sqlite_writer, "MAX_BATCH_ROWS", 250)
+    sizes: list[int] = []
+    store.bus.subscribe(SIGNALS_STORED, lambda event: sizes.append(len(event.payload["signals"])))
+
+    await asyncio.gather(*(store.ingest_signals([signal(100 * r + i) for i in range(100)], received(n=100))
+                           for r in range(10)))
+
+    assert sum(sizes) == 1000 and max(sizes) <= 300  # a batch stops growing once it holds 250 rows
+    assert await store.signal_count() == 1000
 
 
 async def test_one_batch_with_two_deliveries_of_an_alert_keeps_one_row(store):
