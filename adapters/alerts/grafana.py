@@ -16,21 +16,21 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from adapters.alerts.alertmanager import AlertmanagerAlert, AlertmanagerPayload, raw_alert
+from adapters.alerts.alertmanager import AlertmanagerAlert, AlertmanagerPayload
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body, vendor_time
 from adapters.alerts.signatures import check_timestamp, hmac_sha256_hex, matches_any, require_header
 from bot.errors import ConfigError, Unauthorized
 from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
 
 
-class GrafanaAlert(AlertmanagerAlert):
-    silenceURL: str = ""
-    dashboardURL: str = ""
-    panelURL: str = ""
+class GrafanaAlert(AlertmanagerAlert, total=False):
+    silenceURL: str
+    dashboardURL: str
+    panelURL: str
     # refID -> value of the query or expression; null when the query returned no data.
-    values: dict[str, float | None] | None = None
-    valueString: str = ""
-    imageURL: str = ""
+    values: dict[str, float | None] | None
+    valueString: str
+    imageURL: str
 
 
 class GrafanaPayload(AlertmanagerPayload):
@@ -90,33 +90,24 @@ class GrafanaSource:
 
 
 def to_signal(source: str, alert: GrafanaAlert, index: int, group: Mapping[str, Any]) -> Signal:
-    annotations = alert.annotations
-    if alert.values:
+    labels = alert["labels"]
+    sent_annotations = alert.get("annotations", {})
+    annotations = sent_annotations
+    if values := alert.get("values"):
         # Playbooks and proposals read annotations; the numbers stay typed in raw as well.
-        annotations = {**{f"value_{ref}": format_value(v) for ref, v in alert.values.items()}, **annotations}
+        annotations = {**{f"value_{ref}": format_value(v) for ref, v in values.items()}, **annotations}
     return Signal(
         source=source,
-        fingerprint=alert.fingerprint or fingerprint_of(source, alert.labels),
-        status=SignalStatus.of(alert.status),
-        severity=Severity.from_label(alert.labels.get("severity")),
-        title=alert.annotations.get("summary") or alert.labels.get("alertname", ""),
-        labels=alert.labels,
+        fingerprint=alert.get("fingerprint") or fingerprint_of(source, labels),
+        status=SignalStatus.of(alert["status"]),
+        severity=Severity.from_label(labels.get("severity")),
+        title=sent_annotations.get("summary") or labels.get("alertname", ""),
+        labels=labels,
         annotations=annotations,
-        starts_at=vendor_time(alert.startsAt, "Grafana", "alerts", index, "startsAt"),
-        ends_at=vendor_time(alert.endsAt, "Grafana", "alerts", index, "endsAt"),
-        url=alert.panelURL or alert.dashboardURL or alert.generatorURL or None,
-        raw=raw_alert(
-            alert,
-            {
-                "silenceURL": alert.silenceURL,
-                "dashboardURL": alert.dashboardURL,
-                "panelURL": alert.panelURL,
-                "values": alert.values,
-                "valueString": alert.valueString,
-                "imageURL": alert.imageURL,
-                **group,
-            },
-        ),
+        starts_at=vendor_time(alert.get("startsAt"), "Grafana", "alerts", index, "startsAt"),
+        ends_at=vendor_time(alert.get("endsAt"), "Grafana", "alerts", index, "endsAt"),
+        url=alert.get("panelURL") or alert.get("dashboardURL") or alert.get("generatorURL") or None,
+        raw={**alert, **group},
     )
 
 
