@@ -68,19 +68,23 @@ class AlertmanagerSource:
         return [to_signal(self.name, alert, index, group) for index, alert in enumerate(payload.alerts)]
 
 
-def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[str, Any]) -> Signal:
+def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[str, Any], *,
+              vendor: str = "Alertmanager", annotations: dict[str, str] | None = None,
+              url: str | None = None) -> Signal:
+    """Grafana's alerts take this path too, naming itself in errors and passing the annotations
+    and link it derives from its extra fields."""
     labels = alert["labels"]
-    annotations = alert.get("annotations", {})
+    sent_annotations = alert.get("annotations", {})
     return Signal(
         source=source,
         fingerprint=alert.get("fingerprint") or fingerprint_of(source, labels),
         status=SignalStatus.of(alert["status"]),
         severity=Severity.from_label(labels.get("severity")),
-        title=annotations.get("summary") or labels.get("alertname", ""),
+        title=sent_annotations.get("summary") or labels.get("alertname", ""),
         labels=labels,
-        annotations=annotations,
-        starts_at=vendor_time(alert.get("startsAt"), "Alertmanager", "alerts", index, "startsAt"),
-        ends_at=vendor_time(alert.get("endsAt"), "Alertmanager", "alerts", index, "endsAt"),
-        url=alert.get("generatorURL") or None,
+        annotations=sent_annotations if annotations is None else annotations,
+        starts_at=vendor_time(alert.get("startsAt"), vendor, "alerts", index, "startsAt"),
+        ends_at=vendor_time(alert.get("endsAt"), vendor, "alerts", index, "endsAt"),
+        url=url or alert.get("generatorURL") or None,
         raw={**alert, **group},
     )

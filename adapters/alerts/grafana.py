@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from adapters.alerts import alertmanager
 from adapters.alerts.alertmanager import AlertmanagerAlert, AlertmanagerPayload
-from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body, vendor_time
+from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body
 from adapters.alerts.signatures import check_timestamp, hmac_sha256_hex, matches_any, require_header
 from bot.errors import ConfigError, Unauthorized
-from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
+from bot.signals import Signal
 
 
 class GrafanaAlert(AlertmanagerAlert, total=False):
@@ -90,25 +91,12 @@ class GrafanaSource:
 
 
 def to_signal(source: str, alert: GrafanaAlert, index: int, group: Mapping[str, Any]) -> Signal:
-    labels = alert["labels"]
-    sent_annotations = alert.get("annotations", {})
-    annotations = sent_annotations
+    annotations = alert.get("annotations", {})
     if values := alert.get("values"):
         # Playbooks and proposals read annotations; the numbers stay typed in raw as well.
         annotations = {**{f"value_{ref}": format_value(v) for ref, v in values.items()}, **annotations}
-    return Signal(
-        source=source,
-        fingerprint=alert.get("fingerprint") or fingerprint_of(source, labels),
-        status=SignalStatus.of(alert["status"]),
-        severity=Severity.from_label(labels.get("severity")),
-        title=sent_annotations.get("summary") or labels.get("alertname", ""),
-        labels=labels,
-        annotations=annotations,
-        starts_at=vendor_time(alert.get("startsAt"), "Grafana", "alerts", index, "startsAt"),
-        ends_at=vendor_time(alert.get("endsAt"), "Grafana", "alerts", index, "endsAt"),
-        url=alert.get("panelURL") or alert.get("dashboardURL") or alert.get("generatorURL") or None,
-        raw={**alert, **group},
-    )
+    return alertmanager.to_signal(source, alert, index, group, vendor="Grafana", annotations=annotations,
+                                  url=alert.get("panelURL") or alert.get("dashboardURL"))
 
 
 def format_value(value: float | None) -> str:
