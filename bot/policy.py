@@ -389,10 +389,11 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
 
 def _approval_reason(cfg: PolicyConfig, facts: StepFacts, tier: int, auto: EffectiveAutonomy) -> str:
     rule = cfg.tiers[tier]
-    kind = "A reversible" if facts.category is Category.write_reversible else "An irreversible"
+    reversible = facts.category is Category.write_reversible
+    kind = "A reversible" if reversible else "An irreversible"
     if facts.risk.band is RiskBand.critical:
         why_human = "critical risk never runs automatically"
-    elif auto.level < (Autonomy.L2 if kind == "reversible" else Autonomy.L4):
+    elif auto.level < (Autonomy.L2 if reversible else Autonomy.L4):
         why_human = f"autonomy is {auto.level.label} ({auto.reason})"
     else:
         why_human = f"{facts.risk.band} risk is too high to run automatically"

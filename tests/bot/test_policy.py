@@ -241,6 +241,9 @@ def test_reversible_high_risk_needs_approval_even_at_l2() -> None:
     assert (decision.verdict, decision.rule) == ("needs_approval", "tier3")
     assert (decision.approvals_required, decision.roles) == (1, ["sre-lead", "oncall"])
     assert "requester cannot approve" in decision.reason
+    # dev runs at L2, enough for a reversible write: the band, not the autonomy, needs the human.
+    assert "high risk is too high to run automatically" in decision.reason
+    assert "autonomy is" not in decision.reason
 
 
 def test_l1_environment_needs_approval_for_every_write() -> None:
