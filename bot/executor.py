@@ -30,7 +30,7 @@ from bot.ports import StepCall
 from bot.proposals import Decision
 from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
-from bot.templates import evaluate, render_params
+from bot.templates import TemplateRenderError, evaluate, render_params
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +163,11 @@ class Executor:
                     return await self._finish(task.id, TaskState.completed,
                                               f"all steps succeeded; verified with {verify.tool}")
                 last_error = outcome.error or f"expectation not met: {verify.expect}"
+            except TemplateRenderError as exc:
+                # The playbook's verify block itself is at fault: waiting will not fix it, and an
+                # exception here would leave the task executing with nobody told.
+                return await self._finish(task.id, TaskState.escalated_to_human,
+                                          f"verify could not be evaluated: {exc}")
             except ToolError as exc:
                 last_error = str(exc)
             if asyncio.get_running_loop().time() + verify.interval_s > deadline:

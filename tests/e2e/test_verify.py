@@ -1,0 +1,47 @@
+"""The review stage: a verify block that cannot be evaluated ends the task with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.identity import Actor
+from bot.tasks import TaskState
+from tests.harness import running_app, running_standin
+
+# A reversible write of low risk in dev runs on its own (L2); then verify checks the result.
+PLAYBOOK = """
+id: verify-broken
+version: "1"
+args:
+  env: {required: true}
+steps:
+  - name: act
+    tool: flags.set
+    params: {flag: "new-search", enabled: true, rollout: 30}
+    blast_radius: single
+verify:
+  tool: flags.get
+  params: {flag: "new-search"}
+  expect: "result.rollout"
+  within_s: 60
+  interval_s: 1
+"""
+LEAD = Actor(id="alice", display="Alice", roles=frozenset({"sre-lead"}), via="api")
+
+
+def write_playbook(root: Path) -> Path:
+    folder = root / "verify-playbooks"
+    folder.mkdir()
+    (folder / "verify-broken.yaml").write_text(PLAYBOOK)
+    return folder
+
+
+async def test_a_verify_expectation_that_cannot_be_evaluated_escalates_at_once(tmp_path):
+    async with running_standin() as standin, \
+            running_app(tmp_path, standin, {"playbooks_dir": str(write_playbook(tmp_path))}) as app:
+        task = await app.commands.run_playbook("verify-broken", {"env": "dev"}, LEAD)
+        await app.engine.wait_idle()
+        task = await app.store.get_task(task.id)
+
+    assert task.state is TaskState.escalated_to_human  # not left executing, and not after 60 s of retries
+    assert "verify could not be evaluated" in task.outcome and "expected true or false" in task.outcome
