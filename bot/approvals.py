@@ -99,6 +99,16 @@ class Approvals:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
                 raise Conflict(f"task {task.id} was decided a moment ago: it is {current.state.value}")
+            if changes:
+                # Approvals count towards one quorum: an edit now would count theirs for values
+                # they never saw, and a two-person rule would need only one person for the new ones.
+                others = sorted({a.display for a in await t.approvals(task.id)
+                                 if a.verdict == "approve" and a.actor != actor.id})
+                if others:
+                    raise Conflict(
+                        f"task {task.id} is already approved by {', '.join(others)} as proposed; an edit now would "
+                        "count that approval for values they did not see. Approve without edits, or reject the "
+                        "task and run the playbook again with the new values.")
             inserted = await t.add_approval(task.id, actor.id, actor.display, "approve", None, edits or None)
             for step, params, diff in changes:
                 await t.update_step(step.id, params=params)

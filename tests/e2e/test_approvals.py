@@ -230,6 +230,27 @@ async def test_an_in_bounds_edit_changes_what_runs_and_is_audited_as_a_diff(env)
     assert [e["payload"]["edits"] for e in approved] == [{"throttle.rollout": [50, 30]}]
 
 
+async def test_an_edit_after_someone_else_approved_is_refused(tmp_path):
+    """With two approvals required, the second approver cannot change what the first approved."""
+    policy = {**POLICY["policy"], "tiers": {2: {"approvals_required": 2, "approver_roles": ["oncall", "sre-lead"]},
+                                            4: POLICY["policy"]["tiers"][4]}}
+    overrides = {"policy": policy, "playbooks_dir": str(write_playbooks(tmp_path))}
+    async with running_standin() as standin, running_app(tmp_path, standin, overrides) as app:
+        task = await planned(app, "throttle", RUNNER)
+        assert not (await app.commands.approve(task.id, ONCALL)).executed  # the first of two
+
+        with pytest.raises(Conflict, match="already approved by On-call as proposed"):
+            await app.commands.approve(task.id, LEAD, edits={"throttle": {"rollout": 30}})
+        step = (await app.store.steps_of_task(task.id, "step"))[0]
+        assert step.params["rollout"] == 50 and [a.actor for a in await app.store.approvals_of_task(task.id)] == [
+            "oncall"]
+
+        assert (await app.commands.approve(task.id, LEAD)).executed  # as proposed
+        await app.engine.wait_idle()
+    production = standin.flags["throttle-checkout"]["environments"][1]
+    assert production["strategies"][0]["parameters"]["rollout"] == "50"
+
+
 async def test_critical_risk_needs_the_confirmation_phrase(env):
     app, standin = env
     task = await planned(app, "restart-global", RUNNER, env="prod", dep="core")
