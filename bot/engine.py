@@ -31,6 +31,7 @@ from bot.errors import StoreUnavailable
 from bot.events import Event
 from bot.executor import Executor
 from bot.planner import Planner
+from bot.redaction import redact_text
 from bot.signals import Signal, SignalStatus, signal_from_row
 from bot.store import TaskOps
 from bot.tasks import OPEN_STATES, Task, TaskState
@@ -268,13 +269,35 @@ class Engine:
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(correlation_id=f"task-{task_id}", task_id=task_id)
                 await self._step(task_id)
-            except Exception:
+            except StoreUnavailable:
+                log.exception("engine.task_failed", task_id=task_id)  # resumed from the store at restart
+            except Exception as exc:
                 log.exception("engine.task_failed", task_id=task_id)
+                await self._escalate_after_error(task_id, exc)
             finally:
                 self._inflight.discard(task_id)
                 self._work.task_done()
                 if self._work.empty() and not self._inflight:
                     self._idle.set()
+
+    async def _escalate_after_error(self, task_id: int, exc: Exception) -> None:
+        """An unexpected failure must not leave a task half-way through with nobody told."""
+        reason = (f"internal error while working on this task ({type(exc).__name__}: {redact_text(str(exc))}); "
+                  f"see the server log for correlation id task-{task_id}")
+
+        async def escalate(t: TaskOps) -> None:
+            task = await t.get_task(task_id)
+            if task is None or task.state not in (TaskState.queued, TaskState.running, TaskState.executing):
+                return
+            if task.state is TaskState.queued:  # queued tasks reach a person by way of planning
+                await t.set_state(task_id, TaskState.queued, TaskState.running, actor="system", reason=reason)
+            await t.set_state(task_id, {TaskState.running, TaskState.executing}, TaskState.escalated_to_human,
+                              actor="system", reason=reason, outcome=reason)
+
+        try:
+            await self.core.store.transact(escalate)
+        except Exception:
+            log.exception("engine.escalation_failed", task_id=task_id)
 
     async def _step(self, task_id: int) -> None:
         task = await self.core.store.get_task(task_id)
