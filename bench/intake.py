@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench_config import free_port, write_bench_config
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -40,31 +39,9 @@ TARGETS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(tmp: Path, synchronous: str) -> tuple[Path, int, dict[str, str]]:
-    data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    port, standin_port = free_port(), free_port()
-    standin = f"127.0.0.1:{standin_port}"
-    data.update({
-        "data_dir": str(tmp / "data"),
-        "playbooks_dir": str(ROOT / "playbooks"),
-        "server": {"host": "127.0.0.1", "port": port},
-        "store": {**data["store"], "path": str(tmp / "data" / "ooda.db"), "synchronous": synchronous},
-        "vars": {**data["vars"], "platform_api": f"http://{standin}"},
-        "standin": {**data["standin"], "port": standin_port},
-        "digest": {**data["digest"], "enabled": False},
-        "log": {"level": "info", "format": "json"},
-    })
-    data["tools"]["http"]["allow_hosts"] = [standin]
-    data["tools"]["flags"]["base_url"] = f"http://{standin}"
-    data["tools"]["shell"]["workdir"] = str(tmp / "work")
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    port = free_port()
+    path = write_bench_config(tmp, server_port=port, log_level="info", store={"synchronous": synchronous})
     env = {name: secrets.token_hex(16) for name in (
         "OODA_API_TOKEN", "OODA_API_TOKEN_2", "OODA_ALERTMANAGER_TOKEN", "OODA_GRAFANA_TOKEN",
         "OODA_PAGERDUTY_SECRET", "OODA_GENERIC_SECRET", "OODA_AUDIT_HMAC_KEY", "OODA_FLAGS_TOKEN")}

@@ -26,20 +26,18 @@ import json
 import os
 import re
 import resource
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
 from aiohttp import ClientSession, TCPConnector  # noqa: E402
+from bench_config import write_bench_config  # noqa: E402
 
 from bot import events as ev  # noqa: E402
 from bot.app import App  # noqa: E402
@@ -58,33 +56,9 @@ ENV = {name: f"bench-{name.lower()}-0123456789" for name in (
     "OODA_PAGERDUTY_SECRET", "OODA_GENERIC_SECRET", "OODA_AUDIT_HMAC_KEY", "OODA_FLAGS_TOKEN")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    standin = f"127.0.0.1:{free_port()}"
-    data.update({
-        "data_dir": str(tmp / "data"),
-        "playbooks_dir": str(ROOT / "playbooks"),
-        "server": {"host": "127.0.0.1", "port": 0},
-        "store": {**data["store"], "path": str(tmp / "data" / "ooda.db")},
-        "vars": {**data["vars"], "platform_api": f"http://{standin}"},
-        "standin": {**data["standin"], "port": int(standin.rsplit(":", 1)[1])},
-        "digest": {**data["digest"], "enabled": False},
-        "chat": {"local": {"enabled": False}},  # a log line per proposal is not what we measure
-        "log": {"level": "warning", "format": "json"},
-    })
-    data["tools"]["http"]["allow_hosts"] = [standin]
-    data["tools"]["flags"]["base_url"] = f"http://{standin}"
-    data["tools"]["shell"]["workdir"] = str(tmp / "work")
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    # a log line per proposal is not what we measure
+    return write_bench_config(tmp, server_port=0, log_level="warning", chat={"local": {"enabled": False}})
 
 
 def alert(group: str, n: int) -> dict[str, Any]:
