@@ -38,6 +38,14 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
+# Page size for new stores (SQLite's default is 4 KiB). Every alert lands at a random place in
+# the dedup index, so at 1,600 rows a commit nearly each row dirties an index page of its own,
+# and a commit costs a write per dirty page to the log and again at the checkpoint. Larger pages
+# are shared by more of a batch's rows: at 100 alerts per request, 16 KiB stored 14% more
+# alerts/s with 14% less CPU per alert (bench/intake.py, alternating runs; 1 alert per request
+# and p99 at a fixed 1,000 req/s moved within the noise). SQLite fixes the page size when it
+# creates the file, so a store created with another page size keeps it.
+PAGE_SIZE = 16 * 1024
 
 
 def now_iso() -> str:
@@ -94,6 +102,7 @@ class SqliteStore:
         # check_same_thread=False: the writer writes a batch's rows from the event loop's thread
         # and everything else on aiosqlite's, never both at once (see GroupCommitWriter._commit).
         self._write_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+        await self._write_conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: new files only
         await self._pragmas(self._write_conn)
         await self._write_conn.execute("PRAGMA journal_mode=WAL")
         await self._migrate(self._write_conn)

@@ -20,7 +20,7 @@ from bot.audit import AUDIT_COLUMNS, AuditEntry, verify_chain
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, EventBus
 from bot.signals import Signal, SignalStatus
-from bot.sqlite_store import SqliteStore
+from bot.sqlite_store import PAGE_SIZE, SqliteStore
 from bot.sqlite_tasks import TaskTx
 from bot.sqlite_writer import Tx
 
@@ -251,3 +251,21 @@ async def test_audit_table_refuses_update_and_delete(store):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             await conn.execute("DELETE FROM audit")
     assert await audit_ok(store) == 1
+
+
+async def test_new_stores_get_large_pages_and_an_existing_store_keeps_its_own(tmp_path, store):
+    assert await query(store, "PRAGMA page_size") == [(PAGE_SIZE,)]
+
+    older = tmp_path / "older.db"  # as the store was created before PAGE_SIZE: SQLite's default
+    with contextlib.closing(sqlite3.connect(older)) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+    reopened = SqliteStore(older, EventBus(), audit_key=KEY)
+    await reopened.open()
+    try:
+        await reopened.ingest_signals([signal(1), signal(2)], received(n=2))
+        assert await query(reopened, "PRAGMA page_size") == [(4096,)]
+        assert await reopened.signal_count() == 2
+        assert await audit_ok(reopened) == 1
+    finally:
+        await reopened.close()
