@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.audit import AuditEntry, verify_chain
+from bot.audit import AuditEntry, parse_head, verify_chain
 from bot.commands import Commands
 from bot.errors import ConfirmationRequired, UserError
 from bot.evidence import export_bundle
@@ -190,9 +190,16 @@ class Api:
         return web.json_response(status.model_dump(mode="json"))
 
     async def audit_verify(self, request: web.Request, actor: Actor) -> web.Response:
+        """``?expect_head=SEQ:HASH``: a record known from outside the store must still be there."""
+        expected = request.query.get("expect_head")
+        try:
+            anchor = parse_head(expected) if expected is not None else None
+        except ValueError as exc:
+            raise UserError(f"expect_head: {exc}") from None
         rows = [row async for row in self._store.audit_rows()]
-        result = verify_chain(rows, self._audit_key)
-        body = {"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq, "reason": result.reason}
+        result = verify_chain(rows, self._audit_key, anchor)
+        body = {"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq, "reason": result.reason,
+                "head_seq": result.head_seq, "head_hash": result.head_hash}
         return web.json_response(body, status=200 if result.ok else 409)
 
     async def bundle(self, request: web.Request, actor: Actor) -> web.Response:

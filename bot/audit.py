@@ -122,13 +122,43 @@ class VerifyResult:
     head_hash: str = GENESIS
 
 
-def verify_chain(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> VerifyResult:
+def parse_head(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as the server logs it (``audit.head``) and ``verify`` prints it.
+
+    Raises:
+        ValueError: saying what the form is.
+    """
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or digest.strip(_HEX):
+        raise ValueError(f"expected head {text!r} is not SEQ:HASH (a record number, a colon and the record's "
+                         "64-character hex hash, as in the server's audit.head log line)")
+    return int(seq), digest.lower()
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+def verify_chain(rows: Iterable[tuple[Any, ...]], key: bytes | None,
+                 expect_head: tuple[int, str] | None = None) -> VerifyResult:
     """Walk records in storage order and name the first one that breaks the chain.
 
     Args:
         rows: tuples in ``AUDIT_COLUMNS`` order, ordered by rowid (storage order).
         key: the HMAC key, when records were signed.
+        expect_head: (seq, hash) of a record known from outside the store, such as the last
+            ``audit.head`` line the server logged. The chain alone cannot show records cut off
+            its end, nor a chain rewritten and sealed again without a key; this record can: it
+            must still be there with the same hash.
     """
+    result = _walk(rows, key, expect_head)
+    if result.ok and expect_head is not None and result.head_seq < expect_head[0]:
+        return VerifyResult(False, result.checked, result.head_seq + 1,
+                            f"the log ends at record {result.head_seq} but record {expect_head[0]} was "
+                            "written: records were cut off its end", result.head_seq, result.head_hash)
+    return result
+
+
+def _walk(rows: Iterable[tuple[Any, ...]], key: bytes | None, expect_head: tuple[int, str] | None) -> VerifyResult:
     expected_seq, prev = 1, GENESIS
     checked = 0
     for row in rows:
@@ -151,6 +181,10 @@ def verify_chain(rows: Iterable[tuple[Any, ...]], key: bytes | None) -> VerifyRe
         if key is not None and not hmac.compare_digest(_sign(key, digest) or "", record.signature or ""):
             return VerifyResult(False, checked, record.seq,
                                 f"record {record.seq} has a missing or wrong HMAC signature", *head)
+        if expect_head is not None and record.seq == expect_head[0] and record.hash != expect_head[1]:
+            return VerifyResult(False, checked, record.seq,
+                                f"record {record.seq} is not the record that was written: its hash differs from "
+                                "the expected head (the chain was rewritten from here or earlier)", *head)
         prev = record.hash
         expected_seq += 1
         checked += 1

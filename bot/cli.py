@@ -362,12 +362,16 @@ async def _offline_store(config: Path) -> Any:
     return store, key
 
 
-async def _audit_verify(config: Path) -> Any:
-    from bot.audit import verify_chain
+async def _audit_verify(config: Path, expect_head: str | None) -> Any:
+    from bot.audit import parse_head, verify_chain
 
+    try:
+        anchor = parse_head(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        raise BotError(f"--expect-head: {exc}") from None
     store, key = await _offline_store(config)
     try:
-        return verify_chain([row async for row in store.audit_rows()], key)
+        return verify_chain([row async for row in store.audit_rows()], key, anchor)
     finally:
         await store.close()
 
@@ -384,14 +388,17 @@ async def _audit_export(config: Path, task_id: int) -> dict[str, Any]:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
-        result = asyncio.run(_audit_verify(args.config))
+        result = asyncio.run(_audit_verify(args.config, args.expect_head))
         if args.json:
             print(json.dumps({"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq,
                               "reason": result.reason, "head_seq": result.head_seq, "head_hash": result.head_hash}))
+        elif result.ok and args.expect_head:
+            print(f"audit log OK: {result.checked} records, chain intact up to head "
+                  f"{result.head_seq}:{result.head_hash}, and it holds the expected head")
         elif result.ok:
-            print(f"audit log OK: {result.checked} records, chain intact; head {result.head_seq} {result.head_hash}\n"
-                  "(compare the head with the last audit.head line the server logged: records cut off the end "
-                  "leave no gap to find)")
+            print(f"audit log OK: {result.checked} records, chain intact; head {result.head_seq}:{result.head_hash}\n"
+                  "(records cut off the end leave no gap to find: pass the last audit.head the server "
+                  "logged as --expect-head SEQ:HASH to check for that too)")
         else:
             print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
                   f"({result.checked} records verified before it)", file=sys.stderr)
@@ -459,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("explain", parents=[nested]).add_argument("id")
     p = add("audit", cmd_audit, "verify the audit chain or export a task's evidence bundle")
     asub = p.add_subparsers(dest="audit_command", required=True)
-    asub.add_parser("verify", parents=[nested])
+    v = asub.add_parser("verify", parents=[nested])
+    v.add_argument("--expect-head", metavar="SEQ:HASH",
+                   help="a record known from outside the store (the server's audit.head log line) that "
+                        "must still be there, unchanged")
     e = asub.add_parser("export", parents=[nested])
     e.add_argument("task_id")
     e.add_argument("-o", "--output", help="write the bundle to this file")

@@ -81,7 +81,8 @@ class Scheduler:
         """Log the audit chain's head. Shipped logs are the copy outside the store that shows
         records cut off the end of the chain, which the chain alone cannot reveal."""
         seq, digest = await self.core.store.audit_head()
-        log.info("audit.head", seq=seq, hash=digest)
+        # ``head`` in the form ``ooda audit verify --expect-head`` takes.
+        log.info("audit.head", seq=seq, hash=digest, head=f"{seq}:{digest}")
         return seq, digest
 
     async def send_digest(self) -> bool:

@@ -196,6 +196,23 @@ async def test_audit_verify_endpoint_reports_an_intact_chain(tmp_path):
         assert r.json()["checked"] == len([row async for row in app.store.audit_rows()]) > 1
 
 
+async def test_audit_verify_endpoint_checks_an_expected_head(tmp_path):
+    async with served(tmp_path) as (app, http):
+        await proposed_task(app, http)
+        head = (await http.get("/api/v1/audit/verify", headers=ADMIN)).json()
+        logged = f"{head['head_seq']}:{head['head_hash']}"
+
+        r = await http.get("/api/v1/audit/verify", params={"expect_head": logged}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["ok"] is True
+
+        beyond = f"{head['head_seq'] + 50}:{head['head_hash']}"  # a record this log never reached
+        r = await http.get("/api/v1/audit/verify", params={"expect_head": beyond}, headers=ADMIN)
+        assert r.status_code == 409 and "cut off its end" in r.json()["reason"]
+
+        r = await http.get("/api/v1/audit/verify", params={"expect_head": "latest"}, headers=ADMIN)
+        assert r.status_code == 400 and "SEQ:HASH" in r.json()["message"]
+
+
 async def test_reads_are_audited_with_who_looked_at_what(tmp_path):
     async with served(tmp_path) as (app, http):
         task_id = await proposed_task(app, http)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.audit import AUDIT_COLUMNS, GENESIS, AuditChain, AuditEntry, verify_chain
+from bot.audit import AUDIT_COLUMNS, GENESIS, AuditChain, AuditEntry, parse_head, verify_chain
 from bot.cli import main
 from bot.events import EventBus
 from bot.sqlite_store import SqliteStore
@@ -203,3 +203,42 @@ def test_json_output_is_nothing_but_json(audited, capsys):
     assert {k: report[k] for k in ("ok", "checked", "broken_seq", "reason")} == {
         "ok": True, "checked": RECORDS, "broken_seq": None, "reason": ""}
     assert report["head_seq"] == RECORDS and len(report["head_hash"]) == 64
+
+
+def test_records_cut_off_the_end_are_found_only_against_an_expected_head(audited, capsys):
+    config, db = audited
+    logged_head = f"{RECORDS}:{rows(db)[-1][8]}"  # what the server's audit.head line carried
+    assert cli_verify(config, capsys, "--expect-head", logged_head)[0] == 0
+
+    tamper(db, f"DELETE FROM audit WHERE seq > {RECORDS - 2}")
+
+    assert verify_chain(rows(db), KEY).ok  # the chain alone cannot tell
+    result = verify_chain(rows(db), KEY, parse_head(logged_head))
+    assert (result.ok, result.broken_seq, result.head_seq) == (False, RECORDS - 1, RECORDS - 2)
+    assert "cut off its end" in result.reason
+    code, _, err = cli_verify(config, capsys, "--expect-head", logged_head)
+    assert code == 1 and f"BROKEN at record {RECORDS - 1}" in err
+
+
+def test_a_chain_rewritten_without_a_key_fails_against_an_expected_head():
+    honest, forger = AuditChain(0, GENESIS, key=None), AuditChain(0, GENESIS, key=None)
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    written = [honest.seal(AuditEntry("alice", "task.approved", 1, {"n": n}, None, at)).as_row() for n in range(3)]
+    rewritten = [forger.seal(AuditEntry("mallory" if n == 1 else "alice", "task.approved", 1, {"n": n}, None,
+                                        at)).as_row() for n in range(3)]
+    anchor = (3, written[-1][8])
+
+    assert verify_chain(written, None, anchor).ok
+    assert verify_chain(rewritten, None).ok  # a plain hash chain cannot tell
+    result = verify_chain(rewritten, None, anchor)
+    assert (result.ok, result.broken_seq) == (False, 3)
+    assert "not the record that was written" in result.reason
+
+
+@pytest.mark.parametrize("text", ["", "12", "12:abc", f"0:{'a' * 64}", f"x:{'a' * 64}", f"3:{'g' * 64}"])
+def test_a_malformed_expected_head_is_refused_with_the_form_it_takes(audited, capsys, text):
+    config, _ = audited
+    with pytest.raises(ValueError, match="SEQ:HASH"):
+        parse_head(text)
+    code, out, err = cli_verify(config, capsys, "--expect-head", text)
+    assert code == 1 and "--expect-head" in err and "SEQ:HASH" in err and out == ""

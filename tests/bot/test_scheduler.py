@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 
+from bot.audit import parse_head, verify_chain
 from bot.errors import Conflict
 from bot.identity import Actor
 from bot.scheduler import digest_trigger
 from bot.tasks import TaskState
-from tests.harness import running_app, running_standin
+from tests.harness import ENV, running_app, running_standin
 
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
 APPROVER = Actor(id="lead", display="Lead", roles=frozenset({"sre-lead", "oncall"}), via="api")
@@ -112,3 +114,14 @@ async def test_waiting_proposals_get_one_reminder_after_the_configured_delay(tmp
         assert await app.scheduler.remind_approvers() == []  # once per task, also across restarts
         [(_, text)] = surface.notices
         assert f"task {task_id}" in text and "waited 16 min" in text
+
+
+async def test_the_logged_audit_head_is_one_the_chain_verifies_against(tmp_path):
+    async with running_standin() as standin, running_app(tmp_path, standin) as app:
+        await waiting_task(app)
+        with structlog.testing.capture_logs() as logs:
+            await app.scheduler.log_audit_head()
+        [line] = [entry for entry in logs if entry["event"] == "audit.head"]
+        rows = [row async for row in app.store.audit_rows()]
+        result = verify_chain(rows, ENV["OODA_AUDIT_HMAC_KEY"].encode(), parse_head(line["head"]))
+        assert result.ok and result.head_seq == line["seq"] == len(rows)
