@@ -17,6 +17,7 @@ from bot.errors import ConfirmationRequired, Conflict, Forbidden, UserError
 from bot.events import Event
 from bot.gateway import parse_params
 from bot.identity import Actor
+from bot.param_paths import param_at, with_param
 from bot.policy import check_approver, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
 from bot.store import TaskOps
@@ -140,7 +141,7 @@ class Approvals:
             record = steps[step_name]
             new_params = dict(record.params)
             diff = {}
-            for name, value in params.items():
+            for name, value in params.items():  # name: a param's dotted path (bot/param_paths.py)
                 bound = spec.editable.get(name)
                 if bound is None:
                     allowed = ", ".join(spec.editable) or "none"
@@ -150,9 +151,9 @@ class Approvals:
                 if problem:
                     problems.append(problem)
                     continue
-                if new_params.get(name) != coerced:
-                    diff[name] = {"from": new_params.get(name), "to": coerced}
-                    new_params[name] = coerced
+                if (before := param_at(new_params, name)) != coerced:
+                    diff[name] = {"from": before, "to": coerced}
+                    new_params = with_param(new_params, name, coerced)
             if diff:
                 try:
                     parse_params(self.core.gateway.registry.get(record.tool), new_params)

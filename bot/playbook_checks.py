@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot import templates
+from bot.param_paths import has_param
 from bot.yamlfile import Loc
 
 
@@ -101,9 +102,10 @@ class _StaticChecks:
             return
         params = params if isinstance(params, dict) else {}
         for key in editable:
-            if key not in params:
+            if not has_param(params, key):
                 self.problems.append(
-                    ((*loc, "editable", key), f"{key!r} is not a param of this step; editable keys must name params")
+                    ((*loc, "editable", key), f"{key!r} is not a param of this step; editable keys must name params "
+                     "(a dotted path such as json.replicas for a key inside a param)")
                 )
 
     def template(self, loc: Loc, source: str, names: frozenset[str], *, expression: bool = False) -> None:

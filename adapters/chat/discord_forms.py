@@ -20,6 +20,7 @@ import discord
 from bot import wording
 from bot.approvals import check_edit, confirmation_phrase
 from bot.errors import UserError
+from bot.param_paths import param_at
 from bot.proposals import ParamBound, Proposal, RiskBand
 
 MODAL_TITLE_MAX = 45
@@ -113,7 +114,7 @@ def edit_modal(proposal: Proposal) -> FormModal:
     modal = FormModal(title=f"Edit and approve #{proposal.task_id}", custom_id=f"ooda:modal:edit:{proposal.task_id}")
     params = {s.name: s.params for s in proposal.steps}
     for key, step_name, param, bound in edit_keys(proposal):
-        current = params[step_name].get(param)
+        current = param_at(params[step_name], param)
         modal.add_input(key, f"{step_name}: {param}", description=describe_bound(bound),
                         default=None if current is None else str(current))
     if proposal.risk.band is RiskBand.critical:
@@ -145,6 +146,6 @@ def parse_edits(proposal: Proposal, values: dict[str, str]) -> dict[str, dict[st
         if key not in values:
             continue
         value = parse_value(f"{step_name}.{param}", values[key], bound)
-        if params[step_name].get(param) != value:
+        if param_at(params[step_name], param) != value:
             edits.setdefault(step_name, {})[param] = value
     return edits

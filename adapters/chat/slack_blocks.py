@@ -33,6 +33,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import wording
+from bot.param_paths import param_at
 from bot.proposals import ParamBound, Proposal
 
 ACTION_APPROVE = "ooda.approve"
@@ -228,7 +229,7 @@ def edit_modal(p: Proposal, ctx: ModalContext) -> dict[str, Any]:
                 block_id=edit_block_id(step.index, param),
                 label=wording.truncate(f"{step.name}: {param}", 2000),
                 hint=wording.truncate(bound_hint(bound), 2000),
-                element=_edit_element(bound, step.params.get(param)),
+                element=_edit_element(bound, param_at(step.params, param)),
             ))
     if ctx.phrase:
         blocks.append(_confirm_input(ctx.phrase))
@@ -291,7 +292,7 @@ def read_edits(p: Proposal, values: dict[str, Any]) -> tuple[dict[str, dict[str,
             except ValueError as exc:
                 errors[block_id] = str(exc)[:150]
                 continue
-            if value != step.params.get(param):
+            if value != param_at(step.params, param):
                 edits.setdefault(step.name, {})[param] = value
     return edits, errors
 
@@ -300,7 +301,7 @@ def describe_edits(p: Proposal, edits: dict[str, dict[str, Any]]) -> str:
     """``rotate.keep 5 → 8``: the diff as a person reads it in the thread."""
     before = {s.name: s.params for s in p.steps}
     return ", ".join(
-        f"{step}.{param} {json.dumps(before.get(step, {}).get(param))} → {json.dumps(value)}"
+        f"{step}.{param} {json.dumps(param_at(before.get(step, {}), param))} → {json.dumps(value)}"
         for step, changes in edits.items()
         for param, value in changes.items()
     )

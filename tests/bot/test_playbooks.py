@@ -276,6 +276,28 @@ verify: {tool: http.request, params: {url: "{{ result.x }}"}, expect: "result.st
     assert "condition" not in text  # it parses; that it is not a bool only shows at run time
 
 
+def test_editable_keys_may_be_dotted_paths_into_params_but_must_name_one(tmp_path: Path) -> None:
+    text = """\
+id: p
+steps:
+  - name: scale
+    tool: http.request
+    params: {url: "https://platform.example.com/scale", json: {replicas: 3}}
+    editable:
+      json.replicas: {type: int, min: 1, max: 10}
+      json.replicaz: {type: int}
+"""
+    path = write(tmp_path, "p.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_playbook_files([path], TOOLS)
+    [problem] = caught.value.problems
+    assert f"{path}:8: steps.0.editable.json.replicaz: 'json.replicaz' is not a param of this step" in problem
+
+    path.write_text(text.replace("      json.replicaz: {type: int}\n", ""))
+    [playbook] = load_playbook_files([path], TOOLS)
+    assert playbook.steps[0].editable["json.replicas"].max == 10
+
+
 def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_playbooks(tmp_path / "nope")

@@ -68,6 +68,27 @@ steps:
 autonomy_cap: L1
 """
 
+BACKFILL = """
+id: backfill
+version: "1"
+description: Reprocess a consumer group from an offset the approver may move.
+args:
+  env: {default: dev, pattern: "dev|staging|prod"}
+steps:
+  - name: backfill
+    tool: http.request
+    params:
+      method: POST
+      url: "{{ vars.platform_api }}/data/consumers/loader/backfill"
+      json: {from_offset: 1000, reason: lag}
+      expect_status: [202]
+    category: write_irreversible
+    blast_radius: service
+    editable:
+      json.from_offset: {type: int, min: 0}
+autonomy_cap: L1
+"""
+
 LEAD = Actor(id="lead", display="Lead", roles=frozenset({"sre-lead"}), via="api")
 LEAD_2 = Actor(id="lead-2", display="Lead two", roles=frozenset({"sre-lead"}), via="api")
 ONCALL = Actor(id="oncall", display="On-call", roles=frozenset({"oncall"}), via="api")
@@ -80,6 +101,7 @@ def write_playbooks(root: Path) -> Path:
     (folder / "restart.yaml").write_text(RESTART.format(id="restart", blast="single"))
     (folder / "restart-global.yaml").write_text(RESTART.format(id="restart-global", blast="global"))
     (folder / "throttle.yaml").write_text(THROTTLE)
+    (folder / "backfill.yaml").write_text(BACKFILL)
     return folder
 
 
@@ -228,6 +250,24 @@ async def test_an_in_bounds_edit_changes_what_runs_and_is_audited_as_a_diff(env)
     assert edited == [{"step": "throttle", "diff": {"rollout": {"from": 50, "to": 30}}}]
     approved = [e for e in await app.store.events_of_task(task.id) if e["name"].endswith(".approved")]
     assert [e["payload"]["edits"] for e in approved] == [{"throttle.rollout": [50, 30]}]
+
+
+async def test_an_edit_may_name_a_key_inside_a_param(env):
+    app, standin = env
+    task = await planned(app, "backfill", RUNNER)
+    with pytest.raises(UserError, match="at least 0"):
+        await app.commands.approve(task.id, ONCALL, edits={"backfill": {"json.from_offset": -5}})
+    with pytest.raises(UserError, match=r"json\.reason is not editable"):
+        await app.commands.approve(task.id, ONCALL, edits={"backfill": {"json.reason": "other"}})
+
+    assert (await app.commands.approve(task.id, ONCALL, edits={"backfill": {"json.from_offset": "500"}})).executed
+    await app.engine.wait_idle()
+
+    [call] = [c for c in standin.calls if c["path"].endswith("/loader/backfill")]
+    assert call["json"] == {"from_offset": 500, "reason": "lag"}
+    edited = [json.loads(row[6]) for row in [r async for r in app.store.audit_rows(task.id)]
+              if row[3] == "step.edited"]
+    assert edited == [{"step": "backfill", "diff": {"json.from_offset": {"from": 1000, "to": 500}}}]
 
 
 async def test_an_edit_after_someone_else_approved_is_refused(tmp_path):

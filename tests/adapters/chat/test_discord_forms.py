@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.chat.discord_forms import InvalidEdit, edit_keys, modal_values, parse_edits
+from adapters.chat.discord_forms import InvalidEdit, edit_keys, edit_modal, modal_values, parse_edits
 from bot.proposals import ParamBound, RiskBand
 from tests.adapters.chat.test_discord import proposal
 
@@ -19,6 +19,19 @@ def test_only_changed_values_become_edits_with_their_type():
     p = with_bounds(keep=ParamBound(type="int", min=1, max=10), mode=ParamBound(choices=["fast", "slow"]))
 
     assert parse_edits(p, {"0.keep": " 7 ", "0.mode": "fast"}) == {"rotate": {"keep": 7}}
+
+
+def test_a_key_inside_a_param_is_offered_with_its_current_value_and_edited_by_its_path():
+    p = proposal(7)
+    step = p.steps[0].model_copy(update={"params": {"json": {"replicas": 3, "zone": "a"}},
+                                         "editable": {"json.replicas": ParamBound(type="int", min=1, max=10)}})
+    p = p.model_copy(update={"steps": [step]})
+
+    [label] = edit_modal(p).to_components()
+    assert label["label"] == "rotate: json.replicas"
+    assert (label["component"]["custom_id"], label["component"]["value"]) == ("0.json.replicas", "3")
+    assert parse_edits(p, {"0.json.replicas": "3"}) == {}
+    assert parse_edits(p, {"0.json.replicas": "6"}) == {"rotate": {"json.replicas": 6}}
 
 
 @pytest.mark.parametrize(("raw", "bound", "problem"), [

@@ -84,6 +84,21 @@ def test_read_edits_returns_only_changes():
     assert kit.read_edits(p, changed) == ({"rotate": {"keep": 9}}, {})
 
 
+def test_a_key_inside_a_param_is_shown_read_and_described_by_its_path():
+    p = make_proposal()
+    step = p.steps[0].model_copy(update={"params": {"json": {"replicas": 3, "zone": "a"}},
+                                         "editable": {"json.replicas": ParamBound(type="int", min=1, max=10)}})
+    p = p.model_copy(update={"steps": [step]})
+
+    view = kit.edit_modal(p, kit.ModalContext(task_id=p.task_id, channel="C1", message_ts="1.2"))
+    [field] = [b for b in view["blocks"] if b.get("block_id") == "edit.0.json.replicas"]
+    assert field["element"]["initial_value"] == "3"
+    typed = {"edit.0.json.replicas": {"value": {"type": "plain_text_input", "value": "6"}}}
+    edits, errors = kit.read_edits(p, typed)
+    assert (edits, errors) == ({"rotate": {"json.replicas": 6}}, {})
+    assert kit.describe_edits(p, edits) == "rotate.json.replicas 3 → 6"
+
+
 def test_modal_context_round_trips_in_private_metadata():
     ctx = kit.ModalContext(task_id=7, channel="C1", message_ts="1.2", phrase="approve 7")
     view = kit.confirm_modal(ctx)
