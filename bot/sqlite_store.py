@@ -42,9 +42,10 @@ MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
 # the dedup index, so at 1,600 rows a commit nearly each row dirties an index page of its own,
 # and a commit costs a write per dirty page to the log and again at the checkpoint. Larger pages
 # are shared by more of a batch's rows: at 100 alerts per request, 16 KiB stored 14% more
-# alerts/s with 14% less CPU per alert (bench/intake.py, alternating runs; 1 alert per request
-# and p99 at a fixed 1,000 req/s moved within the noise). SQLite fixes the page size when it
-# creates the file, so a store created with another page size keeps it.
+# alerts/s with 14% less CPU per alert (bench/intake.py, alternating runs). At 1 alert per
+# request a commit of a few rows writes larger pages; that moved within the noise (perhaps 10%
+# lower), as did p99 at a fixed 1,000 req/s. SQLite fixes the page size when it creates the
+# file, so a store created with another page size keeps it.
 PAGE_SIZE = 16 * 1024
 
 
