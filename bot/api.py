@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.audit import AuditEntry, parse_head, verify_chain
 from bot.commands import Commands
-from bot.errors import ConfirmationRequired, UserError
+from bot.errors import ConfigError, ConfirmationRequired, UserError
 from bot.evidence import export_bundle
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
@@ -49,6 +49,16 @@ class RunBody(BaseModel):
     args: dict[str, str] = Field(default_factory=dict)
 
 
+class ReplayBody(BaseModel):
+    """Playbook files by name (the name is only what problems are reported with) and which past
+    tasks to replay: ``task_ids``, or else the ``last`` tasks of those playbooks."""
+
+    model_config = ConfigDict(extra="forbid")
+    files: dict[Annotated[str, Field(min_length=1, max_length=255)], str] = Field(min_length=1, max_length=100)
+    task_ids: list[int] | None = Field(None, max_length=200)
+    last: int = Field(20, ge=1, le=200)
+
+
 def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, "message": message, **extra}, status=status)
 
@@ -75,6 +85,7 @@ class Api:
             web.get("/api/v1/tasks/{id}/bundle", h(self.bundle)),
             web.get("/api/v1/tasks/{id}/policy", h(self.explain)),
             web.post("/api/v1/playbooks/{id}/run", h(self.run)),
+            web.post("/api/v1/playbooks/replay", h(self.replay)),
             web.post("/api/v1/pause", h(self.pause)),
             web.post("/api/v1/resume", h(self.resume)),
             web.get("/api/v1/audit/verify", h(self.audit_verify)),
@@ -106,6 +117,9 @@ class Api:
                 self._metrics.api_requests.labels(outcome).inc()
                 log.info("api.refused", path=request.path, status=exc.status, reason=str(exc))
                 return _error(exc.status, outcome, str(exc))
+            except ConfigError as exc:  # playbooks sent for a replay
+                self._metrics.api_requests.labels("bad_request").inc()
+                return _error(400, "invalid_playbooks", str(exc).splitlines()[0], problems=exc.problems)
             except ValidationError as exc:
                 self._metrics.api_requests.labels("bad_request").inc()
                 first = exc.errors(include_url=False)[0]
@@ -179,6 +193,11 @@ class Api:
         body = await self._body(request, RunBody)
         task = await self._commands.run_playbook(request.match_info["id"], body.args, actor)
         return web.json_response({"task": task.model_dump(mode="json", exclude={"proposal"})}, status=202)
+
+    async def replay(self, request: web.Request, actor: Actor) -> web.Response:
+        body = await self._body(request, ReplayBody)
+        results = await self._commands.replay(body.files, actor, task_ids=body.task_ids, last=body.last)
+        return web.json_response({"results": [r.model_dump(mode="json") for r in results]})
 
     async def pause(self, request: web.Request, actor: Actor) -> web.Response:
         body = await self._body(request, PauseBody)

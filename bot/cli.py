@@ -117,6 +117,8 @@ class Client:
             message = data.get("message") or response.text
             if data.get("phrase"):
                 message += f"\n(re-run with --confirm '{data['phrase']}')"
+            for problem in data.get("problems") or []:
+                message += f"\n  {problem}"
             raise BotError(f"{response.status_code} {data.get('error', '')}: {message}")
         return data
 
@@ -302,6 +304,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_task_id(text: str) -> int:
+    raw = text.lstrip("#Tt")
+    if not raw.isdigit():
+        raise BotError(f"a task id is a number such as 12 or #12, got {text!r}")
+    return int(raw)
+
+
+def playbook_files(paths: Sequence[str]) -> dict[str, str]:
+    """The YAML files named, or found in the folders named, as {file name: text}."""
+    files: dict[str, str] = {}
+    for name in paths:
+        path = Path(name)
+        found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        if path.is_dir() and not found:
+            raise BotError(f"no *.yaml playbooks in {path}")
+        for file in found:
+            try:
+                files[str(file)] = file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise BotError(f"cannot read {file}: {exc.strerror}") from exc
+    return files
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    body = {"files": playbook_files(args.paths), "task_ids": [parse_task_id(t) for t in args.task] or None,
+            "last": args.last}
+    results = Client(args.config).call("POST", "/api/v1/playbooks/replay", body)["results"]
+    failing = [r for r in results if r["error"]]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 1 if failing else 0
+    if not results:
+        print("no past tasks of these playbooks to replay")
+        return 0
+    changed = [r for r in results if r["changes"] and not r["error"]]
+    print(f"replayed {len(results)} task(s): {len(results) - len(changed) - len(failing)} unchanged, "
+          f"{len(changed)} changed, {len(failing)} failing")
+    for r in results:
+        verdict = "FAILS" if r["error"] else "changed" if r["changes"] else "unchanged"
+        print(f"#{r['task_id']} {r['playbook_id']} v{r['old_version']} → v{r['new_version']}: {verdict}")
+        for change in r["changes"]:
+            print(f"    {change}")
+    return 1 if failing else 0
+
+
 def _print_status(args: argparse.Namespace, data: dict[str, Any]) -> None:
     if args.json:
         print(json.dumps(data, indent=2))
@@ -456,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run a playbook by hand: ooda run PLAYBOOK key=value ...")
     p.add_argument("playbook")
     p.add_argument("args", nargs="*")
+    p = add("replay", cmd_replay, "what a new version of playbooks would have proposed for past tasks")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="playbook files, or folders of them")
+    p.add_argument("--task", action="append", default=[], metavar="ID", help="replay this task (repeatable)")
+    p.add_argument("--last", type=int, default=20, help="else the last N tasks of these playbooks (default 20)")
     add("status", cmd_status, "kill switch, autonomy and open tasks")
     add("pause", cmd_pause, "pull the kill switch: no write runs").add_argument("--reason", default="")
     add("resume", cmd_resume, "release the kill switch")

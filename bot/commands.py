@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -26,9 +27,11 @@ from bot.digest import build_digest
 from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
 from bot.identity import Actor
+from bot.playbooks import load_playbook_texts
 from bot.policy import autonomy_for, describe_policy, explain_decision
 from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
+from bot.replay import Replayer, ReplayResult
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState
 
@@ -193,6 +196,29 @@ class Commands:
         task = await self.core.store.transact(unit)
         await self.engine.submit(task.id)
         return task
+
+    @audited_refusals("replay")
+    async def replay(self, files: dict[str, str], actor: Actor, *, task_ids: list[int] | None = None,
+                     last: int = 20) -> list[ReplayResult]:
+        """Replay past tasks against playbooks given as YAML text (see bot/replay.py).
+
+        Raises:
+            ConfigError: the playbooks do not load, one ``file:line: field: problem`` each.
+            UnknownTask: a named task does not exist.
+        """
+        registry = self.core.gateway.registry
+        known = {name: registry.get(name).params_model for name in registry.names()}
+        playbooks = load_playbook_texts({Path(name): text for name, text in files.items()}, known)
+        if task_ids:
+            tasks = []
+            for task_id in task_ids:
+                task = await self.core.store.get_task(task_id)
+                if task is None:
+                    raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks --all`")
+                tasks.append(task)
+        else:
+            tasks = await self.core.store.list_tasks(open_only=False, limit=last, playbook_ids=playbooks.ids)
+        return await Replayer(self.core).replay(playbooks, tasks, actor.id)
 
     async def status(self) -> Status:
         setting = await self.core.store.get_setting("kill_switch")

@@ -50,7 +50,7 @@ def template_context(core: Core, task: Task, signals: list[Signal], evidence: di
                          {"id": task.id, "environment": task.environment, "playbook_id": task.playbook_id})
 
 
-def _category(core: Core, tool_name: str, params: dict[str, Any], declared: Category | None) -> Category:
+def effective_category(core: Core, tool_name: str, params: dict[str, Any], declared: Category | None) -> Category:
     """The tool's own classification of this call, raised (never lowered) by the playbook's."""
     tool = core.gateway.registry.get(tool_name)
     own = tool.category_of(parse_params(tool, params))
@@ -66,7 +66,7 @@ async def _read(core: Core, task: Task, step: ReadStep, context: dict[str, Any])
 
     try:
         params = render_params(step.params, context, where=f"evidence.{step.name}.params")
-        if _category(core, step.tool, params, None).writes:
+        if effective_category(core, step.tool, params, None).writes:
             raise ToolCallRefused(f"evidence step {step.name!r} calls {step.tool} as a write; evidence must only read")
         outcome = await core.gateway.call(
             StepCall(tool=step.tool, params=params), decision=READ_DECISION, reason_code=None, approval_id=None,
@@ -81,7 +81,7 @@ async def _read(core: Core, task: Task, step: ReadStep, context: dict[str, Any])
     return step.name, result
 
 
-def _evidence_value(result: dict[str, Any]) -> Any:
+def evidence_value(result: dict[str, Any]) -> Any:
     """What templates see as ``evidence.<name>``: the tool's result, plus ok/error."""
     value = dict(result["result"] or {})
     value.setdefault("ok", result["ok"])
@@ -105,7 +105,7 @@ def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | No
     return None
 
 
-def _overall_risk(scores: list[RiskScore]) -> RiskScore:
+def overall_risk(scores: list[RiskScore]) -> RiskScore:
     if not scores:
         return RiskScore(score=0, band=band_for(0), factors=[])
     return max(scores, key=lambda r: r.score)
@@ -125,7 +125,7 @@ class Planner:
         signals = await load_signals(core, task.id)
         context = template_context(core, task, signals, {})
         results = dict(await asyncio.gather(*(_read(core, task, s, context) for s in playbook.evidence)))
-        evidence_values = {name: _evidence_value(r) for name, r in results.items()}
+        evidence_values = {name: evidence_value(r) for name, r in results.items()}
         context = template_context(core, task, signals, evidence_values)
 
         try:
@@ -141,7 +141,7 @@ class Planner:
         core = self.core
         where = f"steps.{step.name}.params"
         params = render_params(step.params, context, where=where)
-        category = _category(core, step.tool, params, step.category)
+        category = effective_category(core, step.tool, params, step.category)
         rollback = None
         if step.rollback:
             rollback = {"tool": step.rollback.tool,
@@ -170,7 +170,7 @@ class Planner:
     async def _save(self, task: Task, playbook: Playbook, signals: list[Signal], results: dict[str, dict[str, Any]],
                     steps: list[dict[str, Any]], *, condition_met: bool = True, error: str | None = None) -> Task:
         core = self.core
-        risk = _overall_risk([s["risk"] for s in steps])
+        risk = overall_risk([s["risk"] for s in steps])
         evidence = [Evidence(kind="signal", title=s.title or s.labels.get("alertname", s.fingerprint), url=s.url,
                              snippet=", ".join(f"{k}={v}" for k, v in list(s.labels.items())[:8]))
                     for s in signals[:5]]

@@ -29,7 +29,7 @@ from bot.playbook_checks import static_problems
 from bot.proposals import Category, ParamBound
 from bot.risk import BlastRadius
 from bot.signals import Severity, Signal
-from bot.yamlfile import YamlDocument, load_yaml
+from bot.yamlfile import YamlDocument, load_yaml, parse_yaml
 
 log = structlog.get_logger(__name__)
 
@@ -289,11 +289,20 @@ def load_playbook_files(
     files: Iterable[Path], known_tools: Mapping[str, type[BaseModel]] | None = None
 ) -> PlaybookSet:
     """Like ``load_playbooks`` for an explicit list of files (lint, replay of one version)."""
+    return load_playbook_texts({Path(f): None for f in files}, known_tools)
+
+
+def load_playbook_texts(
+    texts: Mapping[Path, str | None], known_tools: Mapping[str, type[BaseModel]] | None = None
+) -> PlaybookSet:
+    """Like ``load_playbook_files`` for playbooks given as text, each under the name its problems
+    are reported with (None: read the file of that name). ``ooda replay`` sends the server the
+    files of a version that is not deployed."""
     problems: list[str] = []
     loaded: list[tuple[Playbook, YamlDocument]] = []
-    for file in files:
+    for file, text in texts.items():
         try:
-            doc = load_yaml(file)
+            doc = load_yaml(file) if text is None else parse_yaml(text, file)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue

@@ -297,13 +297,18 @@ class SqliteStore:
         row = await self._one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         return task_from_row(row) if row else None
 
-    async def list_tasks(self, *, open_only: bool = True, limit: int = 50) -> list[Task]:
-        where = ""
+    async def list_tasks(self, *, open_only: bool = True, limit: int = 50,
+                         playbook_ids: list[str] | None = None) -> list[Task]:
+        clauses: list[str] = []
         params: tuple[Any, ...] = ()
         if open_only:
             states = sorted(s.value for s in ATTENTION_STATES)
-            where = f"WHERE state IN ({', '.join('?' * len(states))})"
-            params = tuple(states)
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            params += tuple(states)
+        if playbook_ids is not None:
+            clauses.append(f"playbook_id IN ({', '.join('?' * len(playbook_ids))})")
+            params += tuple(playbook_ids)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [task_from_row(r) for r in rows]
 

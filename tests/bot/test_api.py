@@ -224,3 +224,19 @@ async def test_reads_are_audited_with_who_looked_at_what(tmp_path):
         assert f"/api/v1/tasks/{task_id}/bundle" in exported[0][6]
         assert await http.get("/api/v1/tasks") is not None  # unauthenticated: refused, so not audited
         assert len([row async for row in app.store.audit_rows() if row[3] == "api.read"]) == len(reads)
+
+
+async def test_replay_endpoint_refuses_what_it_cannot_replay_with_the_reason(tmp_path):
+    async with served(tmp_path) as (_, http):
+        empty = await http.post("/api/v1/playbooks/replay", json={"files": {}}, headers=ADMIN)
+        assert empty.status_code == 400 and empty.json()["field"] == "files"
+
+        broken = await http.post("/api/v1/playbooks/replay", json={"files": {"p.yaml": "id: p\nsteps: [\n"}},
+                                 headers=ADMIN)
+        assert broken.status_code == 400 and broken.json()["error"] == "invalid_playbooks"
+        assert broken.json()["problems"][0].startswith("p.yaml:")
+
+        nothing = await http.post("/api/v1/playbooks/replay", json={"files": {"p.yaml": "id: p\n"}}, headers=ADMIN)
+        assert nothing.status_code == 200 and nothing.json() == {"results": []}  # no past task of p
+
+        assert (await http.post("/api/v1/playbooks/replay", json={"files": {"p.yaml": "id: p\n"}})).status_code == 401

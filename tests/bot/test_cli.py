@@ -132,6 +132,37 @@ async def test_operator_session_fire_approve_pause_and_export(tmp_path, capsys, 
     assert code == 1 and "there is no task 424242" in err
 
 
+async def test_replay_shows_what_a_new_version_would_change_and_fails_on_a_broken_one(
+        tmp_path, capsys, monkeypatch, secrets_env, quiet_server):
+    (tmp_path / "work" / "scratch").mkdir(parents=True)
+    config = str(tmp_path / "config.yaml")
+    shipped = (ROOT / "playbooks" / "disk-pressure.yaml").read_text(encoding="utf-8")
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    async with running_standin() as standin, running_app(tmp_path, standin) as app:
+        monkeypatch.setenv("OODA_URL", f"http://127.0.0.1:{app.port}")
+        assert (await ooda(capsys, "fire", "--sample", "alertmanager-disk-pressure", "--config", config))[0] == 0
+        await app.engine.wait_idle()
+        [task] = await app.store.list_tasks(open_only=False)
+
+        (draft / "disk-pressure.yaml").write_text(shipped, encoding="utf-8")
+        code, out, _ = await ooda(capsys, "replay", str(draft), "--config", config)
+        assert code == 0
+        assert out.splitlines() == ["replayed 1 task(s): 1 unchanged, 0 changed, 0 failing",
+                                    f"#{task.id} disk-pressure v{task.playbook_version} → "
+                                    f"v{task.playbook_version}: unchanged"]
+
+        (draft / "disk-pressure.yaml").write_text(shipped.replace('"+60"', '"+240"'))
+        code, out, _ = await ooda(capsys, "replay", str(draft), "--task", f"#{task.id}", "--json", "--config", config)
+        [result] = json.loads(out)
+        assert code == 0 and len(result["changes"]) == 1
+        assert result["changes"][0].startswith("step delete_stale_tmp: argv [") and "'+240'" in result["changes"][0]
+
+        (draft / "disk-pressure.yaml").write_text(shipped.replace("steps:", "stepz:", 1))
+        code, _, err = await ooda(capsys, "replay", str(draft), "--config", config)
+        assert code == 1 and "400 invalid_playbooks" in err and "disk-pressure.yaml:" in err and "stepz" in err
+
+
 async def test_cli_without_a_server_says_how_to_start_one(tmp_path, capsys, monkeypatch, secrets_env, quiet_server):
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
         port = app.port

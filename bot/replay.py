@@ -1,0 +1,191 @@
+"""Replay: how a new version of a playbook would have handled incidents that already happened.
+
+A playbook author changes a condition, a template or a step and wants to know, before shipping it,
+what it would have proposed for the last incidents its old version handled. Replay answers that
+from the store alone:
+
+- the task's own signals decide whether the new version still triggers;
+- the evidence its old run recorded stands in for the evidence steps (replay calls no tool, so
+  it is safe against production: an evidence step the old run did not have is reported as
+  missing and seen by templates as ``{ok: false, error: ...}``);
+- condition, rendered params, risk and the policy decision come from the new version with the
+  policy as it stands now (kill switch, rate limits and change windows included).
+
+Each result sets the new proposal beside the one that was stored, step by step. Nothing is
+written but one audit record of who replayed what.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bot.audit import AuditEntry
+from bot.core import Core
+from bot.errors import BotError
+from bot.planner import effective_category, evidence_value, load_signals, overall_risk, template_context
+from bot.playbooks import Playbook, PlaybookSet
+from bot.proposals import Category
+from bot.signals import Signal
+from bot.store import TaskOps
+from bot.tasks import Task
+from bot.templates import evaluate, render_params
+
+NOT_RECORDED = "not recorded for this incident: the old version had no evidence step of this name"
+
+
+class ReplayedStep(BaseModel):
+    name: str
+    tool: str
+    category: str
+    params: dict[str, Any]
+    verdict: str
+    rule: str = ""
+
+
+class ReplayedProposal(BaseModel):
+    """The part of a proposal a new version can change. ``state``: where planning would lead
+    (for the stored proposal: None, the task has moved on since)."""
+
+    state: str | None = None
+    risk_score: int = 0
+    risk_band: str = "low"
+    steps: list[ReplayedStep] = Field(default_factory=list)
+
+
+class ReplayResult(BaseModel):
+    task_id: int
+    playbook_id: str
+    old_version: str
+    new_version: str
+    triggered: bool = True
+    condition_met: bool | None = None
+    missing_evidence: list[str] = Field(default_factory=list)
+    error: str | None = None
+    old: ReplayedProposal | None = None
+    new: ReplayedProposal | None = None
+    changes: list[str] = Field(default_factory=list)
+
+
+def stored_proposal(task: Task) -> ReplayedProposal | None:
+    """What the old version proposed, as the task stored it; None when it was never planned."""
+    proposal = task.proposal
+    if not proposal:
+        return None
+    steps = [ReplayedStep(name=s["name"], tool=s["tool"], category=s.get("category", ""), params=s.get("params") or {},
+                          verdict=(s.get("decision") or {}).get("verdict", ""),
+                          rule=(s.get("decision") or {}).get("rule", ""))
+             for s in proposal.get("steps", [])]
+    risk = proposal.get("risk") or {}
+    return ReplayedProposal(risk_score=risk.get("score", 0), risk_band=risk.get("band", "low"), steps=steps)
+
+
+def compare(old: ReplayedProposal | None, new: ReplayedProposal | None) -> list[str]:
+    """What differs, one line each, in the words an author reviews a change with."""
+    if old is None or new is None:
+        return [] if old is new else ["the old run was never planned" if old is None else "nothing would be proposed"]
+    changes = []
+    if (old.risk_score, old.risk_band) != (new.risk_score, new.risk_band):
+        changes.append(f"risk {old.risk_score} {old.risk_band} → {new.risk_score} {new.risk_band}")
+    before = {s.name: s for s in old.steps}
+    after = {s.name: s for s in new.steps}
+    for name in before.keys() - after.keys():
+        changes.append(f"step {name} is gone")
+    for name, step in after.items():
+        was = before.get(name)
+        if was is None:
+            changes.append(f"step {name} is new ({step.tool}, {step.verdict})")
+            continue
+        if was.tool != step.tool:
+            changes.append(f"step {name}: tool {was.tool} → {step.tool}")
+        for key in sorted(was.params.keys() | step.params.keys()):
+            if was.params.get(key) != step.params.get(key):
+                changes.append(f"step {name}: {key} {was.params.get(key)!r} → {step.params.get(key)!r}")
+        if was.verdict != step.verdict:
+            changes.append(f"step {name}: {was.verdict} → {step.verdict} ({step.rule})")
+    if [s.name for s in old.steps if s.name in after] != [s.name for s in new.steps if s.name in before]:
+        changes.append("the steps run in another order")
+    return sorted(changes, key=lambda line: not line.startswith("risk"))
+
+
+class Replayer:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def replay(self, playbooks: PlaybookSet, tasks: list[Task], actor: str) -> list[ReplayResult]:
+        """Replay ``tasks`` of the playbooks in ``playbooks``; tasks of other playbooks are skipped."""
+        results = [await self._one(playbooks.get(task.playbook_id), playbooks, task)
+                   for task in tasks if task.playbook_id in playbooks.ids]
+        entry = AuditEntry(actor, "playbooks.replayed", None, {
+            "playbooks": {p: playbooks.get(p).version for p in playbooks.ids},
+            "tasks": [r.task_id for r in results], "changed": [r.task_id for r in results if r.changes or r.error]})
+
+        async def unit(t: TaskOps) -> None:
+            t.audit(entry)
+
+        await self.core.store.transact(unit)
+        return results
+
+    async def _one(self, playbook: Playbook, playbooks: PlaybookSet, task: Task) -> ReplayResult:
+        old = stored_proposal(task)
+        result = ReplayResult(task_id=task.id, playbook_id=playbook.id, old_version=task.playbook_version,
+                              new_version=playbook.version, old=old)
+        signals = await load_signals(self.core, task.id)
+        if signals and playbook.id not in {p.id for p in playbooks.match(signals[0])}:
+            result.triggered = False
+            result.changes = ["the new version would not trigger on this incident's alerts"]
+            return result
+        try:
+            result.new = await self._decide(playbook, task, signals, result)
+        except BotError as exc:
+            result.error = str(exc)
+            result.changes = [f"planning fails: {exc}"]
+            return result
+        result.changes = (compare(old, result.new) if result.condition_met
+                          else ["the condition is false for this incident: nothing would be proposed"])
+        if result.missing_evidence:
+            result.changes.insert(0, "evidence not recorded for this incident: " + ", ".join(result.missing_evidence))
+        return result
+
+    async def _decide(self, playbook: Playbook, task: Task, signals: list[Signal],
+                      result: ReplayResult) -> ReplayedProposal:
+        core = self.core
+        recorded = {s.name: s for s in await core.store.steps_of_task(task.id, "evidence")}  # the latest of each
+        evidence: dict[str, Any] = {}
+        for read in playbook.evidence:
+            step = recorded.get(read.name)
+            if step is None:
+                result.missing_evidence.append(read.name)
+                evidence[read.name] = {"ok": False, "error": NOT_RECORDED}
+            else:
+                evidence[read.name] = evidence_value({"result": step.result, "ok": step.state == "succeeded",
+                                                       "error": step.error})
+        context = template_context(core, task, signals, evidence)
+        result.condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
+        if not result.condition_met:
+            return ReplayedProposal(state="completed")
+        steps, risks = [], []
+        for step in playbook.steps:
+            params = render_params(step.params, context, where=f"steps.{step.name}.params")
+            category = effective_category(core, step.tool, params, step.category)
+            risk, decision = await core.assess(
+                playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
+                environment=task.environment, severity=task.severity, targets=task.signal_count,
+            )
+            risks.append(risk)
+            steps.append(ReplayedStep(name=step.name, tool=step.tool, category=category.value, params=params,
+                                      verdict=decision.verdict, rule=decision.rule))
+        overall = overall_risk(risks)
+        return ReplayedProposal(state=_planned_state(steps), risk_score=overall.score, risk_band=overall.band.value,
+                                steps=steps)
+
+
+def _planned_state(steps: list[ReplayedStep]) -> str:
+    """Where the planner would send the task (see ``Planner._save``)."""
+    writes = [s for s in steps if Category(s.category).writes]
+    if not writes:
+        return "completed"
+    if any(s.verdict == "deny" for s in writes):
+        return "escalated_to_human"
+    return "needs_approval" if steps[0].verdict == "needs_approval" else "executing"

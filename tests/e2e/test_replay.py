@@ -1,0 +1,103 @@
+"""Replay: a new version of a playbook against incidents its old version handled, through the
+real App and API. Replay must call no tool and change nothing but one audit record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError, UnknownTask
+from bot.identity import Actor
+from bot.tasks import TaskState
+from tests.harness import running_app, running_standin
+
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks" / "crash-loop.yaml"
+AUTHOR = Actor(id="author", display="Author", roles=frozenset({"operator"}), via="api")
+RUNNER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
+
+
+def version(text: str, **swaps: str) -> dict[str, str]:
+    """The shipped crash-loop playbook with some lines replaced, as ``ooda replay`` sends it."""
+    for old, new in swaps.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return {"crash-loop.yaml": text}
+
+
+@pytest.fixture
+async def env(tmp_path):
+    async with running_standin() as standin, running_app(tmp_path, standin) as app:
+        task = await app.commands.run_playbook("crash-loop", {"namespace": "shop", "deployment": "api"}, RUNNER)
+        await app.engine.wait_idle()
+        assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
+        yield app, standin, task.id
+
+
+async def replayed(app, files, **kwargs):
+    return await app.commands.replay(files, AUTHOR, **kwargs)
+
+
+async def test_the_same_version_replays_to_the_same_proposal_and_calls_no_tool(env):
+    app, standin, task_id = env
+    calls, steps = len(standin.calls), len(await app.store.steps_of_task(task_id))
+
+    [result] = await replayed(app, version(SHIPPED.read_text()))
+
+    assert (result.task_id, result.triggered, result.condition_met, result.error) == (task_id, True, True, None)
+    assert result.changes == [] and result.missing_evidence == []
+    assert [s.name for s in result.new.steps] == ["restart"] and result.new.state == "needs_approval"
+    assert result.new.steps[0].params == result.old.steps[0].params
+    assert len(standin.calls) == calls  # the recorded evidence stood in for the evidence call
+    assert len(await app.store.steps_of_task(task_id)) == steps
+    assert (await app.store.get_task(task_id)).state is TaskState.needs_approval
+    [record] = [json.loads(row[6]) async for row in app.store.audit_rows() if row[3] == "playbooks.replayed"]
+    assert record == {"playbooks": {"crash-loop": "1"}, "tasks": [task_id], "changed": []}
+
+
+async def test_a_changed_step_shows_as_a_diff_of_its_params(env):
+    app, _, _ = env
+    files = version(SHIPPED.read_text(), **{'version: "1"': 'version: "2"',
+                                            "/restart\"": "/restart?reason=crashloop\""})
+    [result] = await replayed(app, files)
+    assert (result.old_version, result.new_version) == ("1", "2")
+    [change] = result.changes
+    assert change.startswith("step restart: url ") and change.endswith("/restart?reason=crashloop'")
+
+
+async def test_a_new_evidence_step_is_reported_missing_and_seen_as_failed(env):
+    app, _, _ = env
+    files = version(SHIPPED.read_text(), **{
+        "steps:\n": "  - name: logs\n    tool: http.request\n    params: {method: GET, url: \"{{ vars.platform_api }}"
+                    "/logs\"}\ncondition: \"not evidence.logs.ok\"\nsteps:\n"})
+    [result] = await replayed(app, files)
+    assert result.missing_evidence == ["logs"] and result.condition_met is True
+    assert result.changes == ["evidence not recorded for this incident: logs"]
+
+
+async def test_a_condition_that_no_longer_holds_proposes_nothing(env):
+    app, _, _ = env
+    files = version(SHIPPED.read_text(), **{"steps:\n": "condition: \"evidence.events.status == 500\"\nsteps:\n"})
+    [result] = await replayed(app, files)
+    assert result.condition_met is False and result.new.state == "completed" and result.new.steps == []
+    assert result.changes == ["the condition is false for this incident: nothing would be proposed"]
+
+
+async def test_a_template_that_fails_on_a_past_incident_is_the_result_not_an_error(env):
+    app, _, _ = env
+    files = version(SHIPPED.read_text(), **{"/restart\"": "/restart/{{ evidence.events.nope.deeper }}\""})
+    [result] = await replayed(app, files)
+    assert result.error and "nope" in result.error and result.new is None
+    assert result.changes == [f"planning fails: {result.error}"]
+
+
+async def test_broken_playbooks_name_file_and_line_and_unknown_tasks_are_refused(env):
+    app, _, _ = env
+    with pytest.raises(ConfigError) as broken:
+        await replayed(app, version(SHIPPED.read_text(), **{"tool: http.request\n    description: Rolling":
+                                                             "tool: http.reqest\n    description: Rolling"}))
+    expected = "crash-loop.yaml:28: steps.0.tool: unknown tool 'http.reqest'"
+    assert any(p.startswith(expected) for p in broken.value.problems)
+    with pytest.raises(UnknownTask, match="no task 999"):
+        await replayed(app, version(SHIPPED.read_text()), task_ids=[999])
