@@ -74,8 +74,9 @@ class Core:
         )
 
     async def assess(self, playbook: Playbook, *, tool: str, category: Category, blast_radius: BlastRadius,
-                     environment: str, severity: str, targets: int) -> tuple[RiskScore, Decision]:
-        """Risk score and policy decision for one step, from what the store knows right now."""
+                     environment: str, severity: str, targets: int, counted: bool = True) -> tuple[RiskScore, Decision]:
+        """Risk score and policy decision for one step, from what the store knows right now.
+        ``counted=False``: a what-if (a replay), kept out of the decision metrics."""
         ctx = await self.policy_context(tool, playbook.id, environment)
         pb_runs, pb_failures = await self.store.playbook_runs_since(
             playbook.id, (ctx.now - FAILURE_WINDOW).isoformat()
@@ -92,7 +93,8 @@ class Core:
             tool=tool, category=category, playbook_id=playbook.id, playbook_autonomy_cap=playbook.autonomy_cap,
             risk=risk,
         ), ctx)
-        self.metrics.policy_decisions.labels(decision.verdict).inc()
+        if counted:
+            self.metrics.policy_decisions.labels(decision.verdict).inc()
         return risk, decision
 
     async def assess_step(self, task: Task, step: StepRecord) -> tuple[RiskScore, Decision]:

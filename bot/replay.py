@@ -171,7 +171,7 @@ class Replayer:
             category = effective_category(core, step.tool, params, step.category)
             risk, decision = await core.assess(
                 playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
-                environment=task.environment, severity=task.severity, targets=task.signal_count,
+                environment=task.environment, severity=task.severity, targets=task.signal_count, counted=False,
             )
             risks.append(risk)
             steps.append(ReplayedStep(name=step.name, tool=step.tool, category=category.value, params=params,

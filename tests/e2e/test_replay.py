@@ -35,6 +35,10 @@ async def env(tmp_path):
         yield app, standin, task.id
 
 
+def policy_decisions(metrics: bytes) -> list[str]:
+    return [line for line in metrics.decode().splitlines() if line.startswith("ooda_policy_decisions_total")]
+
+
 async def replayed(app, files, **kwargs):
     return await app.commands.replay(files, AUTHOR, **kwargs)
 
@@ -42,6 +46,7 @@ async def replayed(app, files, **kwargs):
 async def test_the_same_version_replays_to_the_same_proposal_and_calls_no_tool(env):
     app, standin, task_id = env
     calls, steps = len(standin.calls), len(await app.store.steps_of_task(task_id))
+    decisions = app.core.metrics.render()
 
     [result] = await replayed(app, version(SHIPPED.read_text()))
 
@@ -52,6 +57,7 @@ async def test_the_same_version_replays_to_the_same_proposal_and_calls_no_tool(e
     assert len(standin.calls) == calls  # the recorded evidence stood in for the evidence call
     assert len(await app.store.steps_of_task(task_id)) == steps
     assert (await app.store.get_task(task_id)).state is TaskState.needs_approval
+    assert policy_decisions(app.core.metrics.render()) == policy_decisions(decisions)  # a what-if is not counted
     [record] = [json.loads(row[6]) async for row in app.store.audit_rows() if row[3] == "playbooks.replayed"]
     assert record == {"playbooks": {"crash-loop": "1"}, "tasks": [task_id], "changed": []}
 
