@@ -85,13 +85,12 @@ def compare(old: ReplayedProposal | None, new: ReplayedProposal | None) -> list[
     """What differs, one line each, in the words an author reviews a change with."""
     if old is None or new is None:
         return [] if old is new else ["the old run was never planned" if old is None else "nothing would be proposed"]
-    changes = []
+    changes: list[str] = []
     if (old.risk_score, old.risk_band) != (new.risk_score, new.risk_band):
         changes.append(f"risk {old.risk_score} {old.risk_band} → {new.risk_score} {new.risk_band}")
     before = {s.name: s for s in old.steps}
     after = {s.name: s for s in new.steps}
-    for name in before.keys() - after.keys():
-        changes.append(f"step {name} is gone")
+    changes += [f"step {name} is gone" for name in before if name not in after]
     for name, step in after.items():
         was = before.get(name)
         if was is None:

@@ -10,6 +10,7 @@ import pytest
 
 from bot.errors import ConfigError, UnknownTask
 from bot.identity import Actor
+from bot.replay import ReplayedProposal, ReplayedStep, compare
 from bot.tasks import TaskState
 from tests.harness import running_app, running_standin
 
@@ -107,3 +108,22 @@ async def test_broken_playbooks_name_file_and_line_and_unknown_tasks_are_refused
     assert any(p.startswith(expected) for p in broken.value.problems)
     with pytest.raises(UnknownTask, match="no task 999"):
         await replayed(app, version(SHIPPED.read_text()), task_ids=[999])
+
+
+def test_compare_names_each_difference_once_and_risk_first():
+    def step(name: str, **kw) -> ReplayedStep:
+        return ReplayedStep(**{"name": name, "tool": "http.request", "category": "write_irreversible",
+                               "params": {"url": "u"}, "verdict": "needs_approval", **kw})
+
+    old = ReplayedProposal(risk_score=40, risk_band="medium", steps=[step("a"), step("b"), step("c")])
+    new = ReplayedProposal(risk_score=70, risk_band="high", steps=[
+        step("c"), step("a", params={"url": "v"}, verdict="deny", rule="tier4-prod"), step("d")])
+    assert compare(old, new) == [
+        "risk 40 medium → 70 high",
+        "step b is gone",
+        "step a: url 'u' → 'v'",
+        "step a: needs_approval → deny (tier4-prod)",
+        "step d is new (http.request, needs_approval)",
+        "the steps run in another order",
+    ]
+    assert compare(old, old) == []
