@@ -33,7 +33,7 @@ from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
 from bot.replay import Replayer, ReplayResult
 from bot.store import TaskOps
-from bot.tasks import Task, TaskState
+from bot.tasks import ATTENTION_STATES, Task, TaskState
 
 if TYPE_CHECKING:
     from bot.approvals import Approvals
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RESUME_ROLES = frozenset({"admin", "operator"})
+SCHEDULER = "scheduler"  # the requester of scheduled checks
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -194,6 +195,31 @@ class Commands:
             )
 
         task = await self.core.store.transact(unit)
+        await self.engine.submit(task.id)
+        return task
+
+    async def run_scheduled(self, playbook_id: str, index: int) -> Task | None:
+        """One tick of the playbook's ``schedules[index]``: a run as ``ooda run`` would start it,
+        requested by the scheduler. None when skipped because the previous run of the same args
+        is still open (or waits for a person), so ticks do not pile up proposals."""
+        playbook = self.core.playbooks.get(playbook_id)
+        resolved = playbook.resolve_args(playbook.schedules[index].args)
+        key = f"{playbook.group_key(resolved)}#scheduled"
+
+        async def unit(t: TaskOps) -> Task | None:
+            latest = await t.latest_task_for_group(key)
+            if latest is not None and latest[0].state in ATTENTION_STATES:
+                return None
+            return await t.create_task(
+                playbook_id=playbook.id, playbook_version=playbook.version, group_key=key,
+                title=f"{playbook.id} scheduled check", environment=resolved.get("env", self.core.environment),
+                severity="info", requester=SCHEDULER, args=resolved, signal_ids=[], last_signal_at=None,
+            )
+
+        task = await self.core.store.transact(unit)
+        if task is None:
+            log.info("schedule.skipped", playbook=playbook_id, schedule=index, reason="the previous run is still open")
+            return None
         await self.engine.submit(task.id)
         return task
 

@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from bot import matching
 from bot.autonomy import Autonomy, AutonomyLevel
+from bot.cron import cron_trigger
 from bot.errors import ConfigError, UserError
 from bot.playbook_checks import static_problems
 from bot.proposals import Category, ParamBound
@@ -119,6 +129,30 @@ class StepCallSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class Schedule(_Strict):
+    """A scheduled check: the playbook runs on a clock, as ``ooda run`` would with these args.
+
+    A run is skipped while the previous run of the same args is still open, so a slow approval
+    does not pile up one proposal per tick.
+    """
+
+    cron: str  # minute hour day month weekday, as in crontab
+    timezone: str = "UTC"
+    args: dict[str, Text] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        cron_trigger(value)  # the time zone is checked on its own field
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        cron_trigger("* * * * *", value)
+        return value
+
+
 class Step(_Strict):
     """A step that may change something. Steps run in order."""
 
@@ -129,7 +163,8 @@ class Step(_Strict):
     category: Category | None = None  # None: the tool decides (Tool.category_of)
     # Assume a whole service is affected unless the author says it is narrower.
     blast_radius: BlastRadius = BlastRadius.service
-    # Top-level params an approver may change, with bounds (checked in bot/approvals.py).
+    # Params an approver may change, with bounds (checked in bot/approvals.py); a dotted key
+    # reaches inside a param (bot/param_paths.py).
     editable: dict[str, ParamBound] = Field(default_factory=dict)
     rollback: StepCallSpec | None = None  # tools that know their own rollback (flags.set) need none
     timeout_s: float = Field(default=30, gt=0, le=3600)
@@ -161,6 +196,7 @@ class Playbook(_Strict):
     verify: Verify | None = None
     autonomy_cap: AutonomyLevel = Autonomy.L2
     routing: dict[str, str] = Field(default_factory=dict)
+    schedules: list[Schedule] = Field(default_factory=list)
 
     _source: str = PrivateAttr(default="")
 
@@ -341,6 +377,12 @@ def _validate(
     except ValidationError as exc:
         for line in doc.problems(exc):
             problems.append((_line_number(line, doc), line))
+    for i, schedule in enumerate(playbook.schedules if playbook else []):
+        try:
+            playbook.resolve_args(schedule.args)
+        except UserError as exc:
+            line = doc.line_of(("schedules", i, "args"))
+            problems.append((line, f"{doc.path}:{line}: schedules.{i}.args: {exc}"))
     for loc, message in static_problems(doc.data, known_tools):
         field = ".".join(str(p) for p in loc)
         line = doc.line_of(loc)

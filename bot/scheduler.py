@@ -8,18 +8,21 @@ in the scheduler's context, not in the context of whoever scheduled them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.commands import Commands
 from bot.core import Core
+from bot.cron import cron_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
@@ -69,8 +72,22 @@ class Scheduler:
                       replace_existing=True, misfire_grace_time=30)
         sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
                       replace_existing=True, misfire_grace_time=600)
+        for playbook_id in self.core.playbooks.ids:
+            for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
+                name = f"check:{playbook_id}:{i}"
+                # A tick missed by more than 5 minutes (the process was down) is skipped, not run late.
+                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i)),
+                              cron_trigger(schedule.cron, schedule.timezone), id=name, replace_existing=True,
+                              misfire_grace_time=300, coalesce=True, max_instances=1)
         sched.start()
         self._scheduler = sched
+
+    def job(self, job_id: str) -> Job:
+        """A started job by id: ``digest``, ``expire``, ``check:<playbook>:<n>`` for scheduled checks."""
+        job = self._scheduler.get_job(job_id) if self._scheduler is not None else None
+        if job is None:
+            raise KeyError(f"no scheduled job {job_id!r}")
+        return job
 
     def stop(self) -> None:
         if self._scheduler is not None:

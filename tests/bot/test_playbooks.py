@@ -298,6 +298,37 @@ steps:
     assert playbook.steps[0].editable["json.replicas"].max == 10
 
 
+def test_schedules_are_checked_at_load_with_the_line_of_each_mistake(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.yaml", """\
+id: p
+args:
+  service: {required: true, pattern: "[a-z-]+"}
+schedules:
+  - cron: "*/15 * * *"
+    args: {service: web}
+  - cron: "0 9 * * 1-5"
+    timezone: Mars/Olympus
+    args: {service: web}
+  - cron: "0 9 * * 8"
+    args: {service: web}
+""")
+    args = write(tmp_path, "q.yaml", """\
+id: q
+args:
+  service: {required: true, pattern: "[a-z-]+"}
+schedules:
+  - cron: "0 * * * *"
+    args: {servise: web}
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_playbook_files([path, args], TOOLS)
+    text = "\n".join(caught.value.problems)
+    assert f"{path}:5: schedules.0.cron: Value error, cron '*/15 * * *' has 4 fields; write five" in text, text
+    assert f"{path}:8: schedules.1.timezone: Value error, unknown time zone 'Mars/Olympus'" in text, text
+    assert f"{path}:10: schedules.2.cron: Value error, cron '0 9 * * 8' is not valid: '8' is not a weekday" in text
+    assert f"{args}:6: schedules.0.args: cannot run playbook 'q': unknown argument(s) servise" in text, text
+
+
 def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_playbooks(tmp_path / "nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import structlog
@@ -14,6 +15,7 @@ from bot.scheduler import digest_trigger
 from bot.tasks import TaskState
 from tests.harness import ENV, running_app, running_standin
 
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
 APPROVER = Actor(id="lead", display="Lead", roles=frozenset({"sre-lead", "oncall"}), via="api")
 
@@ -125,3 +127,40 @@ async def test_the_logged_audit_head_is_one_the_chain_verifies_against(tmp_path)
         rows = [row async for row in app.store.audit_rows()]
         result = verify_chain(rows, ENV["OODA_AUDIT_HMAC_KEY"].encode(), parse_head(line["head"]))
         assert result.ok and result.head_seq == line["seq"] == len(rows)
+
+
+SCHEDULED = """
+schedules:
+  - cron: "*/15 8-17 * * 1-5"
+    timezone: Europe/Berlin
+    args: {namespace: shop, deployment: api}
+"""
+
+
+def scheduled_playbooks(tmp_path) -> str:
+    """The shipped playbooks, with crash-loop also run as a scheduled check on weekdays."""
+    folder = tmp_path / "scheduled-playbooks"
+    folder.mkdir()
+    for source in SHIPPED.glob("*.yaml"):
+        text = source.read_text()
+        (folder / source.name).write_text(text + SCHEDULED if source.name == "crash-loop.yaml" else text)
+    return str(folder)
+
+
+async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
+    overrides = {"playbooks_dir": scheduled_playbooks(tmp_path)}
+    async with running_standin() as standin, running_app(tmp_path, standin, overrides) as app:
+        job = app.scheduler.job("check:crash-loop:0")
+        sunday_noon = datetime(2026, 11, 22, 11, 0, tzinfo=UTC)  # 12:00 in Berlin, a Sunday
+        # Cron's weekdays: 1-5 is Monday to Friday (APScheduler alone would read it as Tuesday to Saturday).
+        assert job.trigger.get_next_fire_time(None, sunday_noon) == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+
+        first = await app.commands.run_scheduled("crash-loop", 0)
+        await app.engine.wait_idle()
+        assert (first.requester, first.args) == ("scheduler", {"namespace": "shop", "deployment": "api"})
+        assert (await app.store.get_task(first.id)).state is TaskState.needs_approval
+
+        assert await app.commands.run_scheduled("crash-loop", 0) is None  # the last one still waits
+        await app.commands.reject(first.id, APPROVER, "not now")
+        second = await app.commands.run_scheduled("crash-loop", 0)
+        assert second is not None and second.id != first.id
