@@ -375,20 +375,28 @@ def _validate(
     try:
         playbook = Playbook.model_validate(doc.data)
     except ValidationError as exc:
-        for line in doc.problems(exc):
-            problems.append((_line_number(line, doc), line))
-    for i, schedule in enumerate(playbook.schedules if playbook else []):
-        try:
-            playbook.resolve_args(schedule.args)
-        except UserError as exc:
-            line = doc.line_of(("schedules", i, "args"))
-            problems.append((line, f"{doc.path}:{line}: schedules.{i}.args: {exc}"))
+        for text in doc.problems(exc):
+            problems.append((_line_number(text, doc), text))
+    if playbook is not None:
+        problems += _schedule_arg_problems(playbook, doc)
     for loc, message in static_problems(doc.data, known_tools):
         field = ".".join(str(p) for p in loc)
         line = doc.line_of(loc)
         problems.append((line, f"{doc.path}:{line}: {field}: {message}"))
     problems.sort(key=lambda item: item[0])
-    return (playbook if not problems else None), [text for _, text in problems]
+    return (playbook if not problems else None), [message for _, message in problems]
+
+
+def _schedule_arg_problems(playbook: Playbook, doc: YamlDocument) -> list[tuple[int, str]]:
+    """Each schedule's args checked as a manual run's would be: a typo fails at load, not at 3 am."""
+    problems = []
+    for i, schedule in enumerate(playbook.schedules):
+        try:
+            playbook.resolve_args(schedule.args)
+        except UserError as exc:
+            line = doc.line_of(("schedules", i, "args"))
+            problems.append((line, f"{doc.path}:{line}: schedules.{i}.args: {exc}"))
+    return problems
 
 
 def _line_number(problem: str, doc: YamlDocument) -> int:

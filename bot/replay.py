@@ -153,13 +153,13 @@ class Replayer:
         recorded = {s.name: s for s in await core.store.steps_of_task(task.id, "evidence")}  # the latest of each
         evidence: dict[str, Any] = {}
         for read in playbook.evidence:
-            step = recorded.get(read.name)
-            if step is None:
+            old_read = recorded.get(read.name)
+            if old_read is None:
                 result.missing_evidence.append(read.name)
                 evidence[read.name] = {"ok": False, "error": NOT_RECORDED}
             else:
-                evidence[read.name] = evidence_value({"result": step.result, "ok": step.state == "succeeded",
-                                                       "error": step.error})
+                evidence[read.name] = evidence_value({"result": old_read.result, "ok": old_read.state == "succeeded",
+                                                       "error": old_read.error})
         context = template_context(core, task, signals, evidence)
         result.condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
         if not result.condition_met:
