@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 import structlog
@@ -127,8 +128,8 @@ class Notifier:
                 except (BotError, OSError, TimeoutError) as exc:
                     self.core.metrics.chat_deliveries.labels(surface.name, "failed").inc()
                     log.warning("chat.delivery_failed", surface=surface.name, task_id=task_id, error=str(exc))
-                    await self.core.store.transact(
-                        lambda t, s=surface.name, e=str(exc): t.add_outbox(task_id, s, note, e))
+                    await self.core.store.transact(functools.partial(
+                        _add_outbox, task_id=task_id, surface=surface.name, note=note, error=str(exc)))
             if changed:
                 await self.core.store.transact(lambda t: t.save_messages(task_id, messages))
 
@@ -152,3 +153,7 @@ class Notifier:
             await t.remove_outbox(outbox_id)
 
         await self.core.store.transact(unit)
+
+
+async def _add_outbox(t: TaskOps, *, task_id: int, surface: str, note: str | None, error: str) -> None:
+    await t.add_outbox(task_id, surface, note, error)

@@ -40,8 +40,8 @@ class _StaticChecks:
         self.data = data
         self.known_tools = known_tools
         self.problems: list[tuple[Loc, str]] = []
-        self.evidence_names = {
-            s.get("name") for s in _list(data.get("evidence")) if isinstance(s, dict) and isinstance(s.get("name"), str)
+        self.evidence_names: set[str] = {
+            name for s in _list(data.get("evidence")) if isinstance(s, dict) and isinstance(name := s.get("name"), str)
         }
         args = data.get("args")
         self.arg_names = set(args) if isinstance(args, dict) else set()

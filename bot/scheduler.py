@@ -26,7 +26,7 @@ from bot.cron import cron_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
-from bot.tasks import TaskState
+from bot.tasks import Task, TaskState
 
 log = structlog.get_logger(__name__)
 
@@ -156,11 +156,14 @@ class Scheduler:
             if now - task.updated_at < limit:
                 continue
             try:
-                await self.core.store.transact(
-                    lambda t, task_id=task.id: t.set_state(task_id, TaskState.needs_approval, TaskState.cancelled,
-                                                           actor="scheduler", reason=reason, outcome=reason))
+                await self.core.store.transact(functools.partial(_expire, task_id=task.id, reason=reason))
             except Exception:
                 log.exception("expire.failed", task_id=task.id)
                 continue
             expired.append(task.id)
         return expired
+
+
+async def _expire(t: TaskOps, *, task_id: int, reason: str) -> Task:
+    return await t.set_state(task_id, TaskState.needs_approval, TaskState.cancelled, actor="scheduler",
+                             reason=reason, outcome=reason)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
-from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, current_correlation_id
+from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, AuditRecord, current_correlation_id
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, Event, EventBus
 from bot.jsoncodec import dumps
@@ -89,7 +89,7 @@ class Tx:
     # fetch, close the cursor): every hop inside a transaction holds up the whole batch.
     async def fetchone(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
         """The first row or None; for queries that select one row (by key or with LIMIT 1)."""
-        rows = await self.conn.execute_fetchall(sql, params)
+        rows = list(await self.conn.execute_fetchall(sql, params))
         return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
@@ -180,7 +180,10 @@ class GroupCommitWriter:
         seq_state = self._signal_seq
         results: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}
-        records, events, signal_rows, stored = [], [], [], []
+        records: list[AuditRecord] = []
+        events: list[tuple[Event, str | None]] = []
+        signal_rows: list[list[Any]] = []
+        stored: list[tuple[int, Any]] = []
         try:
             # On aiosqlite's thread: waiting for the write lock must not hold up the event loop.
             await self._conn.execute("BEGIN IMMEDIATE")

@@ -149,9 +149,9 @@ def references(source: str, *, expression: bool = False) -> dict[str, set[str]]:
             isinstance(item.node, nodes.Name)
             and item.node.name in refs
             and isinstance(item.arg, nodes.Const)
-            and isinstance(item.arg.value, str)
+            and isinstance(key := item.arg.value, str)
         ):
-            refs[item.node.name].add(item.arg.value)
+            refs[item.node.name].add(key)
     return refs
 
 

@@ -77,7 +77,8 @@ class OodaClient(discord.Client):
         intents.guilds = True
         super().__init__(
             intents=intents,
-            application_id=int(config.application_id) if config.application_id else None,
+            # None is allowed (discord.py then learns the id at login); its annotation says int.
+            application_id=int(config.application_id) if config.application_id else None,  # type: ignore[arg-type]
             guild_ready_timeout=config.guild_ready_timeout_s,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -44,7 +44,7 @@ class FormModal(discord.ui.Modal):
 
     def add_input(self, key: str, label: str, *, description: str | None = None, default: str | None = None,
                   placeholder: str | None = None, long: bool = False, required: bool = True) -> None:
-        text = discord.ui.TextInput(
+        text: discord.ui.TextInput[Any] = discord.ui.TextInput(
             custom_id=key,
             style=discord.TextStyle.paragraph if long else discord.TextStyle.short,
             default=default,

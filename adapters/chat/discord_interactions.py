@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -184,7 +184,7 @@ class Interactions:
 
     async def on_modal(self, interaction: discord.Interaction) -> None:
         """Every ``ooda:modal:*`` submit; others (not ours) are left alone."""
-        data = interaction.data or {}
+        data: Mapping[str, Any] = interaction.data or {}
         match = discord_forms.MODAL_ID_PATTERN.fullmatch(str(data.get("custom_id", "")))
         if match is None:
             return

@@ -236,6 +236,8 @@ class SlackSurface:
                 try:
                     response = await self.client.usergroups_list(include_users=True)
                     membership: dict[str, list[str]] = {}
+                    group: dict[str, Any]
+                    member: str
                     for group in response.get("usergroups", []):
                         for member in group.get("users", []):
                             membership.setdefault(member, []).append(group["id"])
