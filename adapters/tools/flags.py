@@ -22,11 +22,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
 import structlog
+import yarl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.tools.http_client import TRANSPORT_ERRORS, ToolSession, describe
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.jsoncodec import loads
 from bot.ports import StepCall
 from bot.proposals import Category
 from bot.redaction import redact_text, register_secret
@@ -108,28 +110,30 @@ class UnleashAdmin:
             raise ConfigError(f"tools.flags.token_env names {config.token_env}, but it is not set; export it")
         register_secret(token)
         self.config = config
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers={"Authorization": token, "Accept": "application/json"},
-            timeout=httpx.Timeout(config.timeout_s),
-            trust_env=False,
-        )
+        self._base = config.base_url.rstrip("/")
+        self._http = ToolSession(config.timeout_s, headers={"Authorization": token, "Accept": "application/json"})
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def _env_path(self, flag: str) -> str:
         project = quote(self.config.project, safe="")
         return f"/api/admin/projects/{project}/features/{flag}/environments/{quote(self.config.environment, safe='')}"
 
-    async def _request(self, method: str, path: str, flag: str, json: Any = None) -> httpx.Response:
+    async def _request(self, method: str, path: str, flag: str, json: Any = None) -> Any:
+        """The answer's JSON (None when it has no body)."""
         try:
-            response = await self._client.request(method, path, json=json)
-        except httpx.TransportError as exc:
-            raise RetryableToolError(f"Unleash at {self.config.base_url} unreachable: {type(exc).__name__}") from exc
-        status = response.status_code
+            # encoded=True: path segments are quoted here already (``quote``), not to be requoted.
+            async with self._http.session.request(method, yarl.URL(self._base + path, encoded=True), json=json,
+                                                  allow_redirects=False) as response:
+                status, text = response.status, await response.text()
+        except TRANSPORT_ERRORS as exc:
+            raise RetryableToolError(f"Unleash at {self.config.base_url} unreachable: {describe(exc)}") from exc
         if status < 400:
-            return response
+            try:
+                return loads(text) if text.strip() else None
+            except ValueError:
+                raise ToolError(f"Unleash {method} {path} answered {status} with a body that is not JSON") from None
         if status in (401, 403):
             raise ToolError(
                 f"Unleash refused the token from {self.config.token_env} (HTTP {status}); "
@@ -140,15 +144,16 @@ class UnleashAdmin:
                 f"flag {flag!r} not found in Unleash project {self.config.project!r} "
                 f"(or environment {self.config.environment!r} is not enabled there)"
             )
-        detail = redact_text(response.text[:300])
+        detail = redact_text(text[:300])
         if status >= 500 or status == 429:
             raise RetryableToolError(f"Unleash {method} {path} returned {status}: {detail}")
         raise ToolError(f"Unleash {method} {path} returned {status}: {detail}")
 
     async def read(self, flag: str) -> FlagState:
         project = quote(self.config.project, safe="")
-        response = await self._request("GET", f"/api/admin/projects/{project}/features/{flag}", flag)
-        feature = response.json()
+        feature = await self._request("GET", f"/api/admin/projects/{project}/features/{flag}", flag)
+        if not isinstance(feature, dict):
+            raise ToolError(f"Unleash answered a read of flag {flag!r} with no feature")
         for env in feature.get("environments") or []:
             if env.get("name") == self.config.environment:
                 return state_from_environment(env)
@@ -172,7 +177,7 @@ class UnleashAdmin:
         if strategy_id is not None:
             await self._request("PUT", f"{path}/{quote(strategy_id, safe='')}", flag, json=body)
             return None
-        added = (await self._request("POST", path, flag, json=body)).json()
+        added = await self._request("POST", path, flag, json=body)
         if not isinstance(added, dict) or not isinstance(added.get("id"), str):
             raise ToolError(f"Unleash added a strategy to {flag!r} but did not return its id; undo cannot remove it")
         return added["id"]

@@ -11,10 +11,13 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+import aiohttp
 import httpx
 import structlog
+import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adapters.tools.http_client import TRANSPORT_ERRORS, ToolSession, describe
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.ports import StepCall
 from bot.proposals import Category
@@ -128,12 +131,10 @@ class HttpTool:
                 )
             register_secret(value)
             self._auth[host.lower()] = value
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout_s), follow_redirects=False, trust_env=False
-        )
+        self._http = ToolSession(config.timeout_s)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def category_of(self, params: HttpParams) -> Category:
         return Category.read if params.method in {"GET", "HEAD"} else self.category
@@ -162,15 +163,17 @@ class HttpTool:
 
         started = time.monotonic()
         try:
-            async with self._client.stream(params.method, url, headers=headers, json=params.body) as response:
+            # encoded=True: the URL exactly as validated and allowlisted, not normalised again.
+            async with self._http.session.request(params.method, yarl.URL(str(url), encoded=True), headers=headers,
+                                                  json=params.body, allow_redirects=False) as response:
                 body, truncated = await self._read_capped(response)
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             # Connection refused, reset, read timeout: worth retrying for idempotent callers.
-            raise RetryableToolError(f"{params.method} {key} failed: {type(exc).__name__}") from exc
+            raise RetryableToolError(f"{params.method} {key} failed: {describe(exc)}") from exc
         duration_ms = int((time.monotonic() - started) * 1000)
 
-        text = redact_text(decode_body(body, response.charset_encoding))
-        status = response.status_code
+        text = redact_text(decode_body(body, response.charset))
+        status = response.status
         log.info("http.response", host=key, method=params.method, status=status, duration_ms=duration_ms)
         excerpt = text[:300]
         if status >= 500 or status == 429:
@@ -184,11 +187,11 @@ class HttpTool:
         kept = {name: response.headers[name] for name in _KEPT_RESPONSE_HEADERS if name in response.headers}
         return HttpResult(status=status, headers=kept, body=text, truncated=truncated, duration_ms=duration_ms)
 
-    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         limit = self.config.max_response_bytes
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_chunked(64 * 1024):
             if size + len(chunk) > limit:
                 chunks.append(chunk[: limit - size])
                 return b"".join(chunks), True  # stop reading: the rest is never buffered

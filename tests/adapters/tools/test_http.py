@@ -144,7 +144,7 @@ async def test_connection_refused_is_retryable(make_tool):
     await runner.cleanup()
     tool = make_tool(allow_hosts=[f"127.0.0.1:{port}"])
 
-    with pytest.raises(RetryableToolError, match="ConnectError"):
+    with pytest.raises(RetryableToolError, match="could not connect"):
         await tool.run(HttpParams(url=f"http://127.0.0.1:{port}/"), dry_run=False)
 
 
