@@ -358,6 +358,8 @@ def _print_status(args: argparse.Namespace, data: dict[str, Any]) -> None:
           f"open tasks: {data['open_tasks']} ({data['needs_approval']} need approval)")
     for failure in data.get("recent_failures", []):
         print(f"  recent failure: {failure}")
+    for check in data.get("scheduled_checks", []):
+        print(f"  scheduled check: {check}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from bot import events as ev
 from bot.audit import AuditEntry
 from bot.core import KILL_SWITCH_KEY, Core
+from bot.cron import cron_trigger
 from bot.digest import build_digest
 from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
@@ -83,6 +84,7 @@ class Status(BaseModel):
     open_tasks: int
     needs_approval: int
     recent_failures: list[str] = []
+    scheduled_checks: list[str] = []  # "disk-pressure (*/30 8-18 * * 1-5 Europe/Berlin): next 2026-…"
 
 
 class Commands:
@@ -260,7 +262,18 @@ class Commands:
             environment=self.core.environment, autonomy_cap=str(auto.level),
             open_tasks=len(open_tasks), needs_approval=sum(t.state is TaskState.needs_approval for t in open_tasks),
             recent_failures=[f"#{t.id} {t.playbook_id}: {t.outcome or t.state.value}" for t in failed[-5:]],
+            scheduled_checks=self._scheduled_checks(),
         )
+
+    def _scheduled_checks(self) -> list[str]:
+        now, checks = self.core.clock(), []
+        for playbook_id in self.core.playbooks.ids:
+            for schedule in self.core.playbooks.get(playbook_id).schedules:
+                upcoming = cron_trigger(schedule.cron, schedule.timezone).get_next_fire_time(None, now)
+                when = upcoming.isoformat(timespec="minutes") if upcoming else "never"
+                run = " ".join([playbook_id, *(f"{k}={v}" for k, v in schedule.args.items())])
+                checks.append(f"{run} ({schedule.cron} {schedule.timezone}): next {when}")
+        return checks
 
     async def list_tasks(self, *, open_only: bool = True, limit: int = 20) -> list[Task]:
         return await self.core.store.list_tasks(open_only=open_only, limit=limit)

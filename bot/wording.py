@@ -212,6 +212,9 @@ def status_text(status: Status) -> str:
         lines += [f"  {neutralize_mentions(f)}" for f in status.recent_failures[:10]]
     else:
         lines.append("No recent failures.")
+    if status.scheduled_checks:
+        lines.append("Scheduled checks:")
+        lines += [f"  {neutralize_mentions(c)}" for c in status.scheduled_checks[:10]]
     return "\n".join(lines)
 
 

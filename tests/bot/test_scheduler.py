@@ -155,6 +155,9 @@ async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
         # Cron's weekdays: 1-5 is Monday to Friday (APScheduler alone would read it as Tuesday to Saturday).
         assert job.trigger.get_next_fire_time(None, sunday_noon) == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
+        [listed] = (await app.commands.status()).scheduled_checks
+        assert listed.startswith("crash-loop namespace=shop deployment=api (*/15 8-17 * * 1-5 Europe/Berlin): next ")
+
         first = await app.commands.run_scheduled("crash-loop", 0)
         await app.engine.wait_idle()
         assert (first.requester, first.args) == ("scheduler", {"namespace": "shop", "deployment": "api"})

@@ -88,6 +88,11 @@ def test_status_text_shows_kill_switch_and_failures():
     assert "autonomy cap L2" in text
     assert "Open tasks: 3 (1 waiting for approval)" in text
     assert "#3 timeout" in text
+    assert "Scheduled checks" not in text
+
+    s.scheduled_checks = ["disk-pressure (0 * * * * UTC): next 2026-11-23T10:00+00:00"]
+    assert wording.status_text(s).endswith(
+        "Scheduled checks:\n  disk-pressure (0 * * * * UTC): next 2026-11-23T10:00+00:00")
 
 
 def test_help_lists_every_subcommand_and_suggests():
