@@ -37,6 +37,9 @@ class StoreConfig(_Strict):
     # SQLite's page cache per connection. Each new alert lands at a random place in the index of
     # signal ids; once that index outgrows the cache, most inserts first read a page back in.
     cache_mib: int = Field(16, ge=1, le=4096)
+    # Signals that never joined a task are deleted this many days after their last delivery
+    # (null: kept forever). Tasks keep their signals, and the audit trail is never trimmed.
+    retention_days: int | None = Field(30, ge=1)
 
 
 class AuditConfig(_Strict):

@@ -72,6 +72,9 @@ class Scheduler:
                       replace_existing=True, misfire_grace_time=30)
         sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
                       replace_existing=True, misfire_grace_time=600)
+        if s.store.retention_days is not None:
+            sched.add_job(_job("retention", self.purge_signals), IntervalTrigger(hours=1), id="retention",
+                          replace_existing=True, misfire_grace_time=3600, coalesce=True)
         for playbook_id in self.core.playbooks.ids:
             for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
                 name = f"check:{playbook_id}:{i}"
@@ -101,6 +104,17 @@ class Scheduler:
         # ``head`` in the form ``ooda audit verify --expect-head`` takes.
         log.info("audit.head", seq=seq, hash=digest, head=f"{seq}:{digest}")
         return seq, digest
+
+    async def purge_signals(self) -> int:
+        """Apply ``store.retention_days`` to signals that never joined a task."""
+        days = self.core.settings.store.retention_days
+        if days is None:
+            return 0
+        before = self.core.clock() - timedelta(days=days)
+        count = await self.core.store.purge_signals(before.isoformat())
+        if count:
+            log.info("retention.signals_purged", count=count, delivered_before=before.isoformat())
+        return count
 
     async def send_digest(self) -> bool:
         """Post the digest once per day; returns False when today's was already sent."""

@@ -7,6 +7,7 @@ beside the writer). Migrations run at open. This is the default implementation o
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -206,6 +207,26 @@ class SqliteStore:
         await self.writer.upsert_signals([to_signal_row(s, received) for s in signals], audit, signals)
         return [s.id for s in signals]
 
+    async def purge_signals(self, before: str, page: int = 5000) -> int:
+        """Delete signals that joined no task and were last delivered before ``before`` (ISO);
+        returns how many. A delivery gives its signal the next seq and ``updated_at`` alike, so
+        walking the seq index from the start visits signals oldest first and stops at the first
+        one delivered after the cutoff, without scanning the table. Each page of deletions is its
+        own short transaction, so intake is held up for a page at a time, not for the whole purge.
+        """
+        deleted, after = 0, 0
+        while True:
+            rows = await self._all("SELECT seq, updated_at FROM signals WHERE seq > ? ORDER BY seq LIMIT ?",
+                                   (after, page))
+            old = [seq for seq, updated_at in rows if updated_at < before]
+            if old:
+                deleted += await self.writer.transact(functools.partial(
+                    _delete_unused_signals, first=old[0], last=old[-1], before=before))
+            if not rows or len(old) < len(rows):
+                break  # the rest was delivered after the cutoff
+            after = rows[-1][0]
+        return deleted
+
     async def task_ids_of_signals(self, signal_ids: list[str]) -> dict[str, int | None]:
         """The task each stored signal belongs to (None: not in a task yet)."""
         found: dict[str, int | None] = {}
@@ -390,3 +411,12 @@ def _split_sql(script: str) -> list[str]:
     if current:
         statements.append("\n".join(current))
     return statements
+
+
+async def _delete_unused_signals(tx: Tx, *, first: int, last: int, before: str) -> int:
+    cursor = await tx.execute(
+        "DELETE FROM signals WHERE seq BETWEEN ? AND ? AND task_id IS NULL AND updated_at < ?", (first, last, before))
+    count = cursor.rowcount
+    if count:
+        tx.audit(AuditEntry("system", "signals.purged", None, {"count": count, "delivered_before": before}))
+    return count

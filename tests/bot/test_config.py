@@ -79,6 +79,8 @@ BROKEN = [
     pytest.param("  local: {enabled: true}", "  local: {enabled: true}\n  slack:\n    send_interval_s: -1\n"
                  "    default_channel: '#ops'", "    send_interval_s:", "chat.slack.send_interval_s",
                  "greater than or equal to 0", id="slack-section-bad-value"),
+    pytest.param("  retention_days: 30 ", "  retention_days: 0 ", "  retention_days:", "store.retention_days",
+                 "greater than or equal to 1", id="retention-of-zero-days"),
     pytest.param("  level: info", "  level: loud", "  level: loud", "log.level", "loud", id="bad-log-level"),
     pytest.param("  at: \"09:00\"", "  at: \"9 am\"", "  at: \"9 am\"", "digest.at", "pattern", id="bad-digest-time"),
 ]

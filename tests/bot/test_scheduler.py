@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.audit import parse_head, verify_chain
+from bot.audit import AuditEntry, parse_head, verify_chain
 from bot.errors import Conflict
 from bot.identity import Actor
 from bot.scheduler import digest_trigger
+from bot.signals import Signal, SignalStatus
 from bot.tasks import TaskState
 from tests.harness import ENV, running_app, running_standin
 
@@ -167,3 +168,19 @@ async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
         await app.commands.reject(first.id, APPROVER, "not now")
         second = await app.commands.run_scheduled("crash-loop", 0)
         assert second is not None and second.id != first.id
+
+
+async def test_signals_of_no_task_are_purged_after_the_retention_period(tmp_path):
+    clock = Clock()
+    async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
+        noise = Signal(source="alertmanager", fingerprint="f-1", status=SignalStatus.firing,
+                       labels={"alertname": "NobodyWroteAPlaybook"})
+        await app.store.ingest_signals([noise], AuditEntry("source:alertmanager", "signals.received", None, {}))
+        await app.engine.wait_idle()
+
+        clock.offset = timedelta(days=29)  # the example config keeps them 30 days
+        assert await app.scheduler.purge_signals() == 0
+        clock.offset = timedelta(days=30, minutes=1)
+        assert await app.scheduler.purge_signals() == 1
+        assert await app.store.signal_count() == 0
+        assert app.scheduler.job("retention").trigger.interval == timedelta(hours=1)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiosqlite
 import pytest
@@ -269,3 +271,20 @@ async def test_new_stores_get_large_pages_and_an_existing_store_keeps_its_own(tm
         assert await audit_ok(reopened) == 1
     finally:
         await reopened.close()
+
+
+async def test_purge_deletes_old_signals_of_no_task_page_by_page_and_keeps_the_rest(store):
+    await store.ingest_signals([signal(n) for n in range(1, 6)], received(n=5))
+    in_task = await store.transact(lambda t: t.create_task(
+        playbook_id="p", playbook_version="1", group_key="p:n=1", title="one", environment="dev", severity="info",
+        requester="test", args={}, signal_ids=[signal(1).id], last_signal_at=None))
+    cutoff = datetime.now(UTC).isoformat()
+    await store.ingest_signals([signal(2), signal(6)], received(n=2))  # 2 delivered again, 6 is new
+
+    assert await store.purge_signals(cutoff, page=2) == 3  # 3, 4 and 5, over several pages
+    kept = await query(store, "SELECT id, task_id FROM signals ORDER BY seq")
+    assert kept == [(signal(1).id, in_task.id), (signal(2).id, None), (signal(6).id, None)]
+    assert await store.purge_signals(cutoff, page=2) == 0
+    purged = [json.loads(row[6]) async for row in store.audit_rows() if row[3] == "signals.purged"]
+    assert sum(p["count"] for p in purged) == 3 and {p["delivered_before"] for p in purged} == {cutoff}
+    assert await audit_ok(store) > 0
