@@ -142,7 +142,11 @@ class App:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Stopped in the reverse order of starting; the store closes last, once its writer has
+        # committed everything queued.
+        log.info("ooda.stopping")
         await self.stack.aclose()
+        log.info("ooda.stopped")
 
     async def _start(self) -> None:
         s = self.settings
