@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.core import Core, utcnow
 from bot.engine import Engine
 from bot.errors import ConfigError
+from bot.event_sinks import WebhookSink
 from bot.events import EventBus
 from bot.executor import Executor
 from bot.gateway import ToolGateway, ToolRegistry
@@ -193,6 +194,13 @@ class App:
         self.surfaces = self._build_surfaces(surface_configs, env)
         registry.register(import_string(NOTIFY_TOOL)(self._notify))
         self.notifier = Notifier(self.core, self.surfaces)
+        self.event_sinks: list[WebhookSink] = []
+        for sink_config in s.event_sinks:
+            secret = secrets.get(sink_config.secret_env).encode() if sink_config.secret_env else None
+            sink = WebhookSink(sink_config, self.store, self.bus, self.metrics, secret, sleep=self.sleep)
+            await sink.start()
+            self.stack.push_async_callback(sink.stop)
+            self.event_sinks.append(sink)
 
         routes: list[web.RouteDef] = []
         routes += self._intake(env).routes()
@@ -276,6 +284,7 @@ def own_secret_names(settings: Settings) -> set[str]:
     names |= {i.api_token_env for i in settings.identities if i.api_token_env}
     if settings.audit.hmac_key_env:
         names.add(settings.audit.hmac_key_env)
+    names |= {sink.secret_env for sink in settings.event_sinks if sink.secret_env}
     if settings.standin.enabled and settings.standin.flags_token_env:
         names.add(settings.standin.flags_token_env)
     return names

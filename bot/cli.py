@@ -16,7 +16,6 @@ import hmac
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 
 from bot.errors import BotError, ConfigError
+from bot.signing import signature_headers
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
 
@@ -198,9 +198,7 @@ def sign_headers(kind: str, body: bytes, secret: str) -> dict[str, str]:
     if kind == "pagerduty":
         return {"X-PagerDuty-Signature": "v1=" + hmac.new(key, body, hashlib.sha256).hexdigest()}
     if kind == "generic":
-        ts = str(int(time.time()))
-        mac = hmac.new(key, f"{ts}:".encode() + body, hashlib.sha256).hexdigest()
-        return {"X-Ooda-Timestamp": ts, "X-Ooda-Signature": f"v1={mac}"}
+        return signature_headers(body, key)
     if kind == "grafana":
         return {"X-Grafana-Alerting-Signature": hmac.new(key, body, hashlib.sha256).hexdigest()}
     raise BotError(f"{kind} does not sign its webhooks; configure it with auth: bearer")

@@ -9,9 +9,9 @@ know vendor settings. Relative paths are relative to the config file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import ConfigError
 from bot.identity import IdentityConfig
@@ -46,18 +46,32 @@ class AuditConfig(_Strict):
     hmac_key_env: str | None = None
 
 
+def _env_var_name(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise ValueError("must be the NAME of an environment variable (letters, digits, _), not a secret")
+    return value
+
+
+# Where config names a secret, it names the environment variable that holds it.
+EnvName = Annotated[str, AfterValidator(_env_var_name)]
+
+
 class SourceConfig(_Strict):
     kind: Literal["alertmanager", "grafana", "pagerduty", "generic"]
     auth: Literal["bearer", "hmac", "none"]
-    secret_env: str | None = None
+    secret_env: EnvName | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("secret_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.replace("_", "").isalnum():
-            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not a secret")
-        return value
+
+class EventSinkConfig(_Strict):
+    """An outside system that receives the ``ops.agent_task.*`` events (bot/event_sinks.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="http(s) URL the events are POSTed to")
+    secret_env: EnvName | None = None  # signs each request as the generic intake verifies one
+    events: list[str] = Field(default_factory=lambda: ["ops.agent_task."])  # name prefixes to send
+    batch: int = Field(100, ge=1, le=1000)
+    timeout_s: float = Field(10.0, gt=0, le=120)
 
 
 class IntakeConfig(_Strict):
@@ -129,6 +143,7 @@ class Settings(_Strict):
     digest: DigestConfig = DigestConfig()
     standin: StandinConfig = StandinConfig()
     log: LogConfig = LogConfig()
+    event_sinks: list[EventSinkConfig] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
 
     # Not from the file: where it was read from, for resolving paths and naming errors.

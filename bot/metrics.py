@@ -24,6 +24,8 @@ class Metrics:
         self.api_requests = Counter("ooda_api_requests", "API requests by outcome", ["outcome"], registry=r)
         self.tasks_created = Counter("ooda_tasks_created", "Tasks created by playbook", ["playbook"], registry=r)
         self.task_transitions = Counter("ooda_task_transitions", "Task state changes", ["state"], registry=r)
+        self.event_deliveries = Counter("ooda_event_deliveries", "Event batches sent to event sinks, by outcome",
+                                        ["sink", "outcome"], registry=r)
         self.policy_decisions = Counter("ooda_policy_decisions", "Policy decisions", ["verdict"], registry=r)
         self.tool_calls = Counter("ooda_tool_calls", "Tool calls by tool and outcome", ["tool", "outcome"], registry=r)
         self.chat_deliveries = Counter(

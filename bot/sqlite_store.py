@@ -303,6 +303,15 @@ class SqliteStore:
             async for row in cur:
                 yield tuple(row)
 
+    async def events_after(self, event_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, task_id, name, payload, correlation_id, created_at FROM events "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (event_id, limit),
+        )
+        return [{"id": r[0], "task_id": r[1], "name": r[2], "payload": loads(r[3]), "correlation_id": r[4],
+                 "at": r[5]} for r in rows]
+
     async def events_of_task(self, task_id: int) -> list[dict[str, Any]]:
         rows = await self._all(
             "SELECT id, name, payload, correlation_id, created_at FROM events WHERE task_id = ? ORDER BY id",

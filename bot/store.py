@@ -117,6 +117,10 @@ class Store(Protocol):
 
     async def events_of_task(self, task_id: int) -> list[dict[str, Any]]: ...
 
+    async def events_after(self, event_id: int, limit: int) -> list[dict[str, Any]]:
+        """Stored events with an id above ``event_id``, oldest first (what event sinks deliver)."""
+        ...
+
     async def transact(self, fn: Callable[[TaskOps], Awaitable[T]]) -> T:
         """Run a unit of work atomically; returns its result after the commit."""
         ...
