@@ -72,6 +72,9 @@ class EventSinkConfig(_Strict):
     events: list[str] = Field(default_factory=lambda: ["ops.agent_task."])  # name prefixes to send
     batch: int = Field(100, ge=1, le=1000)
     timeout_s: float = Field(10.0, gt=0, le=120)
+    # Where a sink that has never delivered starts: with the events from its first start on, or
+    # with everything the store holds (a backfill).
+    start_at: Literal["now", "beginning"] = "now"
 
 
 class IntakeConfig(_Strict):

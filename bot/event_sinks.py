@@ -11,7 +11,8 @@ receivers drop events whose ``id`` they have seen.
 The body is ``{"sink": name, "events": [{id, name, task_id, payload, correlation_id, at}, ...]}``,
 signed as the generic intake verifies a request (bot/signing.py) when ``secret_env`` is set. A
 failed delivery is retried with a backoff that doubles up to five minutes; events whose names
-match none of the sink's prefixes are skipped, and the cursor moves past them.
+match none of the sink's prefixes are skipped, and the cursor moves past them. A new sink starts
+with the events from its first start on (``start_at: beginning`` backfills the store's history).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ class WebhookSink:
 
     async def start(self) -> None:
         saved = await self._store.get_setting(self.cursor_key)
-        self.cursor = int(saved["value"]) if saved else 0
+        if saved is not None:
+            self.cursor = int(saved["value"])
+        elif self.config.start_at == "now":
+            await self._save_cursor(await self._store.last_event_id())
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.timeout_s), trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(), headers={"Content-Type": "application/json"})

@@ -303,6 +303,9 @@ class SqliteStore:
             async for row in cur:
                 yield tuple(row)
 
+    async def last_event_id(self) -> int:
+        return int((await self._one("SELECT coalesce(max(id), 0) FROM events"))[0])
+
     async def events_after(self, event_id: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._all(
             "SELECT id, task_id, name, payload, correlation_id, created_at FROM events "

@@ -91,3 +91,19 @@ async def test_after_a_restart_delivery_resumes_where_the_receiver_left_off(tmp_
     delivered = [e["id"] for e in receiver.acknowledged]
     assert sorted(delivered) == delivered and len(set(delivered)) == len(delivered)
     assert set(everything) <= set(delivered)
+
+
+async def test_a_new_sink_starts_from_now_unless_told_to_backfill(tmp_path):
+    async with running_receiver() as receiver, running_standin() as standin:
+        async with running_app(tmp_path, standin) as app:  # no sink yet
+            before = await run_crash_loop(app, "api")
+        async with running_app(tmp_path, standin, sink(receiver.url), env={"OODA_EVENTS_SECRET": SECRET}) as app:
+            after = await run_crash_loop(app, "web")
+            async with asyncio.timeout(10):
+                await receiver.wait_for(proposed(after))
+        assert {e["task_id"] for e in receiver.acknowledged} == {after}
+
+        backfill = sink(receiver.url, name="archive", start_at="beginning")
+        async with running_app(tmp_path, standin, backfill, env={"OODA_EVENTS_SECRET": SECRET}):
+            async with asyncio.timeout(10):
+                await receiver.wait_for(proposed(before))
