@@ -298,12 +298,14 @@ steps:
     assert playbook.steps[0].editable["json.replicas"].max == 10
 
 
+def scheduled(playbook_id: str, schedules: str) -> str:
+    """A playbook taking one ``service`` arg, with the given ``schedules:`` entries (from line 5)."""
+    return (f"id: {playbook_id}\nargs:\n  service: {{required: true, pattern: \"[a-z-]+\"}}\n"
+            f"schedules:\n{schedules}")
+
+
 def test_schedules_are_checked_at_load_with_the_line_of_each_mistake(tmp_path: Path) -> None:
-    path = write(tmp_path, "p.yaml", """\
-id: p
-args:
-  service: {required: true, pattern: "[a-z-]+"}
-schedules:
+    path = write(tmp_path, "p.yaml", scheduled("p", """\
   - cron: "*/15 * * *"
     args: {service: web}
   - cron: "0 9 * * 1-5"
@@ -311,15 +313,8 @@ schedules:
     args: {service: web}
   - cron: "0 9 * * 8"
     args: {service: web}
-""")
-    args = write(tmp_path, "q.yaml", """\
-id: q
-args:
-  service: {required: true, pattern: "[a-z-]+"}
-schedules:
-  - cron: "0 * * * *"
-    args: {servise: web}
-""")
+"""))
+    args = write(tmp_path, "q.yaml", scheduled("q", '  - cron: "0 * * * *"\n    args: {servise: web}\n'))
     with pytest.raises(ConfigError) as caught:
         load_playbook_files([path, args], TOOLS)
     text = "\n".join(caught.value.problems)
