@@ -31,6 +31,7 @@ from bot.errors import BotError
 from bot.events import PREFIX, EventBus
 from bot.jsoncodec import dumps
 from bot.metrics import Metrics
+from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe
 from bot.signing import signature_headers
 from bot.store import Store, TaskOps
 
@@ -57,7 +58,8 @@ class WebhookSink:
         self._moved = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._http = OutboundSession(aiohttp.ClientTimeout(total=config.timeout_s),
+                                     headers={"Content-Type": "application/json"})
         # Only scheme, host and port go into logs and errors: a webhook URL often carries its own
         # secret in the path or the query.
         self._where = str(yarl.URL(config.url).origin())
@@ -73,9 +75,6 @@ class WebhookSink:
             self.cursor = int(saved["value"])
         elif self.config.start_at == "now":
             await self._save_cursor(await self._store.last_event_id())
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s), trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(), headers={"Content-Type": "application/json"})
         self._unsubscribe = self._bus.subscribe(PREFIX, lambda _: self._wake.set())
         self._task = asyncio.create_task(self._run(), name=f"event-sink-{self.config.name}")
 
@@ -87,9 +86,7 @@ class WebhookSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     async def _run(self) -> None:
         backoff = 1.0
@@ -97,15 +94,13 @@ class WebhookSink:
             self._wake.clear()
             try:
                 delivered = await self.deliver_once()
-            except DeliveryFailed as exc:
-                self._metrics.event_deliveries.labels(self.config.name, "failed").inc()
-                log.warning("event_sink.delivery_failed", sink=self.config.name, cursor=self.cursor,
-                            reason=str(exc), retry_in_s=backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-                continue
-            except Exception:
-                log.exception("event_sink.failed", sink=self.config.name, cursor=self.cursor)
+            except Exception as exc:
+                if isinstance(exc, DeliveryFailed):
+                    self._metrics.event_deliveries.labels(self.config.name, "failed").inc()
+                    log.warning("event_sink.delivery_failed", sink=self.config.name, cursor=self.cursor,
+                                reason=str(exc), retry_in_s=backoff)
+                else:
+                    log.exception("event_sink.failed", sink=self.config.name, cursor=self.cursor)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
@@ -132,16 +127,15 @@ class WebhookSink:
         return True
 
     async def _post(self, events: list[dict[str, Any]]) -> None:
-        assert self._session is not None, "start() first"
         body = dumps({"sink": self.config.name, "events": events}).encode()
         headers = signature_headers(body, self._secret) if self._secret else {}
         try:
-            async with self._session.post(self.config.url, data=body, headers=headers,
+            async with self._http.session.post(self.config.url, data=body, headers=headers,
                                           allow_redirects=False) as response:
                 if not 200 <= response.status < 300:
                     raise DeliveryFailed(f"{self._where} answered {response.status}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryFailed(f"{self._where} unreachable ({type(exc).__name__})") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise DeliveryFailed(f"{self._where} unreachable ({describe(exc)})") from exc
 
     async def _save_cursor(self, event_id: int) -> None:
         async def unit(t: TaskOps) -> None:

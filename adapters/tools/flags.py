@@ -26,9 +26,9 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adapters.tools.http_client import TRANSPORT_ERRORS, ToolSession, describe
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.jsoncodec import loads
+from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
 from bot.ports import StepCall
 from bot.proposals import Category
 from bot.redaction import redact_text, register_secret
@@ -111,7 +111,8 @@ class UnleashAdmin:
         register_secret(token)
         self.config = config
         self._base = config.base_url.rstrip("/")
-        self._http = ToolSession(config.timeout_s, headers={"Authorization": token, "Accept": "application/json"})
+        self._http = OutboundSession(per_phase_timeout(config.timeout_s),
+                                     headers={"Authorization": token, "Accept": "application/json"})
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -17,8 +17,8 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.tools.http_client import TRANSPORT_ERRORS, ToolSession, describe
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
 from bot.ports import StepCall
 from bot.proposals import Category
 from bot.redaction import redact, redact_text, register_secret
@@ -131,7 +131,7 @@ class HttpTool:
                 )
             register_secret(value)
             self._auth[host.lower()] = value
-        self._http = ToolSession(config.timeout_s)
+        self._http = OutboundSession(per_phase_timeout(config.timeout_s))
 
     async def aclose(self) -> None:
         await self._http.aclose()
