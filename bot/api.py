@@ -22,6 +22,7 @@ from bot.evidence import export_bundle
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
 from bot.store import Store, TaskOps
+from bot.tasks import task_number
 
 log = structlog.get_logger(__name__)
 
@@ -131,8 +132,7 @@ class Api:
         return wrapped
 
     async def _audit_read(self, request: web.Request, actor: Actor) -> None:
-        raw_id = request.match_info.get("id", "").lstrip("#Tt")
-        task_id = int(raw_id) if raw_id.isdigit() and "/tasks/" in request.path else None
+        task_id = task_number(request.match_info.get("id", "")) if "/tasks/" in request.path else None
         entry = AuditEntry(actor.id, "api.read", None, {"path": request.path, "query": request.query_string,
                                                           "task": task_id, "via": actor.via})
 
@@ -143,10 +143,10 @@ class Api:
 
     @staticmethod
     def _task_id(request: web.Request) -> int:
-        raw = request.match_info["id"].lstrip("#Tt")
-        if not raw.isdigit():
+        task_id = task_number(request.match_info["id"])
+        if task_id is None:
             raise UserError(f"task id must be a number, got {request.match_info['id']!r}")
-        return int(raw)
+        return task_id
 
     @staticmethod
     async def _body(request: web.Request, model: type[BaseModel]) -> Any:

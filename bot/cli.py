@@ -303,10 +303,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def parse_task_id(text: str) -> int:
-    raw = text.lstrip("#Tt")
-    if not raw.isdigit():
+    from bot.tasks import task_number
+
+    task_id = task_number(text)
+    if task_id is None:
         raise BotError(f"a task id is a number such as 12 or #12, got {text!r}")
-    return int(raw)
+    return task_id
 
 
 def playbook_files(paths: Sequence[str]) -> dict[str, str]:

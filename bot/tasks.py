@@ -66,6 +66,12 @@ def check_transition(task_id: int, current: TaskState, target: TaskState) -> Non
         )
 
 
+def task_number(text: str) -> int | None:
+    """The id in a task reference as people write it (``12``, ``#12``, ``T12``); None if it is not one."""
+    raw = text.lstrip("#Tt")
+    return int(raw) if raw.isdigit() else None
+
+
 class Task(BaseModel):
     id: int
     playbook_id: str
