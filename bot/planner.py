@@ -105,6 +105,21 @@ def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | No
     return None
 
 
+def planned_state(steps: list[tuple[str, Category, Decision]]) -> tuple[TaskState, str | None]:
+    """Where a plan of (name, category, decision) steps sends its task, and the outcome to record."""
+    writes = [(name, decision) for name, category, decision in steps if category.writes]
+    denied = [(name, decision) for name, decision in writes if decision.verdict == "deny"]
+    if not writes:
+        return TaskState.completed, "observed only: the playbook has no write steps"
+    if denied:
+        return TaskState.escalated_to_human, "policy denied " + "; ".join(
+            f"{name} ({decision.rule}: {decision.reason})" for name, decision in denied)
+    if steps[0][2].verdict == "needs_approval":
+        # Steps run in order: the executor runs allowed ones until one needs a human.
+        return TaskState.needs_approval, None
+    return TaskState.executing, None
+
+
 def overall_risk(scores: list[RiskScore]) -> RiskScore:
     if not scores:
         return RiskScore(score=0, band=band_for(0), factors=[])
@@ -130,14 +145,20 @@ class Planner:
 
         try:
             condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
-            steps = [] if not condition_met else [await self._decide(playbook, task, s, i, context)
+            steps = [] if not condition_met else [await self.decide_step(playbook, task, s, i, context)
                                                    for i, s in enumerate(playbook.steps)]
         except BotError as exc:
             return await self._save(task, playbook, signals, results, [], error=str(exc))
         return await self._save(task, playbook, signals, results, steps, condition_met=condition_met)
 
-    async def _decide(self, playbook: Playbook, task: Task, step: Step, index: int,
-                      context: dict[str, Any]) -> dict[str, Any]:
+    async def decide_step(self, playbook: Playbook, task: Task, step: Step, index: int,
+                          context: dict[str, Any], *, what_if: bool = False) -> dict[str, Any]:
+        """Render one step, score its risk and ask the policy. ``what_if`` (a replay): no dry run,
+        and the decision is kept out of the metrics.
+
+        Raises:
+            BotError: a template that cannot be rendered, a tool that does not exist.
+        """
         core = self.core
         where = f"steps.{step.name}.params"
         params = render_params(step.params, context, where=where)
@@ -148,10 +169,11 @@ class Planner:
                         "params": render_params(step.rollback.params, context, where=f"steps.{step.name}.rollback")}
         risk, decision = await core.assess(
             playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
-            environment=task.environment, severity=task.severity, targets=task.signal_count,
+            environment=task.environment, severity=task.severity, targets=task.signal_count, counted=not what_if,
         )
         dry_run = None
-        if category.writes and decision.verdict != "deny" and core.gateway.registry.get(step.tool).supports_dry_run:
+        if (not what_if and category.writes and decision.verdict != "deny"
+                and core.gateway.registry.get(step.tool).supports_dry_run):
             dry_run = await self._dry_run(task, step, index, params, decision)
         return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
                 "risk": risk, "decision": decision, "dry_run": dry_run}
@@ -198,21 +220,13 @@ class Planner:
             approvals_required=max((d.approvals_required for d in needing), default=0),
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
         )
-        denied = [v for v in writes if v.decision.verdict == "deny"]
+        outcome: str | None
         if error:
             target, outcome = TaskState.escalated_to_human, f"planning failed: {error}"
         elif not condition_met:
             target, outcome = TaskState.completed, "condition not met; nothing to do"
-        elif not writes:
-            target, outcome = TaskState.completed, "observed only: the playbook has no write steps"
-        elif denied:
-            target = TaskState.escalated_to_human
-            outcome = "policy denied " + "; ".join(f"{v.name} ({v.decision.rule}: {v.decision.reason})" for v in denied)
-        elif views[0].decision.verdict == "needs_approval":
-            # Steps run in order: the executor runs allowed ones until one needs a human.
-            target, outcome = TaskState.needs_approval, None
         else:
-            target, outcome = TaskState.executing, None
+            target, outcome = planned_state([(v.name, v.category, v.decision) for v in views])
 
         async def unit(t: TaskOps) -> Task:
             for name, r in results.items():

@@ -24,13 +24,12 @@ from pydantic import BaseModel, Field
 from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import BotError
-from bot.planner import effective_category, evidence_value, load_signals, overall_risk, template_context
+from bot.planner import Planner, evidence_value, load_signals, overall_risk, planned_state, template_context
 from bot.playbooks import Playbook, PlaybookSet
-from bot.proposals import Category
 from bot.signals import Signal
 from bot.store import TaskOps
 from bot.tasks import Task
-from bot.templates import evaluate, render_params
+from bot.templates import evaluate
 
 NOT_RECORDED = "not recorded for this incident: the old version had no evidence step of this name"
 
@@ -164,27 +163,13 @@ class Replayer:
         result.condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
         if not result.condition_met:
             return ReplayedProposal(state="completed")
-        steps, risks = [], []
-        for step in playbook.steps:
-            params = render_params(step.params, context, where=f"steps.{step.name}.params")
-            category = effective_category(core, step.tool, params, step.category)
-            risk, decision = await core.assess(
-                playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
-                environment=task.environment, severity=task.severity, targets=task.signal_count, counted=False,
-            )
-            risks.append(risk)
-            steps.append(ReplayedStep(name=step.name, tool=step.tool, category=category.value, params=params,
-                                      verdict=decision.verdict, rule=decision.rule))
-        overall = overall_risk(risks)
-        return ReplayedProposal(state=_planned_state(steps), risk_score=overall.score, risk_band=overall.band.value,
+        planner = Planner(core)
+        decided = [await planner.decide_step(playbook, task, step, i, context, what_if=True)
+                   for i, step in enumerate(playbook.steps)]
+        steps = [ReplayedStep(name=d["step"].name, tool=d["step"].tool, category=d["category"].value,
+                              params=d["params"], verdict=d["decision"].verdict, rule=d["decision"].rule)
+                 for d in decided]
+        overall = overall_risk([d["risk"] for d in decided])
+        state, _ = planned_state([(d["step"].name, d["category"], d["decision"]) for d in decided])
+        return ReplayedProposal(state=state.value, risk_score=overall.score, risk_band=overall.band.value,
                                 steps=steps)
-
-
-def _planned_state(steps: list[ReplayedStep]) -> str:
-    """Where the planner would send the task (see ``Planner._save``)."""
-    writes = [s for s in steps if Category(s.category).writes]
-    if not writes:
-        return "completed"
-    if any(s.verdict == "deny" for s in writes):
-        return "escalated_to_human"
-    return "needs_approval" if steps[0].verdict == "needs_approval" else "executing"
