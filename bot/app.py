@@ -33,6 +33,7 @@ from bot.executor import Executor
 from bot.gateway import ToolGateway, ToolRegistry
 from bot.identity import IdentityDirectory
 from bot.intake import Intake, IntakeSource
+from bot.labels import LabelNormalizer
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.planner import Planner
@@ -59,6 +60,9 @@ TOOLS = {
     "shell": ("adapters.tools.shell.ShellToolConfig", ["adapters.tools.shell.ShellTool"]),
     "flags": ("adapters.tools.flags.FlagsToolConfig",
               ["adapters.tools.flags.FlagsGetTool", "adapters.tools.flags.FlagsSetTool"]),
+    "prometheus": ("adapters.tools.prometheus.PrometheusToolConfig",
+                   ["adapters.tools.prometheus.PrometheusQueryTool"]),
+    "ssh": ("adapters.tools.ssh.SshToolConfig", ["adapters.tools.ssh.SshRunTool"]),
 }
 NOTIFY_TOOL = "adapters.tools.notify.NotifyTool"
 # config section -> (surface class, its config model)
@@ -116,7 +120,9 @@ def tool_param_models(tools: list[Any]) -> dict[str, type[BaseModel]]:
 
 
 def load_all_playbooks(settings: Settings, tools: list[Any]) -> PlaybookSet:
-    return load_playbooks(settings.resolve(settings.playbooks_dir), known_tools=tool_param_models(tools))
+    playbooks = load_playbooks(settings.resolve(settings.playbooks_dir), known_tools=tool_param_models(tools))
+    playbooks.add_triggers(settings.triggers)
+    return playbooks
 
 
 class App:
@@ -271,7 +277,8 @@ class App:
                                   "documented options") from exc
             secret = self.secrets.get(cfg.secret_env).encode() if cfg.auth != "none" and cfg.secret_env else None
             sources[name] = IntakeSource(name, adapter, cfg.auth, secret)
-        return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes)
+        normalizer = LabelNormalizer(self.settings.environment, self.settings.labels.environments)
+        return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes, normalize=normalizer)
 
 
 def own_secret_names(settings: Settings) -> set[str]:

@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bot.errors import ConfigError
 from bot.identity import IdentityConfig
+from bot.labels import LabelsConfig
+from bot.playbooks import ExtraTrigger
 from bot.yamlfile import YamlDocument, load_yaml
 
 MiB = 1024 * 1024
@@ -107,6 +109,9 @@ class ToolsConfig(_Strict):
     http: dict[str, Any] | None = None
     shell: dict[str, Any] | None = None
     flags: dict[str, Any] | None = None
+    prometheus: dict[str, Any] | None = None
+    kubernetes: dict[str, Any] | None = None
+    ssh: dict[str, Any] | None = None
 
 
 class DigestConfig(_Strict):
@@ -148,6 +153,11 @@ class Settings(_Strict):
     log: LogConfig = LogConfig()
     event_sinks: list[EventSinkConfig] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
+    # Derived labels (workload, env, host, consumer_group): bot/labels.py.
+    labels: LabelsConfig = LabelsConfig()
+    # A team's own alert names mapped onto shipped playbooks without copying them: playbook id ->
+    # extra matchers that trigger it (its group_by, window and cooldown apply).
+    triggers: dict[str, list[ExtraTrigger]] = Field(default_factory=dict)
 
     # Not from the file: where it was read from, for resolving paths and naming errors.
     source_path: Path | None = Field(default=None, exclude=True)

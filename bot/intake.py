@@ -21,6 +21,7 @@ from bot.errors import IntakeError, NotFound, PayloadTooLarge, StoreUnavailable,
 from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.ports import AlertSource
+from bot.signals import Signal
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
@@ -42,8 +43,10 @@ class Intake:
         metrics: Metrics,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
+        normalize: Callable[[list[Signal]], list[Signal]] | None = None,
     ) -> None:
         self._sources = sources
+        self._normalize = normalize
         self._store = store
         self._metrics = metrics
         self._limit = max_body_bytes
@@ -73,6 +76,8 @@ class Intake:
                 assert source.secret is not None
                 source.adapter.verify_signature(request.headers, body, source.secret, self._clock())
             signals = source.adapter.parse(body, request.headers)
+            if self._normalize is not None:
+                signals = self._normalize(signals)
             ids = await self._store.ingest_signals(
                 signals,
                 AuditEntry(actor=f"source:{name}", action="signals.received",

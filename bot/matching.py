@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from bot.signals import Signal
 
 if TYPE_CHECKING:
-    from bot.playbooks import Playbook, Trigger
+    from bot.playbooks import Matchers, Playbook, Trigger
 
 
 class Matcher:
@@ -27,7 +27,7 @@ class Matcher:
 
     __slots__ = ("equal", "regex", "sets", "severities", "sources")
 
-    def __init__(self, trigger: Trigger) -> None:
+    def __init__(self, trigger: Matchers) -> None:
         self.sources = frozenset(trigger.sources) if trigger.sources is not None else None
         self.severities = frozenset(trigger.severity) if trigger.severity else None
         self.equal = tuple(trigger.match.items())

@@ -72,17 +72,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Trigger(_Strict):
-    """When a signal opens (or joins) a task of this playbook."""
+class Matchers(_Strict):
+    """Which signals a trigger takes: source, label matchers and severity (all must hold)."""
 
     sources: list[str] | None = None
     match: dict[str, Text] = Field(default_factory=dict)
     match_re: dict[str, Regex] = Field(default_factory=dict)
     match_in: dict[str, list[Text]] = Field(default_factory=dict)
     severity: list[Severity] | None = None
-    group_by: list[str] = Field(default_factory=list)
-    group_window_s: float = Field(default=300, ge=0)
-    cooldown_s: float = Field(default=600, ge=0)
 
     _matcher: matching.Matcher | None = PrivateAttr(default=None)
 
@@ -94,6 +91,26 @@ class Trigger(_Strict):
         """The compiled form ``bot.matching`` runs for every signal."""
         assert self._matcher is not None  # set in model_post_init
         return self._matcher
+
+    def alertnames(self) -> list[str] | None:
+        """The alert names this trigger is limited to, or None when it takes any (an index key)."""
+        if "alertname" in self.match:
+            return [self.match["alertname"]]
+        if "alertname" in self.match_in:
+            return list(self.match_in["alertname"])
+        return None
+
+
+class ExtraTrigger(Matchers):
+    """``triggers.<playbook id>`` in config: a team's own alert that runs a shipped playbook."""
+
+
+class Trigger(Matchers):
+    """When a signal opens (or joins) a task of this playbook."""
+
+    group_by: list[str] = Field(default_factory=list)
+    group_window_s: float = Field(default=300, ge=0)
+    cooldown_s: float = Field(default=600, ge=0)
 
 
 class ArgSpec(_Strict):
@@ -256,14 +273,40 @@ class PlaybookSet:
         self._by_alertname: dict[str, list[tuple[Playbook, matching.Matcher]]] = {}
         self._unindexed: list[tuple[Playbook, matching.Matcher]] = []
         for playbook in self._by_id.values():
-            if playbook.trigger is None:
+            if playbook.trigger is not None:
+                self._index(playbook, playbook.trigger)
+
+    def _index(self, playbook: Playbook, trigger: Matchers) -> None:
+        entry = (playbook, trigger.matcher)
+        names = trigger.alertnames()
+        if names is None:
+            self._unindexed.append(entry)
+        for name in names or ():
+            self._by_alertname.setdefault(name, []).append(entry)
+
+    def add_triggers(self, extra: Mapping[str, Iterable[ExtraTrigger]]) -> None:
+        """Let more alerts trigger loaded playbooks (``triggers:`` in config).
+
+        Raises:
+            ConfigError: a playbook id that is not loaded, or one that only runs by hand.
+        """
+        problems = []
+        for playbook_id, triggers in extra.items():
+            if playbook_id not in self._by_id:
+                close = difflib.get_close_matches(playbook_id, self._by_id, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(f"triggers.{playbook_id}: no playbook {playbook_id!r} is loaded{hint} "
+                                f"(loaded: {', '.join(self.ids) or 'none'})")
                 continue
-            entry = (playbook, playbook.trigger.matcher)
-            name = playbook.trigger.match.get("alertname")
-            if name is None:
-                self._unindexed.append(entry)
-            else:
-                self._by_alertname.setdefault(name, []).append(entry)
+            playbook = self._by_id[playbook_id]
+            if playbook.trigger is None:
+                problems.append(f"triggers.{playbook_id}: playbook {playbook_id!r} has no trigger (it runs by "
+                                "hand only), so alerts cannot be mapped onto it")
+                continue
+            for trigger in triggers:
+                self._index(playbook, trigger)
+        if problems:
+            raise ConfigError(f"{len(problems)} problem(s) in triggers", problems)
 
     def __iter__(self) -> Iterator[Playbook]:
         return iter(self._by_id.values())
@@ -294,7 +337,10 @@ class PlaybookSet:
         if candidates is None and not self._unindexed:
             return []  # most alerts of a storm nobody wrote a playbook for
         found = [p for p, matcher in (*(candidates or ()), *self._unindexed) if matcher(signal)]
-        return sorted(found, key=lambda p: p.id) if len(found) > 1 else found
+        if len(found) > 1:
+            # A playbook can match through its own trigger and a config one: list it once.
+            found = sorted({p.id: p for p in found}.values(), key=lambda p: p.id)
+        return found
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -62,7 +62,51 @@ class TemplateRenderError(UserError):
     def __init__(self, where: str, problem: str) -> None:
         self.where = where
         self.problem = _shorten(problem)
-        super().__init__(f"{where}: {self.problem}")
+        super().__init__(f"{describe_where(where)}: {self.problem}")
+
+
+_WHERE_PARTS = {"steps": "step", "evidence": "evidence step", "verify": "verify step"}
+
+
+def describe_where(where: str) -> str:
+    """``steps.restart.params.json.replicas`` -> ``step restart, param json.replicas``."""
+    section, _, rest = where.partition(".")
+    name, _, field = rest.partition(".")
+    if section not in _WHERE_PARTS or not name:
+        return where
+    if section == "verify":
+        return f"verify step, {rest}" if rest else "verify step"
+    kind, _, param = field.partition(".")
+    if kind == "params":
+        return f"{_WHERE_PARTS[section]} {name}, param {param}" if param else f"{_WHERE_PARTS[section]} {name}, params"
+    return f"{_WHERE_PARTS[section]} {name}, {field}" if field else f"{_WHERE_PARTS[section]} {name}"
+
+
+def _explain_undefined(source: str, context: Mapping[str, Any], *, expression: bool = False) -> str | None:
+    """In words, which name the template needed and the context lacks: "the alert has no label
+    'deployment' (its labels: alertname, namespace, pod)". None when it cannot tell."""
+    try:
+        refs = references(source, expression=expression)
+    except jinja2.TemplateSyntaxError:
+        return None
+    for name, attrs in refs.items():
+        if name not in context:
+            return f"{name!r} is undefined"
+        value = context[name]
+        if not isinstance(value, Mapping):
+            continue
+        for attr in sorted(attrs):
+            if attr in value:
+                continue
+            have = ", ".join(sorted(value)[:20]) or "none"
+            if name == "labels":
+                return f"the alert has no label {attr!r} (its labels: {have})"
+            if name == "evidence":
+                return f"there is no evidence {attr!r} (evidence collected: {have})"
+            if name == "args":
+                return f"the run has no argument {attr!r} (its arguments: {have})"
+            return f"{name} has no {attr!r} (it has: {have})"
+    return None
 
 
 def _shorten(text: str) -> str:
@@ -242,6 +286,8 @@ def render_template(source: str, context: Mapping[str, Any], *, where: str = "te
         template = _template(source)
         result = _concat(template.root_render_func(template.new_context(dict(context))))
         _reject_undefined(result)
+    except jinja2.UndefinedError as exc:
+        raise TemplateRenderError(where, _explain_undefined(source, context) or _problem(exc)) from exc
     except _RENDER_ERRORS as exc:
         raise TemplateRenderError(where, _problem(exc)) from exc
     return result
@@ -287,6 +333,9 @@ def evaluate(expression: str, context: Mapping[str, Any], *, where: str = "condi
     try:
         result = _expression(expression)(**context)
         _reject_undefined(result)
+    except jinja2.UndefinedError as exc:
+        explained = _explain_undefined(expression, context, expression=True)
+        raise TemplateRenderError(where, explained or _problem(exc)) from exc
     except _RENDER_ERRORS as exc:
         raise TemplateRenderError(where, _problem(exc)) from exc
     if not isinstance(result, bool):

@@ -41,6 +41,22 @@ INCIDENT_STATE_EVENTS = frozenset(
 )
 
 
+MAX_LABEL_CHARS = 1024
+MAX_DETAIL_LABELS = 20
+
+
+def custom_details(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The incident's custom details where PagerDuty puts them: ``body.details`` (an incident's
+    body) or ``custom_details`` (an alert's); empty when absent or not a mapping."""
+    if not data:
+        return {}
+    body = data.get("body")
+    for found in ((body or {}).get("details") if isinstance(body, dict) else None, data.get("custom_details")):
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
 class PagerDutyEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -116,6 +132,12 @@ def to_signal(source: str, event: PagerDutyEvent, incident: Incident) -> Signal:
         "event_type": event.event_type,
         "urgency": incident.urgency,
     }
+    if incident.status:
+        labels["status"] = incident.status[:MAX_LABEL_CHARS]
+    if incident.title:
+        labels["title"] = incident.title[:MAX_LABEL_CHARS]
+    if incident.incident_key:
+        labels["incident_key"] = incident.incident_key[:MAX_LABEL_CHARS]
     if incident.number is not None:
         labels["incident_number"] = str(incident.number)
     if incident.service is not None:
@@ -124,6 +146,13 @@ def to_signal(source: str, event: PagerDutyEvent, incident: Incident) -> Signal:
             labels["service"] = incident.service.summary
     if incident.priority is not None and incident.priority.summary:
         labels["priority"] = incident.priority.summary
+    # Custom details (an Events API v2 alert's ``custom_details``, when the subscription includes
+    # them) become ``detail_<key>`` labels a playbook can match, e.g. the alertname and instance an
+    # upstream Alertmanager put there. Only scalars, a bounded number, never overwriting a label.
+    for key, value in list(custom_details(event.data).items())[:MAX_DETAIL_LABELS]:
+        name = "detail_" + "".join(c if c.isalnum() or c == "_" else "_" for c in str(key))[:60]
+        if isinstance(value, str | int | float | bool) and name not in labels:
+            labels[name] = str(value)[:MAX_LABEL_CHARS]
     return Signal(
         source=source,
         fingerprint=incident.id,

@@ -138,7 +138,7 @@ def test_evaluate_returns_bools_and_insists_on_them() -> None:
     assert evaluate("(evidence.health.body | from_json).error_rate < 0.01", ctx) is False
     with pytest.raises(TemplateRenderError, match="expected true or false, got a int"):
         evaluate("evidence.health.status", ctx)
-    with pytest.raises(TemplateRenderError, match="undefined"):
+    with pytest.raises(TemplateRenderError, match=r"there is no evidence .deploys. \(evidence collected: health\)"):
         evaluate("evidence.deploys.status == 200", ctx, where="condition")
 
 
@@ -175,3 +175,21 @@ def test_references_list_names_and_attributes() -> None:
     refs = references("{{ evidence.health.body }}/{{ labels['service'] }}{% for s in signals %}{{ s }}{% endfor %}")
 
     assert refs == {"evidence": {"health"}, "labels": {"service"}, "signals": set()}
+
+
+def test_a_missing_label_is_named_in_words_with_the_labels_the_alert_has() -> None:
+    ctx = context(namespace="shop", pod="checkout-6f9c7b8d5-x7k2p")
+    with pytest.raises(TemplateRenderError) as caught:
+        render_params({"url": "/apis/apps/v1/namespaces/{{ labels.namespace }}/deployments/{{ labels.deployment }}"},
+                      ctx, where="steps.restart.params")
+
+    assert str(caught.value) == ("step restart, param url: the alert has no label 'deployment' "
+                                 "(its labels: alertname, namespace, pod)")
+
+
+def test_missing_evidence_in_a_condition_is_named_in_words() -> None:
+    ctx = build_context([], {"health": {"status": 200}}, {}, {}, None)
+    with pytest.raises(TemplateRenderError) as caught:
+        evaluate("evidence.history.previous_revision > 0", ctx, where="condition")
+
+    assert str(caught.value) == "condition: there is no evidence 'history' (evidence collected: health)"

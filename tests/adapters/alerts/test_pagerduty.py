@@ -78,6 +78,9 @@ def test_triggered_incident_becomes_a_firing_signal():
         "alertname": "PagerDutyIncident",
         "event_type": "incident.triggered",
         "urgency": "high",
+        "status": "triggered",
+        "title": "Checkout error rate above 5%",
+        "incident_key": "f3b0c2a9e1d84c7bb5e6a0d9c8f71234",
         "incident_number": "4821",
         "service_id": "PSVC1CK",
         "service": "checkout",
@@ -218,3 +221,17 @@ def test_non_ascii_signature_is_refused_not_crashed():
 
     with pytest.raises(Unauthorized):
         verify({"X-PagerDuty-Signature": "v1=é" + "0" * 63}, body)
+
+
+def test_custom_details_become_detail_labels_a_playbook_can_match():
+    data = incident()
+    data["body"] = {"type": "incident_body", "details": {"alertname": "NodeFilesystemAlmostOutOfSpace",
+                                                         "instance": "db-01:9100", "num firing": 2,
+                                                         "nested": {"ignored": True}}}
+    (signal,) = PagerDutySource().parse(event("incident.triggered", data), {})
+
+    assert signal.labels["detail_alertname"] == "NodeFilesystemAlmostOutOfSpace"
+    assert signal.labels["detail_instance"] == "db-01:9100"
+    assert signal.labels["detail_num_firing"] == "2"
+    assert "detail_nested" not in signal.labels
+    assert signal.labels["alertname"] == "PagerDutyIncident"  # a detail never overwrites a label
