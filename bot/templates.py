@@ -18,14 +18,17 @@ Limits, because a render cannot be cancelled once it runs:
     saying how much was dropped); one rendered value at ``MAX_OUTPUT_CHARS``; ``range()`` at
     ``MAX_RANGE`` items; ``*`` and ``**`` may not build huge values.
 
-Besides Jinja's built-ins there is one filter, ``from_json``, because tools return HTTP bodies as
-text: ``(evidence.health.body | from_json).error_rate``.
+Besides Jinja's built-ins there are two filters: ``from_json``, because tools return HTTP bodies as
+text (``(evidence.health.body | from_json).error_rate``), and ``promql``, which escapes a value for
+a PromQL string (``{instance="{{ labels.instance | promql }}"}``). ``signal.expression`` is the
+alert's own PromQL, read from a Prometheus generatorURL.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from urllib.parse import parse_qs, urlsplit
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, islice
 from typing import Any
@@ -150,6 +153,22 @@ def _from_json(text: Any) -> Any:
     return json.loads(text)
 
 
+def _promql_string(value: Any) -> str:
+    """``{name="{{ labels.instance | promql }}"}``: a value made safe inside a PromQL double-quoted
+    string, so a hostile label cannot close the string and add matchers or operators."""
+    text = str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def expression_of(url: str | None) -> str:
+    """The PromQL of a Prometheus alert, from its generatorURL (``/graph?g0.expr=...``); "" when
+    the link is not one (Grafana's panel links, other senders)."""
+    if not url or "g0.expr=" not in url:
+        return ""
+    values = parse_qs(urlsplit(url).query).get("g0.expr")
+    return values[0] if values else ""
+
+
 def _environment() -> _SandboxedNative:
     env = _SandboxedNative(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     # These globals can build unbounded output or carry state across loop iterations.
@@ -157,6 +176,7 @@ def _environment() -> _SandboxedNative:
         env.globals.pop(name, None)
     env.globals["range"] = _capped_range
     env.filters["from_json"] = _from_json
+    env.filters["promql"] = _promql_string
     return env
 
 
@@ -373,6 +393,7 @@ def _signal_view(signal: Signal) -> dict[str, Any]:
         "starts_at": signal.starts_at.isoformat() if signal.starts_at else None,
         "ends_at": signal.ends_at.isoformat() if signal.ends_at else None,
         "url": signal.url,
+        "expression": expression_of(signal.url),
     }
 
 
@@ -410,7 +431,8 @@ def build_context(
     else:
         # A manual run has no alert: its args stand in for the labels so the same templates work.
         first = {"source": "manual", "fingerprint": "", "status": "firing", "severity": "info", "title": "",
-                 "labels": dict(args), "annotations": {}, "starts_at": None, "ends_at": None, "url": None}
+                 "labels": dict(args), "annotations": {}, "starts_at": None, "ends_at": None, "url": None,
+                 "expression": ""}
     raw = {
         "labels": first["labels"],
         "signal": first,
