@@ -6,12 +6,15 @@ a stuck rollout as ``deployment="checkout"``, kube-state-metrics' owner series a
 ``namespace``, ``env`` or ``environment``. Intake adds these labels to every signal before it is
 stored, so triggers, group keys and templates read one name:
 
-| label | from |
-|---|---|
-| ``workload``, ``workload_kind`` | ``workload``/``workload_type`` (kubernetes-mixin's relabel rule), then ``deployment``, ``statefulset``, ``daemonset``, ``job_name``, then ``owner_kind``/``owner_name`` (a ReplicaSet's name without its pod-template-hash), then ``pod`` (``<deployment>-<hash>-<suffix>`` or ``<statefulset>-<ordinal>``) |
-| ``env`` | the strictest of: the ``env``/``environment`` label's value, and every ``labels.environments`` rule in config that matches (``cluster: prod-.*`` …); prod > staging > dev; the config's ``environment`` when nothing says |
-| ``host`` | ``instance`` without its port (``db-01:9100`` -> ``db-01``), or the host of a probed URL |
-| ``consumer_group`` | ``consumergroup`` (kafka_exporter) or ``group`` (Burrow) |
+- ``workload`` and ``workload_kind``: from ``workload``/``workload_type`` (kubernetes-mixin's relabel
+  rule), else ``deployment``, ``statefulset``, ``daemonset`` or ``job_name``, else
+  ``owner_kind``/``owner_name`` (a ReplicaSet's name without its pod-template-hash), else ``pod``
+  (``<deployment>-<hash>-<suffix>`` or ``<statefulset>-<ordinal>``; a DaemonSet's pod is not guessed).
+- ``env``: the strictest of the ``env``/``environment`` label's value and every
+  ``labels.environments`` rule in config that matches (``cluster: prod-.*``, ...); prod > staging >
+  dev; the config's ``environment`` when nothing says.
+- ``host``: ``instance`` without its port (``db-01:9100`` -> ``db-01``), or a probed URL's host.
+- ``consumer_group``: ``consumergroup`` (kafka_exporter) or ``group`` (Burrow).
 
 Derived labels are added only where the sender did not set them, except ``env``, which always
 holds the normalized environment (the sender's value stays in the raw alert). "Strictest wins"
@@ -93,8 +96,8 @@ def workload_of(labels: Mapping[str, str]) -> tuple[str, str] | None:
     if labels.get("workload"):
         kind = labels.get("workload_type") or labels.get("workload_kind")
         if not kind:  # a workload named by the sender, of the kind its other labels show
-            found = workload_of({k: v for k, v in labels.items() if k != "workload"})
-            kind = found[0] if found else ""
+            other = workload_of({k: v for k, v in labels.items() if k != "workload"})
+            kind = other[0] if other else ""
         return kind.lower(), labels["workload"]
     for label, kind in _KIND_LABELS:
         if labels.get(label):
@@ -102,14 +105,14 @@ def workload_of(labels: Mapping[str, str]) -> tuple[str, str] | None:
     owner_kind, owner_name = labels.get("owner_kind", "").lower(), labels.get("owner_name", "")
     if owner_name and owner_kind in _OWNER_KINDS:
         if owner_kind == "replicaset":
-            found = _REPLICASET.match(owner_name)
-            return ("deployment", found["name"]) if found else ("replicaset", owner_name)
+            replicaset = _REPLICASET.match(owner_name)
+            return ("deployment", replicaset["name"]) if replicaset else ("replicaset", owner_name)
         return _OWNER_KINDS[owner_kind], owner_name
     pod = labels.get("pod", "")
-    if found := _DEPLOYMENT_POD.match(pod):
-        return "deployment", found["name"]
-    if found := _STATEFULSET_POD.match(pod):
-        return "statefulset", found["name"]
+    if deployment_pod := _DEPLOYMENT_POD.match(pod):
+        return "deployment", deployment_pod["name"]
+    if statefulset_pod := _STATEFULSET_POD.match(pod):
+        return "statefulset", statefulset_pod["name"]
     return None
 
 

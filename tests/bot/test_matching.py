@@ -1,5 +1,8 @@
+import pytest
+
+from bot.errors import ConfigError
 from bot.matching import group_key, matches
-from bot.playbooks import Playbook, PlaybookSet, Trigger
+from bot.playbooks import ExtraTrigger, Playbook, PlaybookSet, Trigger
 from bot.signals import Severity, Signal, SignalStatus
 
 
@@ -18,11 +21,11 @@ def trigger(**fields) -> Trigger:
 
 
 def test_equality_matchers() -> None:
-    t = trigger(match={"alertname": "High5xxRate", "env": "prod"})
+    t = trigger(match={"alertname": "NginxHighHttp5xxErrorRate", "env": "prod"})
 
-    assert matches(t, signal(alertname="High5xxRate", env="prod", service="checkout"))
-    assert not matches(t, signal(alertname="High5xxRate", env="staging"))
-    assert not matches(t, signal(alertname="High5xxRate"))
+    assert matches(t, signal(alertname="NginxHighHttp5xxErrorRate", env="prod", service="checkout"))
+    assert not matches(t, signal(alertname="NginxHighHttp5xxErrorRate", env="staging"))
+    assert not matches(t, signal(alertname="NginxHighHttp5xxErrorRate"))
 
 
 def test_regex_matchers_are_anchored() -> None:
@@ -95,15 +98,15 @@ def test_group_key_values_cannot_forge_other_labels() -> None:
 def test_playbook_set_matches_indexed_and_unindexed_triggers_in_id_order() -> None:
     playbooks = PlaybookSet(
         [
-            playbook("z-by-name", match={"alertname": "High5xxRate"}),
-            playbook("a-by-regex", match_re={"alertname": "High.*"}),
-            playbook("other", match={"alertname": "DiskPressure"}),
+            playbook("z-by-name", match={"alertname": "NginxHighHttp5xxErrorRate"}),
+            playbook("a-by-regex", match_re={"alertname": ".*High.*"}),
+            playbook("other", match={"alertname": "NodeFilesystemAlmostOutOfSpace"}),
             Playbook.model_validate({"id": "manual-only"}),
         ]
     )
 
-    assert [p.id for p in playbooks.match(signal(alertname="High5xxRate"))] == ["a-by-regex", "z-by-name"]
-    assert [p.id for p in playbooks.match(signal(alertname="DiskPressure"))] == ["other"]
+    assert [p.id for p in playbooks.match(signal(alertname="NginxHighHttp5xxErrorRate"))] == ["a-by-regex", "z-by-name"]
+    assert [p.id for p in playbooks.match(signal(alertname="NodeFilesystemAlmostOutOfSpace"))] == ["other"]
     assert playbooks.match(signal(alertname="Unrelated")) == []
 
 
@@ -122,3 +125,46 @@ def test_alert_storm_matches_every_signal_to_the_right_playbooks() -> None:
     assert matched[5] == ["pb-5"]
     # Alert0..39 match one pb-*, Alert10..49 one re-*: 40 of every 50 names each.
     assert sum(map(len, matched)) == 8_000 + 8_000
+
+
+def test_match_in_alertnames_are_indexed_like_a_single_name() -> None:
+    playbooks = PlaybookSet([playbook("node-filesystem-space", match_in={
+        "alertname": ["NodeFilesystemSpaceFillingUp", "NodeFilesystemAlmostOutOfSpace"]})])
+
+    assert [p.id for p in playbooks.match(signal(alertname="NodeFilesystemSpaceFillingUp"))] == [
+        "node-filesystem-space"]
+    assert [p.id for p in playbooks.match(signal(alertname="NodeFilesystemAlmostOutOfSpace"))] == [
+        "node-filesystem-space"]
+    assert playbooks.match(signal(alertname="NodeFilesystemAlmostOutOfFiles")) == []
+
+
+def test_a_teams_own_alert_name_maps_onto_a_shipped_playbook_without_copying_it() -> None:
+    playbooks = PlaybookSet([playbook("node-filesystem-space", match={"alertname": "NodeFilesystemAlmostOutOfSpace"},
+                                      group_by=["instance", "mountpoint"])])
+    playbooks.add_triggers({"node-filesystem-space": [
+        ExtraTrigger.model_validate({"sources": ["grafana"], "match": {"alertname": "Disk space low"}}),
+        ExtraTrigger.model_validate({"match_re": {"alertname": "NodeFilesystem.*"}}),
+    ]})
+
+    grafana = signal(source="grafana", alertname="Disk space low", instance="db-01:9100", mountpoint="/var")
+    assert [p.id for p in playbooks.match(grafana)] == ["node-filesystem-space"]
+    assert playbooks.match(signal(source="alertmanager", alertname="Disk space low")) == []  # sources hold
+    # Its own trigger and a config one both match: the playbook is listed once.
+    assert [p.id for p in playbooks.match(signal(alertname="NodeFilesystemAlmostOutOfSpace"))] == [
+        "node-filesystem-space"]
+
+
+def test_a_trigger_for_an_unknown_or_manual_playbook_is_a_config_error_naming_it() -> None:
+    playbooks = PlaybookSet([playbook("node-filesystem-space", match={"alertname": "X"}),
+                             Playbook.model_validate({"id": "manual-only"})])
+    extra = [ExtraTrigger.model_validate({"match": {"alertname": "Disk space low"}})]
+
+    with pytest.raises(ConfigError) as caught:
+        playbooks.add_triggers({"node-filesytem-space": extra, "manual-only": extra})
+
+    assert caught.value.problems == [
+        "triggers.node-filesytem-space: no playbook 'node-filesytem-space' is loaded; did you mean "
+        "'node-filesystem-space'? (loaded: manual-only, node-filesystem-space)",
+        "triggers.manual-only: playbook 'manual-only' has no trigger (it runs by hand only), so alerts cannot be "
+        "mapped onto it",
+    ]

@@ -193,3 +193,21 @@ def test_missing_evidence_in_a_condition_is_named_in_words() -> None:
         evaluate("evidence.history.previous_revision > 0", ctx, where="condition")
 
     assert str(caught.value) == "condition: there is no evidence 'history' (evidence collected: health)"
+
+
+def test_promql_filter_keeps_a_hostile_label_inside_its_string() -> None:
+    ctx = context(instance='db-01"} or vector(1) or up{x="\\')
+    query = render_template('up{instance="{{ labels.instance | promql }}"}', ctx)
+
+    assert query == 'up{instance="db-01\\"} or vector(1) or up{x=\\"\\\\"}'
+
+
+def test_signal_expression_is_the_alerts_own_promql_from_its_generator_url() -> None:
+    alert = Signal(source="alertmanager", fingerprint="f", status="firing", labels={"alertname": "KubePodCrashLooping"},
+                   url="http://prometheus:9090/graph?g0.expr=max_over_time%28kube_pod_container_status_waiting_reason"
+                       "%7Breason%3D%22CrashLoopBackOff%22%7D%5B5m%5D%29+%3E%3D+1&g0.tab=1")
+    ctx = build_context([alert], {}, {}, {}, None)
+
+    assert render_template("{{ signal.expression }}", ctx) == (
+        'max_over_time(kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff"}[5m]) >= 1')
+    assert build_context([], {}, {}, {}, None)["signal"]["expression"] == ""
