@@ -25,6 +25,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from adapters import standin_prometheus
+
 log = structlog.get_logger(__name__)
 
 DEFAULT_TOKEN = "standin-admin-token"  # demo only; the stand-in guards nothing real
@@ -134,6 +136,7 @@ class Standin:
         app.router.add_post("/data/consumers/{group}/restart", self.consumer_restart)
         app.router.add_post("/data/consumers/{group}/backfill", self.consumer_backfill)
         app.router.add_get("/healthz", self.healthz)
+        standin_prometheus.add_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:

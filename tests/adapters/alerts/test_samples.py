@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,16 +11,18 @@ from adapters.alerts.alertmanager import AlertmanagerSource
 from adapters.alerts.generic import GenericSource
 from adapters.alerts.grafana import GrafanaSource
 from adapters.alerts.pagerduty import PagerDutySource
-from bot.signals import SignalStatus
+from bot.signals import Severity, SignalStatus
 
 SAMPLES = Path(bot.__file__).parent / "samples"
-SOURCES = {
+SOURCES: dict[str, Any] = {
     "alertmanager": AlertmanagerSource(),
     "grafana": GrafanaSource(),
     "pagerduty": PagerDutySource(),
     "generic": GenericSource(),
 }
 SAMPLE_FILES = sorted(SAMPLES.glob("*.json"))
+KSM_SCRAPE = {"job": "kube-state-metrics", "container": "kube-state-metrics", "endpoint": "http",
+              "service": "kube-prometheus-stack-kube-state-metrics"}
 
 
 def parse_sample(name: str):
@@ -27,15 +30,20 @@ def parse_sample(name: str):
 
 
 def test_samples_exist():
-    assert {path.stem for path in SAMPLE_FILES} >= {
-        "alertmanager-disk-pressure",
-        "alertmanager-disk-pressure-resolved",
-        "alertmanager-5xx-spike",
-        "alertmanager-crashloop",
-        "alertmanager-login-failures",
-        "alertmanager-consumer-lag",
+    assert {path.stem for path in SAMPLE_FILES} == {
+        "alertmanager-node-filesystem-space",
+        "alertmanager-node-filesystem-space-resolved",
+        "alertmanager-kube-pod-crashlooping",
+        "alertmanager-kube-deployment-replicas",
+        "alertmanager-kube-job-failed",
+        "alertmanager-target-down",
+        "alertmanager-http-5xx",
+        "alertmanager-kafka-consumer-lag",
+        "alertmanager-certificate-expiry",
         "alertmanager-group",
-        "grafana-high-cpu",
+        "alertmanager-watchdog",
+        "grafana-login-failures",
+        "grafana-disk-space",
         "pagerduty-triggered",
         "pagerduty-resolved",
         "generic-backup",
@@ -60,97 +68,100 @@ def test_readme_lists_every_sample():
 
 
 @pytest.mark.parametrize(
-    ("name", "labels"),
+    ("name", "labels", "severity"),
     [
-        (
-            "alertmanager-disk-pressure",
-            {
-                "alertname": "DiskPressure",
-                "severity": "warning",
-                "env": "dev",
-                "service": "storage",
-                "team": "platform",
-                "instance": "scratch-01",
-                "mountpoint": "/var/scratch",
-            },
-        ),
-        (
-            "alertmanager-5xx-spike",
-            {
-                "alertname": "High5xxRate",
-                "severity": "critical",
-                "env": "prod",
-                "service": "checkout",
-                "team": "payments",
-                "route": "/api/cart",
-            },
-        ),
-        (
-            "alertmanager-crashloop",
-            {
-                "alertname": "KubePodCrashLooping",
-                "severity": "warning",
-                "env": "staging",
-                "namespace": "payments",
-                "deployment": "ledger",
-                "pod": "ledger-7d9f-abc12",
-                "team": "payments",
-            },
-        ),
-        (
-            "alertmanager-login-failures",
-            {
-                "alertname": "LoginFailureSpike",
-                "severity": "warning",
-                "env": "prod",
-                "service": "identity",
-                "team": "identity",
-                "user_id": "u-48213",
-            },
-        ),
-        (
-            "alertmanager-consumer-lag",
-            {
-                "alertname": "KafkaConsumerLag",
-                "severity": "warning",
-                "env": "prod",
-                "service": "warehouse-loader",
-                "team": "data",
-                "consumer_group": "warehouse-loader",
-                "topic": "orders",
-            },
-        ),
+        ("alertmanager-node-filesystem-space",
+         {"alertname": "NodeFilesystemAlmostOutOfSpace", "severity": "critical", "instance": "db-01:9100",
+          "mountpoint": "/var", "job": "node-exporter", "device": "/dev/nvme1n1p1", "fstype": "xfs"},
+         Severity.critical),
+        ("alertmanager-kube-pod-crashlooping",
+         {"alertname": "KubePodCrashLooping", "severity": "warning", "namespace": "shop",
+          "pod": "checkout-6f9c7b8d5-x7k2p", "reason": "CrashLoopBackOff", "cluster": "prod-eu-1", **KSM_SCRAPE,
+          "container": "checkout"}, Severity.warning),
+        ("alertmanager-kube-deployment-replicas",
+         {"alertname": "KubeDeploymentReplicasMismatch", "namespace": "shop", "deployment": "checkout", **KSM_SCRAPE},
+         Severity.warning),
+        ("alertmanager-kube-job-failed",
+         {"alertname": "KubeJobFailed", "namespace": "batch", "job_name": "nightly-report-29145600", **KSM_SCRAPE},
+         Severity.warning),
+        ("alertmanager-target-down",
+         {"alertname": "TargetDown", "namespace": "payments", "job": "payments-api", "service": "payments-api"},
+         Severity.warning),
+        ("alertmanager-http-5xx", {"alertname": "NGINXTooMany500s", "cluster": "prod-eu-1"}, Severity.warning),
+        ("alertmanager-kafka-consumer-lag", {"alertname": "KafkaConsumerGroupLag", "consumergroup": "warehouse-loader"},
+         Severity.warning),
+        ("alertmanager-certificate-expiry",
+         {"alertname": "BlackboxSslCertificateWillExpireSoon", "instance": "https://shop.example.com"},
+         Severity.warning),
+        ("grafana-login-failures",
+         {"alertname": "Login failure ratio high", "grafana_folder": "Auth", "service": "identity-api"},
+         Severity.warning),
+        ("grafana-disk-space",
+         {"alertname": "Disk space low", "instance": "files-02:9100", "mountpoint": "/srv/share"}, Severity.warning),
     ],
 )
-def test_alertmanager_samples_carry_the_labels_playbooks_match(name, labels):
+def test_samples_carry_the_labels_playbooks_match(name, labels, severity):
     (signal,) = parse_sample(name)
 
     assert signal.labels.items() >= labels.items()
     assert signal.status is SignalStatus.firing
+    assert signal.severity is severity
 
 
-def test_disk_pressure_summary():
-    (signal,) = parse_sample("alertmanager-disk-pressure")
+def test_alertmanager_samples_carry_alertmanagers_own_fingerprints():
+    # prometheus/common model.LabelSet.Fingerprint: FNV-1a 64 over the sorted names and values.
+    def fingerprint(labels: dict[str, str]) -> str:
+        value = 0xCBF29CE484222325
+        for name in sorted(labels):
+            for byte in name.encode() + b"\xff" + labels[name].encode() + b"\xff":
+                value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        return f"{value:016x}"
 
-    assert signal.title == "/var/scratch at 93% on scratch-01"
+    for path in SAMPLES.glob("alertmanager-*.json"):
+        for alert in json.loads(path.read_bytes())["alerts"]:
+            assert alert["fingerprint"] == fingerprint(alert["labels"]), path.name
 
 
-def test_disk_pressure_resolved_is_the_same_alert():
-    (firing,) = parse_sample("alertmanager-disk-pressure")
-    (resolved,) = parse_sample("alertmanager-disk-pressure-resolved")
+def test_node_filesystem_summary_is_the_rules_text():
+    (signal,) = parse_sample("alertmanager-node-filesystem-space")
+
+    assert signal.title == "Filesystem has less than 3% space left."
+    assert signal.annotations["runbook_url"].endswith("/runbooks/node/nodefilesystemalmostoutofspace")
+
+
+def test_node_filesystem_resolved_is_the_same_alert():
+    (firing,) = parse_sample("alertmanager-node-filesystem-space")
+    (resolved,) = parse_sample("alertmanager-node-filesystem-space-resolved")
 
     assert resolved.status is SignalStatus.resolved
     assert resolved.id == firing.id
     assert resolved.labels == firing.labels
+    assert resolved.ends_at is not None and firing.ends_at is None
 
 
 def test_group_sample_has_several_instances_of_one_alert_in_mixed_states():
     signals = parse_sample("alertmanager-group")
 
     assert len(signals) == 3
-    assert len({signal.labels["alertname"] for signal in signals}) == 1
-    assert len({signal.id for signal in signals}) == 3
-    assert {signal.status for signal in signals} == {SignalStatus.firing, SignalStatus.resolved}
+    assert {signal.labels["alertname"] for signal in signals} == {"NodeFilesystemSpaceFillingUp"}
+    assert {signal.labels["instance"] for signal in signals} == {"web-01:9100", "web-02:9100", "web-03:9100"}
+    assert sorted(signal.status for signal in signals) == [SignalStatus.firing, SignalStatus.firing,
+                                                           SignalStatus.resolved]
+
+
+def test_watchdog_is_a_heartbeat_without_severity():
+    (signal,) = parse_sample("alertmanager-watchdog")
+
+    assert signal.labels["alertname"] == "Watchdog"
+    assert signal.labels["severity"] == "none"
+    assert signal.severity is Severity.info
+
+
+def test_grafana_values_become_annotations():
+    (signal,) = parse_sample("grafana-login-failures")
+
+    assert signal.annotations["value_B"] == "12.4"
+    assert signal.url is not None and "viewPanel=14" in signal.url
 
 
 def test_pagerduty_samples_are_one_incident():
@@ -159,3 +170,5 @@ def test_pagerduty_samples_are_one_incident():
 
     assert (triggered.status, resolved.status) == (SignalStatus.firing, SignalStatus.resolved)
     assert triggered.id == resolved.id
+    assert triggered.labels.items() >= {"service": "Checkout API", "urgency": "high", "priority": "P1"}.items()
+    assert triggered.severity is Severity.critical
