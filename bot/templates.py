@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import functools
 import json
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, islice
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 import structlog
