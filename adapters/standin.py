@@ -2,7 +2,9 @@
 
 The quick start runs the whole loop (alert -> proposal -> approval -> tool call -> verify) on one
 machine with no outside services: this server answers the Unleash admin API subset the flag tools
-use, with the same JSON shapes as real Unleash, plus a few demo platform endpoints (service health
+use, with the same JSON shapes as real Unleash, a demo Prometheus (``standin_prometheus``), a demo
+Kubernetes cluster (``standin_kubernetes``) and, when given a key folder, a demo SSH host ``db-01``
+(``standin_ssh``), plus a few demo platform endpoints (service health
 and rollbacks, workload restarts, identity sessions, data consumers). State is in memory and
 exposed (``flags``, ``services``, ``calls``) so tests can assert on what happened.
 
@@ -20,12 +22,14 @@ import os
 import signal
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from adapters import standin_prometheus
+from adapters import standin_kubernetes, standin_prometheus
+from adapters.standin_ssh import DemoSshHost
 
 log = structlog.get_logger(__name__)
 
@@ -102,8 +106,12 @@ def digest_int(*parts: str, modulo: int) -> int:
 class Standin:
     """The stand-in server. ``start`` binds and returns the port; ``stop`` closes everything."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, flags: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, token: str = DEFAULT_TOKEN, flags: dict[str, dict[str, Any]] | None = None, *,
+                 ssh_dir: Path | None = None, ssh_port: int = 0) -> None:
+        """``ssh_dir``: also start the demo SSH host (``db-01``), writing its keys there."""
         self.token = token
+        self.ssh_host = DemoSshHost(ssh_dir) if ssh_dir is not None else None
+        self.ssh_port = ssh_port
         self.flags: dict[str, dict[str, Any]] = seeded_flags() if flags is None else flags
         self.services: dict[str, dict[str, Any]] = {}
         self.workloads: dict[str, dict[str, Any]] = {}
@@ -137,6 +145,7 @@ class Standin:
         app.router.add_post("/data/consumers/{group}/backfill", self.consumer_backfill)
         app.router.add_get("/healthz", self.healthz)
         standin_prometheus.add_routes(app)
+        standin_kubernetes.add_routes(app, token=None)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -145,11 +154,15 @@ class Standin:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        log.info("standin.started", host=host, port=self.port)
+        if self.ssh_host is not None:
+            self.ssh_port = await self.ssh_host.start(host, self.ssh_port)
+        log.info("standin.started", host=host, port=self.port, ssh_port=self.ssh_port if self.ssh_host else None)
         return self.port
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        if self.ssh_host is not None:
+            await self.ssh_host.stop()
         if runner is not None:
             await runner.cleanup()
 

@@ -63,6 +63,15 @@ TOOLS = {
     "prometheus": ("adapters.tools.prometheus.PrometheusToolConfig",
                    ["adapters.tools.prometheus.PrometheusQueryTool"]),
     "ssh": ("adapters.tools.ssh.SshToolConfig", ["adapters.tools.ssh.SshRunTool"]),
+    "kubernetes": ("adapters.tools.kubernetes.KubernetesToolConfig", [
+        "adapters.tools.kubernetes_workloads.WorkloadStatusTool",
+        "adapters.tools.kubernetes_workloads.EventsTool",
+        "adapters.tools.kubernetes_logs.LogsTool",
+        "adapters.tools.kubernetes_rollouts.RolloutHistoryTool",
+        "adapters.tools.kubernetes_rollouts.RolloutRestartTool",
+        "adapters.tools.kubernetes_scale.ScaleTool",
+        "adapters.tools.kubernetes_rollouts.RolloutUndoTool",
+    ]),
 }
 NOTIFY_TOOL = "adapters.tools.notify.NotifyTool"
 # config section -> (surface class, its config model)
@@ -108,6 +117,10 @@ def build_tools(settings: Settings, doc: YamlDocument | None, env: Mapping[str, 
             if scratch and not Path(scratch).is_absolute():
                 (workdir / scratch).mkdir(parents=True, exist_ok=True)
             raw = {**raw, "workdir": str(workdir)}
+        if section == "ssh":
+            # Key and known_hosts files are relative to the config file like every other path.
+            raw = {**raw, **{key: str(settings.resolve(Path(raw[key])))
+                             for key in ("private_key_file", "known_hosts") if raw.get(key)}}
         config = validate_section(doc, import_string(config_path), raw, ("tools", section))
         tools += [import_string(cls)(config, env) for cls in classes]
     return tools
@@ -240,7 +253,9 @@ class App:
 
     async def _start_standin(self, env: Mapping[str, str]) -> None:
         token = env.get(self.settings.standin.flags_token_env) if self.settings.standin.flags_token_env else None
-        standin = import_string(STANDIN)(**({"token": token} if token else {}))
+        standin = import_string(STANDIN)(**({"token": token} if token else {}),
+                                         ssh_dir=self.settings.data_path / "standin" / "ssh",
+                                         ssh_port=self.settings.standin.ssh_port)
         self.standin_port = await standin.start("127.0.0.1", self.settings.standin.port)
         self.stack.push_async_callback(standin.stop)
         self.standin = standin

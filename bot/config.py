@@ -84,6 +84,18 @@ class IntakeConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
 
+class UnmatchedFyiConfig(_Strict):
+    """A chat notice when alerts match no playbook: one per alert name per ``min_interval_s``.
+
+    Defined above EngineConfig: ``EngineConfig()`` is built as a default further down, and
+    pydantic needs the model of every field complete by then.
+    """
+
+    enabled: bool = False
+    channel: str | None = None  # the surfaces' default channel when null
+    min_interval_s: int = Field(3600, ge=60)
+
+
 class EngineConfig(_Strict):
     queue_size: int = Field(10_000, ge=10)
     # Planning mostly waits (evidence calls, commits), so more tasks in flight means more
@@ -93,6 +105,7 @@ class EngineConfig(_Strict):
     step_timeout_s: float = Field(30.0, gt=0)
     approval_expiry_s: int = Field(4 * 3600, ge=60)
     reminder_after_s: int = Field(900, ge=60)
+    unmatched_fyi: UnmatchedFyiConfig = UnmatchedFyiConfig()
 
 
 class LocalSurfaceConfig(_Strict):
@@ -127,6 +140,7 @@ class StandinConfig(_Strict):
 
     enabled: bool = False
     port: int = 8099
+    ssh_port: int = Field(8022, ge=0, le=65535)  # the demo SSH host db-01; its keys go in data/standin/ssh
     flags_token_env: str | None = None
 
 

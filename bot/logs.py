@@ -46,5 +46,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     # aiohttp's access log would add an unstructured line per request on the intake hot path.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # One line per outgoing request and per scheduler bookkeeping step is noise; tools log their own.
-    for name in ("httpx", "httpcore", "apscheduler"):
+    for name in ("httpx", "httpcore", "apscheduler", "asyncssh"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ secrets in the env, and the outside systems pointed at a ``Standin`` the test st
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,12 +76,23 @@ test_config.__test__ = False  # type: ignore[attr-defined]
 
 @asynccontextmanager
 async def running_standin() -> AsyncIterator[Standin]:
-    standin = Standin(token=ENV["OODA_FLAGS_TOKEN"])
-    await standin.start("127.0.0.1", 0)
-    try:
-        yield standin
-    finally:
-        await standin.stop()
+    """The stand-in with its demo SSH host on free ports, keys in a temp dir of its own."""
+    with tempfile.TemporaryDirectory(prefix="ooda-standin-") as ssh_dir:
+        standin = Standin(token=ENV["OODA_FLAGS_TOKEN"], ssh_dir=Path(ssh_dir))
+        await standin.start("127.0.0.1", 0)
+        try:
+            yield standin
+        finally:
+            await standin.stop()
+
+
+def ssh_overrides(standin: Standin) -> dict[str, Any]:
+    """``tools.ssh`` pointed at the stand-in's demo host (every host name dials it)."""
+    if standin.ssh_host is None:
+        return {}
+    return {"tools": {"ssh": {"address_map": {"*": f"127.0.0.1:{standin.ssh_port}"},
+                              "private_key_file": str(standin.ssh_host.client_key_path),
+                              "known_hosts": str(standin.ssh_host.known_hosts_path)}}}
 
 
 @asynccontextmanager
@@ -88,7 +100,7 @@ async def running_app(tmp_path: Path, standin: Standin, overrides: dict[str, Any
                       env: dict[str, str] | None = None, **app_kwargs: Any) -> AsyncIterator[App]:
     """``env`` adds variables (chat tokens, say) to ``ENV``."""
     port = int(standin.base_url.rsplit(":", 1)[1])
-    settings, doc = load_settings(test_config(tmp_path, port, overrides))
+    settings, doc = load_settings(test_config(tmp_path, port, merge(ssh_overrides(standin), overrides or {})))
     async with App(settings, doc=doc, env={**ENV, **(env or {})}, **app_kwargs) as app:
         yield app
 

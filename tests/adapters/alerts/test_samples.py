@@ -76,7 +76,7 @@ def test_readme_lists_every_sample():
          Severity.critical),
         ("alertmanager-kube-pod-crashlooping",
          {"alertname": "KubePodCrashLooping", "severity": "warning", "namespace": "shop",
-          "pod": "checkout-6f9c7b8d5-x7k2p", "reason": "CrashLoopBackOff", "cluster": "prod-eu-1", **KSM_SCRAPE,
+          "pod": "checkout-6f9c7b8d5-x7k2p", "reason": "CrashLoopBackOff", "cluster": "staging-eu-1", **KSM_SCRAPE,
           "container": "checkout"}, Severity.warning),
         ("alertmanager-kube-deployment-replicas",
          {"alertname": "KubeDeploymentReplicasMismatch", "namespace": "shop", "deployment": "checkout", **KSM_SCRAPE},
