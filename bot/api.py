@@ -60,6 +60,17 @@ class ReplayBody(BaseModel):
     last: int = Field(20, ge=1, le=200)
 
 
+SIGNALS_LIMIT_MAX = 1000
+
+
+def _limit(text: str | None, default: int, maximum: int) -> int:
+    if text is None:
+        return default
+    if not text.strip().isdigit() or not 1 <= int(text) <= maximum:
+        raise UserError(f"limit: a whole number from 1 to {maximum}; got {text[:20]!r}")
+    return int(text)
+
+
 def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, "message": message, **extra}, status=status)
 
@@ -92,6 +103,7 @@ class Api:
             web.get("/api/v1/audit/verify", h(self.audit_verify)),
             web.get("/api/v1/policy", h(self.policy)),
             web.get("/api/v1/digest", h(self.digest)),
+            web.get("/api/v1/signals", h(self.signals)),
         ]
 
     def _authenticated(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Any:
@@ -232,6 +244,18 @@ class Api:
 
     async def policy(self, request: web.Request, actor: Actor) -> web.Response:
         return web.json_response({"policy": self._commands.describe_policy()})
+
+    async def signals(self, request: web.Request, actor: Actor) -> web.Response:
+        """``?unmatched=true&since=24h&limit=100``: the alert names no playbook matched."""
+        query = request.query
+        unmatched = query.get("unmatched")
+        if unmatched is None or unmatched.lower() != "true":
+            given = f"got {unmatched[:20]!r}" if unmatched is not None else "it is missing"
+            raise UserError("unmatched: the allowed value is true (this endpoint lists the alerts no playbook "
+                            f"matched: /api/v1/signals?unmatched=true&since=24h); {given}")
+        report = await self._commands.unmatched_signals(since=query.get("since", "24h"),
+                                                        limit=_limit(query.get("limit"), 100, SIGNALS_LIMIT_MAX))
+        return web.json_response(report.model_dump(mode="json"))
 
     async def digest(self, request: web.Request, actor: Actor) -> web.Response:
         return web.json_response({"digest": await self._commands.digest()})

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -382,6 +383,51 @@ def cmd_digest(args: argparse.Namespace) -> int:
     return 0
 
 
+SIGNALS_HELP = "list the alerts no playbook matched (the playbooks to write next)"
+SIGNALS_DESCRIPTION = """\
+List the alert names that matched no playbook since a time, most alerts first: how many
+alerts, when last seen, from which source, and the labels of the latest one. The engine
+saves its position every few seconds, so an alert fired a moment ago may not be listed yet."""
+SIGNALS_EXAMPLE = """\
+example:
+  ooda signals --unmatched --since 7d
+  ooda signals --unmatched --since 2026-01-05T09:00:00Z --json"""
+
+
+# Labels that say where an alert fired come first: the table cuts long cells.
+WHERE_LABELS = ("instance", "pod", "namespace", "service", "job", "cluster")
+
+
+def _labels_text(labels: dict[str, Any]) -> str:
+    def order(key: str) -> tuple[int, str]:
+        return (WHERE_LABELS.index(key) if key in WHERE_LABELS else len(WHERE_LABELS), key)
+
+    return ", ".join(f"{k}={labels[k]}" for k in sorted(labels, key=order) if k != "alertname")
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    if not args.unmatched:
+        raise BotError("`ooda signals` lists the alerts no playbook matched: add --unmatched, "
+                       "e.g. `ooda signals --unmatched --since 7d`")
+    query = urlencode({"unmatched": "true", "since": args.since, "limit": args.limit})
+    data = Client(args.config).call("GET", f"/api/v1/signals?{query}")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    alerts, names = data["alerts"], data["names"]
+    if not names:
+        print(f"every alert since {data['since'][:19]} matched a playbook (or none came in)")
+        return 0
+    rows = [{"alertname": a["alertname"], "count": a["count"], "last seen": a["last_seen"][:19],
+             "source": a["source"], "example labels": _labels_text(a["example_labels"])} for a in alerts]
+    print(table(rows, ["alertname", "count", "last seen", "source", "example labels"]))
+    if names > len(alerts):
+        print(f"(the first {len(alerts)} of {names}; raise --limit to see more)")
+    print(f"{names} alert name{'s' if names != 1 else ''} matched no playbook: write one, or map a team's "
+          "alert name onto an existing playbook under `triggers:` in the config")
+    return 0
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     if args.policy_command == "show":
         from bot.app import build_policy
@@ -513,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("pause", cmd_pause, "pull the kill switch: no write runs").add_argument("--reason", default="")
     add("resume", cmd_resume, "release the kill switch")
     add("digest", cmd_digest, "print the daily digest now")
+    p = add("signals", cmd_signals, SIGNALS_HELP)
+    p.description, p.epilog = SIGNALS_DESCRIPTION, SIGNALS_EXAMPLE
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--unmatched", action="store_true", help="the alerts no playbook matched (the one listing there is)")
+    p.add_argument("--since", default="24h", help="an ISO 8601 time or a duration back from now: 30m, 24h, 7d "
+                                                  "(default 24h)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many alert names, 1 to 1000 (default 100)")
     p = add("policy", cmd_policy, "show the policy or explain a task's decisions")
     psub = p.add_subparsers(dest="policy_command", required=True)
     psub.add_parser("show", parents=[nested])

@@ -12,8 +12,9 @@ release it: the ``admin`` or ``operator`` role.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +33,7 @@ from bot.playbooks import load_playbook_texts
 from bot.policy import autonomy_for, describe_policy, explain_decision
 from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
+from bot.redaction import redact
 from bot.replay import Replayer, ReplayResult
 from bot.store import TaskOps
 from bot.tasks import ATTENTION_STATES, Task, TaskState
@@ -85,6 +87,52 @@ class Status(BaseModel):
     needs_approval: int
     recent_failures: list[str] = []
     scheduled_checks: list[str] = []  # "disk-pressure (*/30 8-18 * * 1-5 Europe/Berlin): next 2026-…"
+
+
+class UnmatchedAlert(BaseModel):
+    """One alert name no playbook matched: how often, when, from where, and what it looked like."""
+
+    alertname: str
+    count: int  # signals (distinct alerts by fingerprint); redeliveries are in ``deliveries``
+    deliveries: int
+    first_seen: datetime
+    last_seen: datetime
+    source: str
+    severity: str
+    example_labels: dict[str, Any]  # of the latest signal, redacted
+
+
+class UnmatchedReport(BaseModel):
+    since: datetime
+    names: int  # alert names in all; ``alerts`` holds the first ``limit`` of them
+    alerts: list[UnmatchedAlert]
+
+
+_DURATION = re.compile(r"^(\d{1,6})([mhdw])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_LOOKBACK = timedelta(days=3650)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A point in time from an ISO 8601 time or a duration back from ``now`` (``30m``, ``24h``, ``7d``, ``2w``).
+
+    Raises:
+        UserError: naming the ``since`` parameter and the forms it takes.
+    """
+    value = text.strip()
+    duration = _DURATION.match(value.lower())
+    try:
+        if duration:
+            since = now - timedelta(seconds=int(duration.group(1)) * _UNIT_SECONDS[duration.group(2)])
+        else:
+            since = datetime.fromisoformat(value)
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)  # a time without a zone is UTC
+    except (ValueError, OverflowError):
+        raise UserError(f"since: give an ISO 8601 time such as 2026-01-05T09:00:00Z or a duration such as "
+                        f"30m, 24h, 7d, 2w; got {text[:50]!r}") from None
+    if since < now - MAX_LOOKBACK:
+        raise UserError(f"since: at most {MAX_LOOKBACK.days} days back; got {text[:50]!r}")
+    return since.astimezone(UTC)
 
 
 class Commands:
@@ -284,6 +332,25 @@ class Commands:
     async def digest(self, *, since: datetime | None = None) -> str:
         now = self.core.clock()
         return await build_digest(self.core.store, since or now - timedelta(days=1), now)
+
+    async def unmatched_signals(self, *, since: str | datetime = "24h", limit: int = 100) -> UnmatchedReport:
+        """The alert names no playbook matched since a time, most alerts first: which playbooks
+        to write next.
+
+        Args:
+            since: an ISO 8601 time, a duration back from now (``24h``, ``7d``) or a datetime.
+            limit: at most this many alert names.
+
+        Raises:
+            UserError: ``since`` is neither a time nor a duration.
+        """
+        start = parse_since(since, self.core.clock()) if isinstance(since, str) else since.astimezone(UTC)
+        rows, names = await self.core.store.unmatched_signals(start.isoformat(), limit)
+        # Labels are the alert's own text, read by people in chat and in the console: no secret
+        # or personal data that a rule author templated into one goes further than the store.
+        alerts = [UnmatchedAlert.model_validate({**row, "example_labels": redact(row["example_labels"])})
+                  for row in rows]
+        return UnmatchedReport(since=start, names=names, alerts=alerts)
 
     async def explain(self, task_id: int) -> str:
         proposal = await self.show(task_id)

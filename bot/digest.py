@@ -1,4 +1,5 @@
-"""The daily digest for managers: incidents, time to approve, MTTR, success rate, denials, noise."""
+"""The daily digest for managers: incidents, time to approve, MTTR, success rate, denials, noise,
+and the alerts no playbook matched (the playbooks to write next)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ from statistics import median
 
 from bot.store import Store
 from bot.tasks import TaskState
+
+UNMATCHED_IN_DIGEST = 5
+
+
+def _alert_name(name: str) -> str:
+    """An alert name as chat shows it: alert names are whatever rule authors wrote."""
+    # Imported here: bot.wording imports bot.commands, which imports this module.
+    from bot.wording import neutralize_mentions, truncate
+
+    return neutralize_mentions(truncate(name, 80))
 
 
 def _minutes(seconds: float) -> str:
@@ -40,7 +51,12 @@ async def build_digest(store: Store, since: datetime, now: datetime) -> str:
             f"Success rate: {success:.0%} of {finished} finished",
             f"Policy denials: {denials}",
         ]
+    unmatched, names = await store.unmatched_signals(since.isoformat(), UNMATCHED_IN_DIGEST)
+    if unmatched:
+        more = f" and {names - len(unmatched)} more" if names > len(unmatched) else ""
+        named = (f"{_alert_name(a['alertname'])} \N{MULTIPLICATION SIGN}{a['count']}" for a in unmatched)
+        lines.append("Unmatched alerts (no playbook): " + ", ".join(named) + more)
     noisy = await store.noisiest_alerts(since.isoformat())
     if noisy:
-        lines.append("Noisiest alerts: " + ", ".join(f"{name} ({count})" for name, count in noisy))
+        lines.append("Noisiest alerts: " + ", ".join(f"{_alert_name(name)} ({count})" for name, count in noisy))
     return "\n".join(lines)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Alert names are chosen by whoever writes alerting rules, so the label is bounded: each distinct
+# name is a time series Prometheus keeps, and a templated name must not grow them without end.
+UNMATCHED_NAMES_MAX = 200
+UNMATCHED_NAME_CHARS = 100
+UNMATCHED_OVERFLOW = "other"
+# Signal ids remembered as firing, so a redelivery of a firing alert is not counted again. Past
+# this many the oldest is forgotten: a redelivery of it would count once more, which is cheaper
+# than memory growing with every alert ever seen.
+UNMATCHED_FIRING_MAX = 50_000
 
 
 class Metrics:
@@ -37,9 +48,60 @@ class Metrics:
         self.store_queue_depth = Gauge("ooda_store_queue_depth", "Writes waiting for the store writer", registry=r)
         self.engine_queue_depth = Gauge("ooda_engine_queue_depth", "Signals waiting for the engine", registry=r)
         self.kill_switch = Gauge("ooda_kill_switch", "1 when the kill switch is on", registry=r)
+        self.unmatched = UnmatchedCounter(Counter(
+            "ooda_unmatched_signals", "Firing signals that matched no playbook, by alertname "
+            f"(at most {UNMATCHED_NAMES_MAX} names; the rest count as {UNMATCHED_OVERFLOW!r})",
+            ["alertname"], registry=r,
+        ))
 
     def track_queue(self, gauge: Gauge, read: Callable[[], int]) -> None:
         gauge.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class UnmatchedCounter:
+    """``ooda_unmatched_signals_total{alertname}``: once per alert that starts firing and matches
+    no playbook.
+
+    A signal counts when it is seen firing and was not firing before, as far as this process
+    remembers: redeliveries of a firing alert and its resolved delivery count nothing, and an
+    alert that fires again after it resolved counts again.
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._names: set[str] = set()
+        self._firing: OrderedDict[str, None] = OrderedDict()
+
+    def observe(self, signals: Iterable[tuple[str, str, bool]]) -> None:
+        """Count a batch of unmatched signals given as (signal id, alert name, firing).
+
+        Args:
+            signals: every signal of the batch no playbook matched, firing and resolved alike
+                (a resolved one makes its next firing count again).
+        """
+        counts: dict[str, int] = defaultdict(int)
+        for signal_id, alertname, firing in signals:
+            if not firing:
+                self._firing.pop(signal_id, None)
+                continue
+            if signal_id in self._firing:
+                self._firing.move_to_end(signal_id)
+                continue
+            self._firing[signal_id] = None
+            if len(self._firing) > UNMATCHED_FIRING_MAX:
+                self._firing.popitem(last=False)
+            counts[self._label(alertname)] += 1
+        for label, count in counts.items():  # one labels() lookup per name, not per alert in a storm
+            self.counter.labels(label).inc(count)
+
+    def _label(self, alertname: str) -> str:
+        name = alertname[:UNMATCHED_NAME_CHARS] or "(untitled)"
+        if name in self._names:
+            return name
+        if len(self._names) >= UNMATCHED_NAMES_MAX:
+            return UNMATCHED_OVERFLOW
+        self._names.add(name)
+        return name

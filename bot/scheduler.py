@@ -1,4 +1,5 @@
-"""Scheduled work on APScheduler 3.x: the daily digest, approval expiry, chat outbox retries.
+"""Scheduled work on APScheduler 3.x: the daily digest, approval expiry, chat outbox retries,
+and the optional FYI about alerts no playbook matched.
 
 Jobs live in a MemoryJobStore and are rebuilt from settings at every start (a persistent job store
 would pickle functions and break on renames). The digest records the day it was sent in the store,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,13 +21,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.commands import Commands
+from bot.commands import Commands, UnmatchedAlert
 from bot.core import Core
 from bot.cron import cron_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState
+from bot.wording import neutralize_mentions, truncate
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +43,34 @@ def _job(name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[
             log.exception("scheduler.job_failed", job=name)
 
     return run
+
+
+UNMATCHED_FYI_CHECK_S = 60
+UNMATCHED_FYI_PER_RUN = 10  # more due at once are summed up in one notice: a storm must not flood the channel
+# Labels that say where an alert comes from, in the order the FYI looks for one to name.
+WHERE_LABELS = ("instance", "pod", "service", "job", "namespace", "cluster")
+
+
+def _period(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} hours"
+    return f"{seconds // 60} min"
+
+
+def unmatched_fyi_text(alert: UnmatchedAlert, window_s: int) -> str:
+    """The chat notice about one alert name no playbook matched.
+
+    Label values come from the alert: they are cut short and their mentions defused, so a label
+    cannot page a channel or flood it.
+    """
+    detail = [truncate(alert.severity, 20)]
+    where = next((key for key in WHERE_LABELS if alert.example_labels.get(key)), None)
+    if where:
+        detail.append(f"{where} {truncate(str(alert.example_labels[where]), 60)}")
+    times = "once" if alert.count == 1 else f"{alert.count} times"
+    text = (f"FYI: {truncate(alert.alertname, 100)} ({', '.join(detail)}) matched no playbook; {times} in the "
+            f"last {_period(window_s)}. `ooda signals --unmatched` lists all.")
+    return neutralize_mentions(text)
 
 
 def digest_trigger(at: str, days: str, timezone: str) -> CronTrigger:
@@ -72,6 +102,10 @@ class Scheduler:
                       replace_existing=True, misfire_grace_time=30)
         sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
                       replace_existing=True, misfire_grace_time=600)
+        if s.engine.unmatched_fyi.enabled:
+            sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi),
+                          IntervalTrigger(seconds=UNMATCHED_FYI_CHECK_S), id="unmatched_fyi", replace_existing=True,
+                          misfire_grace_time=UNMATCHED_FYI_CHECK_S, coalesce=True, max_instances=1)
         if s.store.retention_days is not None:
             sched.add_job(_job("retention", self.purge_signals), IntervalTrigger(hours=1), id="retention",
                           replace_existing=True, misfire_grace_time=3600, coalesce=True)
@@ -132,6 +166,44 @@ class Scheduler:
         await self.core.store.transact(mark)
         log.info("digest.sent", day=today)
         return True
+
+    async def post_unmatched_fyi(self) -> list[str]:
+        """Tell chat about alert names no playbook matched, each at most once per
+        ``engine.unmatched_fyi.min_interval_s`` and only when it was seen again since the last
+        notice; returns the names told about."""
+        config = self.core.settings.engine.unmatched_fyi
+        now = self.core.clock()
+        window = timedelta(seconds=config.min_interval_s)
+        report = await self.commands.unmatched_signals(since=now - window, limit=200)
+        due: list[tuple[UnmatchedAlert, str]] = []
+        for alert in report.alerts:
+            key = f"unmatched_fyi.{alert.alertname[:100]}"
+            told = await self.core.store.get_setting(key)
+            # Each time against its own clock: ``at`` is ours, ``last_seen`` is the store's.
+            if told and (now - datetime.fromisoformat(told["value"]["at"]) < window
+                         or alert.last_seen <= datetime.fromisoformat(told["value"]["last_seen"])):
+                continue
+            due.append((alert, key))
+        texts = [unmatched_fyi_text(alert, config.min_interval_s) for alert, _ in due[:UNMATCHED_FYI_PER_RUN]]
+        if len(due) > UNMATCHED_FYI_PER_RUN:
+            texts.append(f"FYI: {len(due) - UNMATCHED_FYI_PER_RUN} more alert names matched no playbook in the last "
+                         f"{_period(config.min_interval_s)}. `ooda signals --unmatched` lists all.")
+        for text in texts:
+            for surface in self.surfaces:
+                try:
+                    await surface.post_notice(config.channel, text)
+                except Exception as exc:
+                    log.warning("unmatched_fyi.delivery_failed", surface=surface.name, error=str(exc))
+        if due:
+            marks = {key: {"at": now.isoformat(), "last_seen": alert.last_seen.isoformat()} for alert, key in due}
+
+            async def mark(t: TaskOps) -> None:
+                for key, value in marks.items():
+                    await t.set_setting(key, value, "scheduler")
+
+            await self.core.store.transact(mark)
+            log.info("unmatched_fyi.posted", names=len(due), notices=len(texts))
+        return [alert.alertname for alert, _ in due]
 
     async def remind_approvers(self) -> list[int]:
         """Nudge the routed channels once about proposals waiting longer than ``engine.reminder_after_s``."""

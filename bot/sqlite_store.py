@@ -38,6 +38,8 @@ from bot.tasks import ATTENTION_STATES, ApprovalRecord, StepRecord, Task
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# The engine's setting (bot/engine.py CURSOR_KEY): every signal at or behind it was grouped.
+ENGINE_CURSOR = "engine.cursor"
 MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
 # Page size for new stores (SQLite's default is 4 KiB). Every alert lands at a random place in
 # the dedup index, so at 1,600 rows a commit nearly each row dirties an index page of its own,
@@ -399,6 +401,38 @@ class SqliteStore:
             (since, limit),
         )
         return [(r[0] or "(untitled)", int(r[1])) for r in rows]
+
+    async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).
+
+        Unmatched means: in no task, and at or behind the engine's saved cursor, so the engine
+        has looked at the signal already (one it has not reached yet may still start a task).
+        The cursor is saved every few seconds, so the newest alerts show up after that.
+
+        Returns:
+            (rows, names): up to ``limit`` rows, most signals first, each ``{"alertname", "count"
+            (signals), "deliveries", "first_seen", "last_seen", "source" (every source, comma
+            separated), "severity" and "example_labels" (of the latest signal)}``; and how many
+            alert names there are in all.
+        """
+        rows = await self._all(
+            "WITH unmatched AS ("
+            " SELECT coalesce(json_extract(labels, '$.alertname'), nullif(title, ''), '(untitled)') AS alertname,"
+            " count(*) AS n, sum(deliveries) AS deliveries, min(received_at) AS first_seen,"
+            " max(updated_at) AS last_seen, group_concat(DISTINCT source) AS sources, max(seq) AS example,"
+            " count(*) OVER () AS names"
+            " FROM signals WHERE task_id IS NULL AND updated_at >= ?"
+            " AND seq <= coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0)"
+            " GROUP BY 1 ORDER BY n DESC, last_seen DESC, alertname LIMIT ?) "
+            "SELECT u.alertname, u.n, u.deliveries, u.first_seen, u.last_seen, u.sources, u.names, s.severity,"
+            " s.labels FROM unmatched u JOIN signals s ON s.seq = u.example"
+            " ORDER BY u.n DESC, u.last_seen DESC, u.alertname",
+            (since, ENGINE_CURSOR, limit),
+        )
+        alerts = [{"alertname": r[0], "count": int(r[1]), "deliveries": int(r[2]), "first_seen": r[3],
+                   "last_seen": r[4], "source": ", ".join(sorted(set(r[5].split(",")))), "severity": r[7],
+                   "example_labels": loads(r[8])} for r in rows]
+        return alerts, int(rows[0][6]) if rows else 0
 
 
 def _signal_dict(row: Any) -> dict[str, Any]:
