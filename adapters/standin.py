@@ -180,7 +180,8 @@ class Standin:
         if request.can_read_body:
             with contextlib.suppress(ValueError):
                 body = await request.json()
-        self.calls.append({"method": request.method, "path": request.path, "json": body})
+        self.calls.append({"method": request.method, "path": request.path, "query": dict(request.query),
+                           "json": body})
         for failure in self._failures:
             if request.path.startswith(failure[0]) and failure[2] > 0:
                 failure[2] -= 1

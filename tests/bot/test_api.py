@@ -54,7 +54,7 @@ async def metric(http: httpx.AsyncClient, name: str, **labels: str) -> float:
 
 
 async def proposed_task(app: App, http: httpx.AsyncClient) -> int:
-    r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-disk-pressure"), headers=AM)
+    r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-node-filesystem-space"), headers=AM)
     assert r.status_code == 202
     await app.engine.wait_idle()
     (task,) = (await http.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
@@ -168,7 +168,7 @@ async def test_health_readiness_and_metrics(tmp_path):
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["store"] == "writable"
 
-        await http.post("/webhooks/alertmanager", content=sample("alertmanager-disk-pressure"), headers=AM)
+        await http.post("/webhooks/alertmanager", content=sample("alertmanager-node-filesystem-space"), headers=AM)
         await http.post("/webhooks/alertmanager", content=b"{}", headers={"Authorization": "Bearer wrong"})
         metrics = await http.get("/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")

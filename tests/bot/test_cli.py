@@ -74,14 +74,14 @@ async def test_operator_session_fire_approve_pause_and_export(tmp_path, capsys, 
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
         monkeypatch.setenv("OODA_URL", f"http://127.0.0.1:{app.port}")
 
-        code, out, _ = await ooda(capsys, "fire", "--sample", "alertmanager-disk-pressure", "--config", config)
+        code, out, _ = await ooda(capsys, "fire", "--sample", "alertmanager-kube-pod-crashlooping", "--config", config)
         assert code == 0 and out.startswith("202 ")
         (signal_id,) = json.loads(out.split(" ", 1)[1])["signal_ids"]
         await app.engine.wait_idle()
 
         code, out, _ = await ooda(capsys, "tasks", "--json", "--config", config)
         (task,) = json.loads(out)["tasks"]
-        assert code == 0 and task["state"] == "needs_approval" and task["playbook_id"] == "disk-pressure"
+        assert code == 0 and task["state"] == "needs_approval" and task["playbook_id"] == "kube-pod-crashlooping"
         task_id = str(task["id"])
 
         code, out, _ = await ooda(capsys, "show", task_id, "--config", config)
@@ -136,31 +136,31 @@ async def test_replay_shows_what_a_new_version_would_change_and_fails_on_a_broke
         tmp_path, capsys, monkeypatch, secrets_env, quiet_server):
     (tmp_path / "work" / "scratch").mkdir(parents=True)
     config = str(tmp_path / "config.yaml")
-    shipped = (ROOT / "playbooks" / "disk-pressure.yaml").read_text(encoding="utf-8")
+    shipped = (ROOT / "playbooks" / "kube-pod-crashlooping.yaml").read_text(encoding="utf-8")
     draft = tmp_path / "draft"
     draft.mkdir()
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
         monkeypatch.setenv("OODA_URL", f"http://127.0.0.1:{app.port}")
-        assert (await ooda(capsys, "fire", "--sample", "alertmanager-disk-pressure", "--config", config))[0] == 0
+        assert (await ooda(capsys, "fire", "--sample", "alertmanager-kube-pod-crashlooping", "--config", config))[0] == 0
         await app.engine.wait_idle()
         [task] = await app.store.list_tasks(open_only=False)
 
-        (draft / "disk-pressure.yaml").write_text(shipped, encoding="utf-8")
+        (draft / "kube-pod-crashlooping.yaml").write_text(shipped, encoding="utf-8")
         code, out, _ = await ooda(capsys, "replay", str(draft), "--config", config)
         assert code == 0
         assert out.splitlines() == ["replayed 1 task(s): 1 unchanged, 0 changed, 0 failing",
-                                    f"#{task.id} disk-pressure v{task.playbook_version} → "
+                                    f"#{task.id} kube-pod-crashlooping v{task.playbook_version} → "
                                     f"v{task.playbook_version}: unchanged"]
 
-        (draft / "disk-pressure.yaml").write_text(shipped.replace('"+60"', '"+240"'))
+        (draft / "kube-pod-crashlooping.yaml").write_text(shipped.replace('name: "{{ labels.workload }}"}\n    category', 'name: "{{ labels.workload }}-v2"}\n    category'))
         code, out, _ = await ooda(capsys, "replay", str(draft), "--task", f"#{task.id}", "--json", "--config", config)
         [result] = json.loads(out)
         assert code == 0 and len(result["changes"]) == 1
-        assert result["changes"][0].startswith("step delete_stale_tmp: argv [") and "'+240'" in result["changes"][0]
+        assert result["changes"][0] == "step restart: name 'checkout' → 'checkout-v2'"
 
-        (draft / "disk-pressure.yaml").write_text(shipped.replace("steps:", "stepz:", 1))
+        (draft / "kube-pod-crashlooping.yaml").write_text(shipped.replace("steps:", "stepz:", 1))
         code, _, err = await ooda(capsys, "replay", str(draft), "--config", config)
-        assert code == 1 and "400 invalid_playbooks" in err and "disk-pressure.yaml:" in err and "stepz" in err
+        assert code == 1 and "400 invalid_playbooks" in err and "kube-pod-crashlooping.yaml:" in err and "stepz" in err
 
 
 async def test_cli_without_a_server_says_how_to_start_one(tmp_path, capsys, monkeypatch, secrets_env, quiet_server):
@@ -175,7 +175,7 @@ async def test_cli_without_a_server_says_how_to_start_one(tmp_path, capsys, monk
 def test_edit_and_argument_syntax_errors_are_user_errors(capsys):
     assert main(["approve", "1", "--edit", "no-dot=1", "--config", str(EXAMPLE)]) == 1
     assert "--edit takes step.param=value" in capsys.readouterr().err
-    assert main(["run", "disk-pressure", "novalue", "--config", str(EXAMPLE)]) == 1
+    assert main(["run", "node-filesystem-space", "novalue", "--config", str(EXAMPLE)]) == 1
     assert "arguments are key=value" in capsys.readouterr().err
 
 

@@ -23,7 +23,7 @@ def alerts(name: str, count: int) -> dict:
 
 
 async def spike(app, service: str) -> int:
-    task = await app.commands.run_playbook("http-5xx-spike", {"service": service}, REQUESTER)
+    task = await app.commands.run_playbook("http-5xx-ratio", {"service": service}, REQUESTER)
     await app.engine.wait_idle()
     await app.commands.approve(task.id, APPROVER)
     await app.engine.wait_idle()
@@ -31,9 +31,9 @@ async def spike(app, service: str) -> int:
 
 
 async def test_the_digest_reports_incidents_time_to_approve_mttr_success_and_noise(tmp_path):
-    # The example limits http-5xx-spike to 3 runs an hour, counted in executed steps: two runs of
+    # The example limits http-5xx-ratio to 3 runs an hour, counted in executed steps: two runs of
     # its two steps would pass it.
-    limits = {"policy": {"rate_limits": {"playbooks": {"http-5xx-spike": {"max": 10, "per_s": 3600}}}}}
+    limits = {"policy": {"rate_limits": {"playbooks": {"http-5xx-ratio": {"max": 10, "per_s": 3600}}}}}
     async with running_standin() as standin, running_app(tmp_path, standin, limits) as app, client(app) as http:
         ok = await spike(app, "checkout")
         standin.flags["throttle-cart"] = new_feature("throttle-cart")

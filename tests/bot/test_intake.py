@@ -70,7 +70,7 @@ async def metric(http: httpx.AsyncClient, name: str, **labels: str) -> float:
 # -- refusals ---------------------------------------------------------------------------------------
 
 def oversized_body() -> bytes:
-    payload = json.loads(sample("alertmanager-disk-pressure"))
+    payload = json.loads(sample("alertmanager-node-filesystem-space"))
     payload["alerts"][0]["annotations"]["description"] = "x" * (2 * SMALL_LIMIT)
     return json.dumps(payload).encode()
 
@@ -88,7 +88,7 @@ def stale_generic_headers(body: bytes) -> dict[str, str]:
 
 
 def bad_status_alert() -> bytes:
-    payload = json.loads(sample("alertmanager-disk-pressure"))
+    payload = json.loads(sample("alertmanager-node-filesystem-space"))
     payload["alerts"][0]["status"] = "burning"
     return json.dumps(payload).encode()
 
@@ -126,7 +126,7 @@ def post(path: str, body: Any, headers: dict[str, str] | None = None) -> Send:
     return send
 
 
-AM_BODY = sample("alertmanager-disk-pressure")
+AM_BODY = sample("alertmanager-node-filesystem-space")
 PD_BODY = sample("pagerduty-triggered")
 GENERIC_BODY = sample("generic-backup")
 GRAFANA_HMAC = {"intake": {"sources": {"grafana": {"auth": "hmac"}}}}
@@ -151,8 +151,8 @@ REFUSALS = [
             post("/webhooks/generic", GENERIC_BODY, stale_generic_headers(GENERIC_BODY)), 401, "generic",
             "unauthorized"),
     Refusal("grafana-wrong-hmac",
-            post("/webhooks/grafana", sample("grafana-high-cpu"),
-                 signed("grafana", sample("grafana-high-cpu"), WRONG_TOKEN)),
+            post("/webhooks/grafana", sample("grafana-disk-space"),
+                 signed("grafana", sample("grafana-disk-space"), WRONG_TOKEN)),
             401, "grafana", "unauthorized", overrides=GRAFANA_HMAC),
     Refusal("unknown-source", post("/webhooks/nagios", AM_BODY, AM), 404, "unknown", "not_found"),
     Refusal("too-large-with-content-length", post("/webhooks/alertmanager", oversized_body(), AM), 413,
@@ -253,7 +253,7 @@ async def test_same_alert_twice_is_one_row_and_resolved_updates_it(tmp_path):
         (signal_id,) = first.json()["signal_ids"]
         assert await db_rows(app, "SELECT id, status, deliveries FROM signals") == [(signal_id, "firing", 2)]
 
-        resolved = await http.post("/webhooks/alertmanager", content=sample("alertmanager-disk-pressure-resolved"),
+        resolved = await http.post("/webhooks/alertmanager", content=sample("alertmanager-node-filesystem-space-resolved"),
                                    headers=AM)
         assert resolved.json()["signal_ids"] == [signal_id]
         assert await db_rows(app, "SELECT id, status, deliveries FROM signals") == [(signal_id, "resolved", 3)]
@@ -282,14 +282,14 @@ async def test_generic_signed_alert_is_stored_with_its_source_label(tmp_path):
 
 
 async def test_grafana_with_bearer_and_with_hmac(tmp_path):
-    body = sample("grafana-high-cpu")
+    body = sample("grafana-disk-space")
     bearer = {"Authorization": f"Bearer {ENV['OODA_GRAFANA_TOKEN']}", "Content-Type": "application/json"}
     (tmp_path / "bearer").mkdir()
     (tmp_path / "hmac").mkdir()
     async with served(tmp_path / "bearer") as (app, http):
         r = await http.post("/webhooks/grafana", content=body, headers=bearer)
         assert r.status_code == 202, r.text
-        assert await db_rows(app, "SELECT source, severity FROM signals") == [("grafana", "critical")]
+        assert await db_rows(app, "SELECT source, severity FROM signals") == [("grafana", "warning")]
     async with served(tmp_path / "hmac", GRAFANA_HMAC) as (app, http):
         assert (await http.post("/webhooks/grafana", content=body, headers=bearer)).status_code == 401
         r = await http.post("/webhooks/grafana", content=body, headers=signed("grafana", body))
@@ -308,3 +308,18 @@ async def test_accepted_request_logs_no_secret_and_binds_a_correlation_id(tmp_pa
         assert audit == [("req-42",)]
         for secret in SECRETS:
             assert secret not in str(logs)
+
+
+async def test_intake_stores_the_normalized_labels_playbooks_key_on(tmp_path):
+    body = sample("alertmanager-kube-pod-crashlooping")
+    async with served(tmp_path) as (app, http):
+        r = await http.post("/webhooks/alertmanager", content=body, headers=AM)
+        assert r.status_code == 202, r.text
+        ((labels, fingerprint),) = await db_rows(app, "SELECT labels, fingerprint FROM signals")
+
+    labels = json.loads(labels)
+    sent = json.loads(body)["alerts"][0]
+    assert labels.items() >= {k: v for k, v in sent["labels"].items() if k != "env"}.items()
+    # The pod checkout-6f9c7b8d5-x7k2p belongs to the Deployment checkout; cluster staging-eu-1 is staging.
+    assert (labels["workload"], labels["workload_kind"], labels["env"]) == ("checkout", "deployment", "staging")
+    assert fingerprint == sent["fingerprint"]  # Alertmanager's own, from the labels it sent

@@ -1,25 +1,27 @@
-import asyncio
-import os
-import time
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from adapters.alerts.alertmanager import AlertmanagerSource
-from adapters.standin import Standin
+from adapters.alerts.grafana import GrafanaSource
 from adapters.tools.flags import FlagGetParams, FlagSetParams
 from adapters.tools.http import HttpParams
+from adapters.tools.kubernetes_logs import LogsParams
+from adapters.tools.kubernetes_rollouts import HistoryParams, RestartParams, UndoParams
+from adapters.tools.kubernetes_scale import ScaleParams
+from adapters.tools.kubernetes_workloads import EventsParams, WorkloadParams
 from adapters.tools.notify import NotifyParams
+from adapters.tools.prometheus import PrometheusParams
 from adapters.tools.shell import ShellParams
+from adapters.tools.ssh import SshParams
 from bot.autonomy import Autonomy
 from bot.errors import ConfigError, UserError
-from bot.playbooks import BlastRadius, Playbook, PlaybookSet, load_playbook_files, load_playbooks
+from bot.labels import EnvironmentRule, LabelNormalizer
+from bot.playbooks import BlastRadius, ExtraTrigger, Playbook, PlaybookSet, load_playbook_files, load_playbooks
 from bot.proposals import Category
 from bot.signals import Signal
-from bot.templates import build_context, evaluate, render_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "playbooks"
@@ -30,20 +32,38 @@ TOOLS: dict[str, type[BaseModel]] = {
     "flags.get": FlagGetParams,
     "flags.set": FlagSetParams,
     "chat.notify": NotifyParams,
+    "prometheus.query": PrometheusParams,
+    "ssh.run": SshParams,
+    "k8s.workload_status": WorkloadParams,
+    "k8s.events": EventsParams,
+    "k8s.logs": LogsParams,
+    "k8s.rollout_history": HistoryParams,
+    "k8s.rollout_restart": RestartParams,
+    "k8s.rollout_undo": UndoParams,
+    "k8s.scale": ScaleParams,
 }
-# The sample alerts in bot/samples/ that the shipped playbooks are written for.
+# The sample alerts in bot/samples/ (real upstream alerts) and the playbook each one triggers.
 SAMPLES = {
-    "disk-pressure": "alertmanager-disk-pressure.json",
-    "http-5xx-spike": "alertmanager-5xx-spike.json",
-    "crash-loop": "alertmanager-crashloop.json",
-    "login-failures": "alertmanager-login-failures.json",
-    "consumer-lag": "alertmanager-consumer-lag.json",
+    "alertmanager-node-filesystem-space": "node-filesystem-space",
+    "alertmanager-group": "node-filesystem-space",
+    "alertmanager-kube-pod-crashlooping": "kube-pod-crashlooping",
+    "alertmanager-kube-deployment-replicas": "kube-deployment-replicas",
+    "alertmanager-kube-job-failed": "kube-job-failed",
+    "alertmanager-target-down": "target-down",
+    "alertmanager-http-5xx": "http-5xx-ratio",
+    "alertmanager-kafka-consumer-lag": "kafka-consumer-lag",
+    "alertmanager-certificate-expiry": "certificate-expiry",
+    "grafana-login-failures": "login-failure-ratio",
+    "alertmanager-watchdog": None,
 }
+EXAMPLE = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+NORMALIZE = LabelNormalizer("dev", [EnvironmentRule.model_validate(r) for r in EXAMPLE["labels"]["environments"]])
 
 
-def sample_signals(playbook_id: str) -> list[Signal]:
-    body = (ROOT / "bot" / "samples" / SAMPLES[playbook_id]).read_bytes()
-    return AlertmanagerSource().parse(body, {})
+def sample_signals(name: str) -> list[Signal]:
+    body = (ROOT / "bot" / "samples" / f"{name}.json").read_bytes()
+    source = GrafanaSource() if name.startswith("grafana-") else AlertmanagerSource()
+    return NORMALIZE(source.parse(body, {}))
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -58,134 +78,77 @@ def write(directory: Path, name: str, text: str) -> Path:
 def test_shipped_playbooks_load_against_the_real_tool_params() -> None:
     playbooks = load_playbooks(SHIPPED, TOOLS)
 
-    assert playbooks.ids == sorted(SAMPLES)
-    spike = playbooks.get("http-5xx-spike")
-    assert [s.name for s in spike.steps] == ["throttle", "roll_back_deploy"]
-    assert spike.steps[0].category is Category.write_reversible
-    assert spike.steps[0].editable["rollout"].max == 100
-    assert spike.steps[1].blast_radius is BlastRadius.service
-    assert playbooks.get("disk-pressure").autonomy_cap is Autonomy.L3
-    assert playbooks.get("crash-loop").steps[0].category is Category.write_irreversible
-    assert spike.source.endswith("http-5xx-spike.yaml")
+    assert playbooks.ids == sorted({*filter(None, SAMPLES.values()), "http-latency", "node-filesystem-inodes"})
+    ratio = playbooks.get("http-5xx-ratio")
+    assert [s.name for s in ratio.steps] == ["throttle", "roll_back_deploy"]
+    assert ratio.steps[0].category is Category.write_reversible
+    assert ratio.steps[0].editable["rollout"].max == 100
+    assert ratio.steps[1].blast_radius is BlastRadius.service
+    assert playbooks.get("node-filesystem-space").steps[0].tool == "ssh.run"
+    assert playbooks.get("kube-pod-crashlooping").steps[0].category is Category.write_irreversible
+    assert playbooks.get("kube-deployment-replicas").steps[0].tool == "k8s.rollout_undo"
+    # FYI playbooks change nothing.
+    for fyi in ("certificate-expiry", "http-latency", "kube-job-failed", "login-failure-ratio", "target-down"):
+        assert playbooks.get(fyi).steps == []
+    assert playbooks.get("node-filesystem-space").autonomy_cap is Autonomy.L3
+    assert ratio.source.endswith("http-5xx-ratio.yaml")
 
 
-@pytest.mark.parametrize("playbook_id", sorted(SAMPLES))
-def test_each_sample_alert_triggers_exactly_its_playbook(playbook_id: str) -> None:
+@pytest.mark.parametrize(("sample", "playbook_id"), sorted(SAMPLES.items()))
+def test_each_real_sample_alert_triggers_exactly_its_playbook(sample: str, playbook_id: str | None) -> None:
     playbooks = load_playbooks(SHIPPED)
 
-    (alert,) = sample_signals(playbook_id)
-    assert [p.id for p in playbooks.match(alert)] == [playbook_id]
+    firing = [s for s in sample_signals(sample) if s.status == "firing"]
+    assert firing
+    for alert in firing:
+        assert [p.id for p in playbooks.match(alert)] == ([playbook_id] if playbook_id else [])
 
 
-def test_group_keys_of_the_samples() -> None:
+@pytest.mark.parametrize("alertname", [
+    "NodeFilesystemSpaceFillingUp", "NodeFilesystemAlmostOutOfSpace", "NodeFilesystemFilesFillingUp",
+    "NodeFilesystemAlmostOutOfFiles", "KubePodCrashLooping", "KubeDeploymentReplicasMismatch",
+    "KubeDeploymentRolloutStuck", "KubeJobFailed", "KubeJobNotCompleted", "TargetDown", "NGINXTooMany500s",
+    "KafkaConsumerGroupLag", "KafkaConsumersGroup", "BlackboxSslCertificateWillExpireSoon",
+    "CertManagerCertExpirySoon", "KeycloakHighLoginFailureRate",
+])
+def test_the_upstream_alert_names_each_trigger_one_playbook(alertname: str) -> None:
+    alert = Signal(source="alertmanager", fingerprint=alertname, status="firing", severity="warning",
+                   labels={"alertname": alertname, "severity": "warning"})
+
+    assert len(load_playbooks(SHIPPED).match(alert)) == 1
+
+
+@pytest.mark.parametrize("alertname", ["Watchdog", "InfoInhibitor", "NodeClockSkewDetected", "CPUThrottlingHigh",
+                                       "KubePodNotReady", "NodeMemoryHighUtilization", "PagerDutyIncident"])
+def test_alerts_no_playbook_is_written_for_match_nothing(alertname: str) -> None:
+    alert = Signal(source="alertmanager", fingerprint=alertname, status="firing",
+                   labels={"alertname": alertname, "severity": "warning"})
+
+    assert load_playbooks(SHIPPED).match(alert) == []
+
+
+def test_group_keys_of_the_samples_use_the_normalized_labels() -> None:
     playbooks = load_playbooks(SHIPPED)
 
-    (alert,) = sample_signals("disk-pressure")
-    assert playbooks.get("disk-pressure").group_key(alert.labels) == (
-        'disk-pressure{instance="scratch-01",mountpoint="/var/scratch"}'
-    )
-    assert playbooks.get("consumer-lag").group_key({"consumer_group": "warehouse-loader"}) == (
-        'consumer-lag{consumer_group="warehouse-loader"}'
-    )
+    (disk,) = sample_signals("alertmanager-node-filesystem-space")
+    assert playbooks.get("node-filesystem-space").group_key(disk.labels) == (
+        'node-filesystem-space{instance="db-01:9100",mountpoint="/var"}')
+    (pod,) = sample_signals("alertmanager-kube-pod-crashlooping")
+    assert playbooks.get("kube-pod-crashlooping").group_key(pod.labels) == (
+        'kube-pod-crashlooping{cluster="staging-eu-1",namespace="shop",workload="checkout"}')
+    (lag,) = sample_signals("alertmanager-kafka-consumer-lag")
+    assert playbooks.get("kafka-consumer-lag").group_key(lag.labels) == (
+        'kafka-consumer-lag{cluster="prod-eu-1",consumergroup="warehouse-loader"}')
 
 
-@pytest.fixture
-async def standin():
-    server = Standin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def test_the_example_config_maps_a_teams_grafana_rule_onto_the_disk_playbook() -> None:
+    playbooks = load_playbooks(SHIPPED)
+    playbooks.add_triggers({pid: [ExtraTrigger.model_validate(t) for t in triggers]
+                            for pid, triggers in EXAMPLE["triggers"].items()})
 
-
-async def call(session: aiohttp.ClientSession, params: dict[str, Any]) -> dict[str, Any]:
-    """What the http.request tool returns, reduced to the fields the playbooks read."""
-    request = HttpParams.model_validate(params)
-    async with session.request(request.method, request.url, json=request.body) as response:
-        body = await response.text()
-        assert not request.expect_status or response.status in request.expect_status, body
-        return {"status": response.status, "body": body}
-
-
-HTTP_PLAYBOOKS = ["http-5xx-spike", "crash-loop", "login-failures", "consumer-lag"]
-
-
-@pytest.mark.parametrize("playbook_id", HTTP_PLAYBOOKS)
-async def test_shipped_http_playbook_runs_end_to_end_against_the_standin(standin: Standin, playbook_id: str) -> None:
-    """Render and run each step the way the engine does, against the local stand-in."""
-    playbook = load_playbooks(SHIPPED, TOOLS).get(playbook_id)
-    variables = {"platform_api": standin.base_url, "scratch_dir": "/unused"}
-    signals = sample_signals(playbook_id)
-    task = {"id": 41, "environment": "prod"}
-
-    async with aiohttp.ClientSession() as session:
-        ctx = build_context(signals, {}, {}, variables, task)
-        evidence = {}
-        for step in playbook.evidence:
-            evidence[step.name] = await call(session, render_params(step.params, ctx))
-        ctx = build_context(signals, evidence, {}, variables, task)
-        assert playbook.condition is None or evaluate(playbook.condition, ctx) is True
-
-        for step in playbook.steps:
-            params = render_params(step.params, ctx, where=f"step {step.name!r} params")
-            TOOLS[step.tool].model_validate(params)
-            if step.tool == "http.request":
-                await call(session, params)
-
-        assert playbook.verify is not None or playbook_id == "login-failures"
-        if playbook.verify is not None:
-            result = await call(session, render_params(playbook.verify.params, ctx))
-            assert evaluate(playbook.verify.expect, {**ctx, "result": result}, where="verify") is True
-
-    writes = [c for c in standin.calls if c.get("method") == "POST"]
-    assert len(writes) == sum(1 for s in playbook.steps if s.params.get("method") == "POST")
-
-
-async def test_consumer_lag_manual_run_backfills_from_the_committed_offset(standin: Standin) -> None:
-    playbook = load_playbooks(SHIPPED, TOOLS).get("consumer-lag")
-    variables = {"platform_api": standin.base_url}
-    args = playbook.resolve_args({"consumer_group": "warehouse-loader"})  # a manual run: no signals
-    task = {"id": 1, "environment": "prod"}
-    async with aiohttp.ClientSession() as session:
-        ctx = build_context([], {}, args, variables, task)
-        lag = await call(session, render_params(playbook.evidence[0].params, ctx))
-
-    params = render_params(playbook.step("backfill").params, build_context([], {"lag": lag}, args, variables, task))
-
-    assert params["url"] == f"{standin.base_url}/data/consumers/warehouse-loader/backfill"
-    offset = params["json"]["from_offset"]
-    assert isinstance(offset, int) and offset == standin.consumers["warehouse-loader"]["committed_offset"]
-
-
-async def run_argv(argv: list[str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, _ = await process.communicate()
-    return process.returncode or 0, out.decode()
-
-
-async def test_disk_pressure_deletes_only_stale_tmp_files(tmp_path: Path) -> None:
-    playbook = load_playbooks(SHIPPED, TOOLS).get("disk-pressure")
-    scratch = tmp_path / "scratch dir; rm -rf ~"  # argv lists keep even this a single argument
-    scratch.mkdir()
-    stale, fresh, other = scratch / "old.tmp", scratch / "new.tmp", scratch / "keep.log"
-    for path in (stale, fresh, other):
-        path.write_text("x")
-    hour_ago = time.time() - 7200
-    os.utime(stale, (hour_ago, hour_ago))
-    os.utime(other, (hour_ago, hour_ago))
-    ctx = build_context(sample_signals("disk-pressure"), {}, {}, {"scratch_dir": str(scratch)}, None)
-
-    for step in playbook.evidence:
-        code, out = await run_argv(ShellParams.model_validate(render_params(step.params, ctx)).argv)
-        assert code == 0 and out
-    (step,) = playbook.steps
-    code, _ = await run_argv(ShellParams.model_validate(render_params(step.params, ctx)).argv)
-
-    assert code == 0
-    assert sorted(p.name for p in scratch.iterdir()) == ["keep.log", "new.tmp"]
+    (alert,) = sample_signals("grafana-disk-space")
+    assert alert.labels["alertname"] == "Disk space low"
+    assert [p.id for p in playbooks.match(alert)] == ["node-filesystem-space"]
 
 
 # --- validation errors ----------------------------------------------------------------------
@@ -337,24 +300,26 @@ def test_get_unknown_id_lists_known_ids_and_suggests_the_closest() -> None:
     playbooks = load_playbooks(SHIPPED)
 
     with pytest.raises(UserError) as caught:
-        playbooks.get("consumer-lagg")
+        playbooks.get("kafka-consumer-lagg")
 
     message = str(caught.value)
-    assert "Did you mean 'consumer-lag'?" in message
-    assert "crash-loop, disk-pressure, http-5xx-spike, login-failures" in message
-    assert "consumer-lag" in playbooks and "nope" not in playbooks
+    assert "Did you mean 'kafka-consumer-lag'?" in message
+    assert "kube-deployment-replicas, kube-job-failed, kube-pod-crashlooping" in message
+    assert "kafka-consumer-lag" in playbooks and "nope" not in playbooks
     assert sorted(p.id for p in playbooks) == playbooks.ids
 
 
 def test_resolve_args_checks_required_pattern_unknown_and_defaults() -> None:
-    playbook = load_playbooks(SHIPPED).get("disk-pressure")
+    playbook = load_playbooks(SHIPPED).get("kube-pod-crashlooping")
 
-    assert playbook.resolve_args({"instance": "scratch-01"}) == {"instance": "scratch-01", "mountpoint": "/var/scratch"}
+    assert playbook.resolve_args({"namespace": "shop", "workload": "checkout"}) == {
+        "namespace": "shop", "workload": "checkout", "workload_kind": "deployment", "pod": "", "container": ""}
     with pytest.raises(UserError) as caught:
-        playbook.resolve_args({"mountpoint": "x; rm", "colour": "red"})
+        playbook.resolve_args({"workload": "x; rm", "colour": "red"})
     message = str(caught.value)
-    assert "unknown argument(s) colour (this playbook takes: instance, mountpoint)" in message
-    assert "missing required argument instance=…" in message
+    assert ("unknown argument(s) colour (this playbook takes: container, namespace, pod, workload, "
+            "workload_kind)") in message
+    assert "missing required argument namespace=…" in message
     assert "does not match the pattern" in message
 
 

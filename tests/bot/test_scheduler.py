@@ -42,7 +42,7 @@ class RecordingSurface:
 
 
 async def waiting_task(app) -> int:
-    task = await app.commands.run_playbook("crash-loop", {"namespace": "shop", "deployment": "api"}, REQUESTER)
+    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"}, REQUESTER)
     await app.engine.wait_idle()
     assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
     return task.id
@@ -134,39 +134,40 @@ SCHEDULED = """
 schedules:
   - cron: "*/15 8-17 * * 1-5"
     timezone: Europe/Berlin
-    args: {namespace: shop, deployment: api}
+    args: {namespace: shop, workload: checkout}
 """
 
 
 def scheduled_playbooks(tmp_path) -> str:
-    """The shipped playbooks, with crash-loop also run as a scheduled check on weekdays."""
+    """The shipped playbooks, with kube-pod-crashlooping also run as a scheduled check on weekdays."""
     folder = tmp_path / "scheduled-playbooks"
     folder.mkdir()
     for source in SHIPPED.glob("*.yaml"):
         text = source.read_text()
-        (folder / source.name).write_text(text + SCHEDULED if source.name == "crash-loop.yaml" else text)
+        (folder / source.name).write_text(text + SCHEDULED if source.name == "kube-pod-crashlooping.yaml" else text)
     return str(folder)
 
 
 async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
     overrides = {"playbooks_dir": scheduled_playbooks(tmp_path)}
     async with running_standin() as standin, running_app(tmp_path, standin, overrides) as app:
-        job = app.scheduler.job("check:crash-loop:0")
+        job = app.scheduler.job("check:kube-pod-crashlooping:0")
         sunday_noon = datetime(2026, 11, 22, 11, 0, tzinfo=UTC)  # 12:00 in Berlin, a Sunday
         # Cron's weekdays: 1-5 is Monday to Friday (APScheduler alone would read it as Tuesday to Saturday).
         assert job.trigger.get_next_fire_time(None, sunday_noon) == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
         [listed] = (await app.commands.status()).scheduled_checks
-        assert listed.startswith("crash-loop namespace=shop deployment=api (*/15 8-17 * * 1-5 Europe/Berlin): next ")
+        assert listed.startswith("kube-pod-crashlooping namespace=shop workload=checkout (*/15 8-17 * * 1-5 Europe/Berlin): next ")
 
-        first = await app.commands.run_scheduled("crash-loop", 0)
+        first = await app.commands.run_scheduled("kube-pod-crashlooping", 0)
         await app.engine.wait_idle()
-        assert (first.requester, first.args) == ("scheduler", {"namespace": "shop", "deployment": "api"})
+        assert (first.requester, first.args) == ("scheduler", {"namespace": "shop", "workload": "checkout",
+                                                               "workload_kind": "deployment", "pod": "", "container": ""})
         assert (await app.store.get_task(first.id)).state is TaskState.needs_approval
 
-        assert await app.commands.run_scheduled("crash-loop", 0) is None  # the last one still waits
+        assert await app.commands.run_scheduled("kube-pod-crashlooping", 0) is None  # the last one still waits
         await app.commands.reject(first.id, APPROVER, "not now")
-        second = await app.commands.run_scheduled("crash-loop", 0)
+        second = await app.commands.run_scheduled("kube-pod-crashlooping", 0)
         assert second is not None and second.id != first.id
 
 

@@ -26,8 +26,8 @@ async def no_wait(_: float) -> None:
     await asyncio.sleep(0)  # backoff without the wait: the receiver's script decides when it works
 
 
-async def run_crash_loop(app, deployment: str = "api") -> int:
-    task = await app.commands.run_playbook("crash-loop", {"namespace": "shop", "deployment": deployment}, RUNNER)
+async def run_crash_loop(app, deployment: str = "checkout") -> int:
+    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": deployment}, RUNNER)
     await app.engine.wait_idle()
     return task.id
 

@@ -4,35 +4,46 @@ from __future__ import annotations
 
 from importlib import resources
 
-from tests.harness import ADMIN, AM, client, running_app, running_standin
+from tests.harness import ADMIN, AM, SECOND, client, running_app, running_standin
 
 
 def sample(name: str) -> bytes:
     return (resources.files("bot") / "samples" / f"{name}.json").read_bytes()
 
 
-async def test_disk_pressure_alert_is_proposed_approved_and_executed(tmp_path):
-    scratch = tmp_path / "work" / "scratch"
-    scratch.mkdir(parents=True)
+async def test_a_filesystem_alert_is_proposed_approved_and_acted_on_on_the_host_it_names(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin) as app, client(app) as http:
-        r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-disk-pressure"), headers=AM)
+        r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-node-filesystem-space"), headers=AM)
         assert r.status_code == 202
         await app.engine.wait_idle()
 
         tasks = (await http.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
-        assert [t["playbook_id"] for t in tasks] == ["disk-pressure"]
+        assert [t["playbook_id"] for t in tasks] == ["node-filesystem-space"]
         task_id = tasks[0]["id"]
         proposal = (await http.get(f"/api/v1/tasks/{task_id}", headers=ADMIN)).json()["proposal"]
-        assert proposal["state"] == "needs_approval"
-        assert proposal["steps"][0]["decision"]["verdict"] == "needs_approval"
-        assert {e["title"] for e in proposal["evidence"]} >= {"usage", "filesystem"}
+        assert proposal["state"] == "needs_approval" and proposal["environment"] == "staging"
+        (step,) = proposal["steps"]
+        assert step["params"] == {"host": "db-01", "argv": ["find", "/var", "-xdev", "-type", "f", "-name", "*.tmp",
+                                                           "-mmin", "+60", "-delete"]}
+        assert step["decision"]["verdict"] == "needs_approval"
+        evidence = {e["title"]: e["snippet"] for e in proposal["evidence"]}
+        assert "93% /var" in evidence["df"] and "/var/tmp" in evidence["largest"]
+        assert "db-01:9100" in evidence["usage"]
+        assert standin.ssh_host is not None
+        assert {argv[0] for argv in standin.ssh_host.commands_run} == {"/usr/bin/df", "/usr/bin/du"}  # reads only
 
-        r = await http.post(f"/api/v1/tasks/{task_id}/approve", headers=ADMIN, json={})
-        assert r.status_code == 200, r.text
+        # Critical and irreversible: tier 4, two different people.
+        for who in (ADMIN, SECOND):
+            r = await http.post(f"/api/v1/tasks/{task_id}/approve", headers=who, json={})
+            assert r.status_code == 200, r.text
         await app.engine.wait_idle()
         proposal = (await http.get(f"/api/v1/tasks/{task_id}", headers=ADMIN)).json()["proposal"]
-        assert proposal["state"] == "completed"
+        assert proposal["state"] == "completed", proposal
         assert proposal["steps"][0]["state"] == "succeeded"
+        # It ran on the host the alert named (the demo host db-01), never on this machine.
+        assert ["/usr/bin/find", "/var", "-xdev", "-type", "f", "-name", "*.tmp", "-mmin", "+60", "-delete"] in \
+            standin.ssh_host.commands_run
+        assert "71% /var" in standin.ssh_host.filesystem.df(["-P", "/var"])[1]
 
         verify = (await http.get("/api/v1/audit/verify", headers=ADMIN)).json()
         assert verify["ok"] and verify["checked"] > 5

@@ -14,8 +14,10 @@ from bot.replay import ReplayedProposal, ReplayedStep, compare
 from bot.tasks import TaskState
 from tests.harness import running_app, running_standin
 
-SHIPPED = Path(__file__).resolve().parents[2] / "playbooks" / "crash-loop.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks" / "kube-pod-crashlooping.yaml"
 AUTHOR = Actor(id="author", display="Author", roles=frozenset({"operator"}), via="api")
+STEP = """    description: Rolling restart of the workload (as `kubectl rollout restart` does)
+    params: {namespace: "{{ labels.namespace }}", kind: "{{ labels.workload_kind }}", name: "{{ labels.workload }}"}"""
 RUNNER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
 
 
@@ -24,13 +26,13 @@ def version(text: str, **swaps: str) -> dict[str, str]:
     for old, new in swaps.items():
         assert old in text, old
         text = text.replace(old, new)
-    return {"crash-loop.yaml": text}
+    return {"kube-pod-crashlooping.yaml": text}
 
 
 @pytest.fixture
 async def env(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
-        task = await app.commands.run_playbook("crash-loop", {"namespace": "shop", "deployment": "api"}, RUNNER)
+        task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"}, RUNNER)
         await app.engine.wait_idle()
         assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
         yield app, standin, task.id
@@ -60,17 +62,17 @@ async def test_the_same_version_replays_to_the_same_proposal_and_calls_no_tool(e
     assert (await app.store.get_task(task_id)).state is TaskState.needs_approval
     assert policy_decisions(app.core.metrics.render()) == policy_decisions(decisions)  # a what-if is not counted
     [record] = [json.loads(row[6]) async for row in app.store.audit_rows() if row[3] == "playbooks.replayed"]
-    assert record == {"playbooks": {"crash-loop": "1"}, "tasks": [task_id], "changed": []}
+    assert record == {"playbooks": {"kube-pod-crashlooping": "1"}, "tasks": [task_id], "changed": []}
 
 
 async def test_a_changed_step_shows_as_a_diff_of_its_params(env):
     app, _, _ = env
     files = version(SHIPPED.read_text(), **{'version: "1"': 'version: "2"',
-                                            "/restart\"": "/restart?reason=crashloop\""})
+                                            STEP: STEP.replace('{{ labels.workload }}"}', '{{ labels.workload }}-canary"}')})
     [result] = await replayed(app, files)
     assert (result.old_version, result.new_version) == ("1", "2")
     [change] = result.changes
-    assert change.startswith("step restart: url ") and change.endswith("/restart?reason=crashloop'")
+    assert change.startswith("step restart: name ") and change.endswith("-canary'")
 
 
 async def test_a_new_evidence_step_is_reported_missing_and_seen_as_failed(env):
@@ -85,7 +87,7 @@ async def test_a_new_evidence_step_is_reported_missing_and_seen_as_failed(env):
 
 async def test_a_condition_that_no_longer_holds_proposes_nothing(env):
     app, _, _ = env
-    files = version(SHIPPED.read_text(), **{"steps:\n": "condition: \"evidence.events.status == 500\"\nsteps:\n"})
+    files = version(SHIPPED.read_text(), **{"steps:\n": "condition: \"evidence.events.ok == false\"\nsteps:\n"})
     [result] = await replayed(app, files)
     assert result.condition_met is False and result.new.state == "completed" and result.new.steps == []
     assert result.changes == ["the condition is false for this incident: nothing would be proposed"]
@@ -93,7 +95,7 @@ async def test_a_condition_that_no_longer_holds_proposes_nothing(env):
 
 async def test_a_template_that_fails_on_a_past_incident_is_the_result_not_an_error(env):
     app, _, _ = env
-    files = version(SHIPPED.read_text(), **{"/restart\"": "/restart/{{ evidence.events.nope.deeper }}\""})
+    files = version(SHIPPED.read_text(), **{STEP: STEP.replace("{{ labels.workload }}", "{{ evidence.events.nope.deeper }}")})
     [result] = await replayed(app, files)
     assert result.error and "nope" in result.error and result.new is None
     assert result.changes == [f"planning fails: {result.error}"]
@@ -102,9 +104,9 @@ async def test_a_template_that_fails_on_a_past_incident_is_the_result_not_an_err
 async def test_broken_playbooks_name_file_and_line_and_unknown_tasks_are_refused(env):
     app, _, _ = env
     with pytest.raises(ConfigError) as broken:
-        await replayed(app, version(SHIPPED.read_text(), **{"tool: http.request\n    description: Rolling":
-                                                             "tool: http.reqest\n    description: Rolling"}))
-    expected = "crash-loop.yaml:28: steps.0.tool: unknown tool 'http.reqest'"
+        await replayed(app, version(SHIPPED.read_text(), **{"tool: k8s.rollout_restart\n    description: Rolling":
+                                                             "tool: k8s.rollout_restrat\n    description: Rolling"}))
+    expected = "kube-pod-crashlooping.yaml:56: steps.0.tool: unknown tool 'k8s.rollout_restrat'"
     assert any(p.startswith(expected) for p in broken.value.problems)
     with pytest.raises(UnknownTask, match="no task 999"):
         await replayed(app, version(SHIPPED.read_text()), task_ids=[999])

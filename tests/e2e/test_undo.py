@@ -1,4 +1,4 @@
-"""Undo through the real executor: the shipped http-5xx-spike playbook throttles checkout with a
+"""Undo through the real executor: the shipped http-5xx-ratio playbook throttles checkout with a
 flag on the stand-in, and undo must put the flag back exactly as it was."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def production(standin, flag: str = "throttle-checkout") -> tuple[bool, str | No
 
 async def run_spike(app) -> int:
     """A manual run in dev: the throttle runs alone (reversible, medium risk, L2); the rollback waits."""
-    task = await app.commands.run_playbook("http-5xx-spike", {"service": "checkout"}, REQUESTER)
+    task = await app.commands.run_playbook("http-5xx-ratio", {"service": "checkout"}, REQUESTER)
     await app.engine.wait_idle()
     assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
     return task.id

@@ -1,6 +1,6 @@
 """Discord against the real core: the real App and discord.py, Discord faked on 127.0.0.1.
 
-The shipped crash-loop playbook is the subject: its restart is an irreversible write (tier 3), so it
+The shipped kube-pod-crashlooping playbook is the subject: its restart is an irreversible write (tier 3), so it
 waits for a person with the oncall role, and the requester may never approve it. The restart is a
 POST to the stand-in, so ``standin.calls`` shows exactly how often it ran.
 """
@@ -91,7 +91,7 @@ async def http(app: App) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def fire_crashloop(app: App, http: httpx.AsyncClient) -> Task:
-    r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-crashloop"), headers=AM)
+    r = await http.post("/webhooks/alertmanager", content=sample("alertmanager-kube-pod-crashlooping"), headers=AM)
     assert r.status_code == 202, r.text
     await app.engine.wait_idle()
     (task,) = await app.store.list_tasks()
@@ -113,7 +113,9 @@ async def proposal_message(app: App, fake: FakeDiscord, task_id: int) -> dict[st
 
 
 def restarts(standin: Standin) -> list[dict[str, Any]]:
-    return [c for c in standin.calls if c["method"] == "POST" and c["path"].endswith("/restart")]
+    """The real (not dry-run) PATCHes of kube-pod-crashlooping's restart."""
+    return [c for c in standin.calls if c["method"] == "PATCH" and c["path"].startswith("/apis/apps/v1/namespaces/")
+            and "dryRun" not in c["query"]]
 
 
 def state_of(message: dict[str, Any]) -> str:
@@ -150,7 +152,7 @@ async def test_a_firing_alert_is_posted_as_a_proposal_with_buttons(app, http, fa
     message = await proposal_message(app, fake, task.id)
 
     embed = message["embeds"][0]
-    assert embed["title"] == f"#{task.id} Pod payments/ledger-7d9f-abc12 is crash looping"
+    assert embed["title"].startswith(f"#{task.id} Pod is crash looping.")
     assert embed_size(embed) <= 6000 and len(embed["description"]) <= 4096
     assert all(len(f["value"]) <= 1024 for f in embed["fields"])
     steps = next(f["value"] for f in embed["fields"] if f["name"] == "Steps")
@@ -198,10 +200,10 @@ async def test_a_click_without_the_role_is_refused_privately_and_nothing_runs(ap
 
 
 async def test_who_runs_a_playbook_from_discord_cannot_approve_it(app, fake, standin):
-    run = await fake.slash("ops", "run", {"playbook": "crash-loop", "args": "namespace=payments deployment=ledger"},
+    run = await fake.slash("ops", "run", {"playbook": "kube-pod-crashlooping", "args": "namespace=shop workload=checkout"},
                            user_id=ALICE, role_ids=[ONCALL_ROLE], name="Alice")
     started = await fake.wait_followup(run)
-    assert started["content"].startswith("Started task #1 (crash-loop)") and started["flags"] & 64
+    assert started["content"].startswith("Started task #1 (kube-pod-crashlooping)") and started["flags"] & 64
     (notice,) = await fake.wait_for(
         lambda: [m for m in fake.channel_messages(CHANNEL_ID) if "/ops run" in m["content"]])
     assert notice["content"].startswith("Alice ran `/ops run`")  # the channel sees who started it

@@ -42,7 +42,7 @@ PEOPLE = [
     {"id": "alice", "display": "Alice", "roles": ["oncall", "sre-lead"], "slack_users": ["U_ALICE"]},
     {"id": "bob", "display": "Bob", "roles": ["oncall"], "slack_users": ["U_BOB"]},
 ]
-RESTART = ("POST", "/platform/workloads/payments/ledger/restart")  # crash-loop's write step
+RESTART = ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout")  # kube-pod-crashlooping's restart
 
 
 @dataclass
@@ -75,7 +75,7 @@ def sample(name: str) -> bytes:
     return (resources.files("bot") / "samples" / f"{name}.json").read_bytes()
 
 
-async def fire(rig: Rig, name: str = "alertmanager-crashloop") -> int:
+async def fire(rig: Rig, name: str = "alertmanager-kube-pod-crashlooping") -> int:
     r = await rig.http.post("/webhooks/alertmanager", content=sample(name), headers=AM)
     assert r.status_code == 202, r.text
     await rig.app.engine.wait_idle()
@@ -115,7 +115,7 @@ async def answer_to(fake: FakeSlack, user: str, count: int = 1) -> str:
 
 
 def restarts(standin: Standin) -> int:
-    return sum((c["method"], c["path"]) == RESTART for c in standin.calls)
+    return sum((c["method"], c["path"]) == RESTART and "dryRun" not in c["query"] for c in standin.calls)
 
 
 async def state_of(rig: Rig, task_id: int) -> TaskState:
@@ -141,7 +141,7 @@ async def test_a_firing_alert_is_posted_to_slack_as_a_valid_proposal(rig):
     # slack_sdk's own models re-validate every Block Kit limit they know when serializing.
     assert [b.to_dict() for b in Block.parse_all(blocks)] == blocks
     assert len(blocks) <= 50 and 0 < len(post.args["text"]) <= 4000
-    assert header(post) == f"Task #{task_id} · crash-loop v1 · needs approval"
+    assert header(post) == f"Task #{task_id} · kube-pod-crashlooping v1 · needs approval"
     text = json.dumps(blocks)
     assert "Risk 45/100 (medium)" in text and "restart" in text
     assert buttons(post) == [kit.ACTION_APPROVE, kit.ACTION_REJECT, kit.ACTION_DETAILS]  # nothing is editable
@@ -164,7 +164,7 @@ async def test_an_authorized_click_executes_and_leaves_exactly_one_approval_note
     await rig.fake.wait_until(lambda: any("completed" in n for n in thread_replies(rig.fake, ts)))
     notes = thread_replies(rig.fake, ts)
     assert sum("approved by Alice" in n for n in notes) == 1, notes
-    assert any("restart ran (http.request): ok" in n for n in notes), notes
+    assert any("restart ran (k8s.rollout_restart): ok" in n for n in notes), notes
     assert not any(n.startswith("Alice approved at") for n in notes)  # the surface's own note is gone
     await rig.fake.wait_until(lambda: any(
         header(u).endswith("· completed") for u in rig.fake.calls_to("chat.update") if u.args["ts"] == ts))
@@ -189,7 +189,7 @@ async def test_an_unknown_slack_user_is_refused_ephemerally_and_nothing_runs(rig
 
 
 async def test_the_slack_user_who_ran_a_playbook_cannot_approve_its_tier_3_step(rig):
-    reply = await ops(rig, "run crash-loop namespace=payments deployment=ledger", "U_ALICE")
+    reply = await ops(rig, "run kube-pod-crashlooping namespace=shop workload=checkout", "U_ALICE")
     assert reply["response_type"] == "in_channel" and "Started task #" in reply["text"]
     await rig.app.engine.wait_idle()
     (task,) = await rig.app.store.list_tasks(open_only=True)
@@ -230,7 +230,7 @@ async def test_ops_status_and_tasks_reflect_the_real_core(rig):
 
     tasks = await ops(rig, "tasks")
     assert tasks["response_type"] == "ephemeral"
-    assert tasks["text"].startswith(f"#{task_id} needs approval · crash-loop · ")
+    assert tasks["text"].startswith(f"#{task_id} needs approval · kube-pod-crashlooping · ")
     status = (await ops(rig, "status"))["text"]
     assert "Kill switch off" in status and "Open tasks: 1 (1 waiting for approval)" in status
 
