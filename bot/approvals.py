@@ -3,7 +3,9 @@
 Everything is decided inside one store transaction, and the single writer serializes those, so
 two people clicking Approve at the same moment cannot both start the execution: the transaction
 that reaches quorum moves the task to ``executing`` and only its caller queues the work. The same
-person approving twice counts once (a unique row per person and verdict).
+person approving twice counts once (a unique row per person and verdict). The same transaction
+refuses an approval of a task that ended meanwhile (every alert resolved: ``ClosedAsResolved``)
+or whose plan was decided again after the approver looked at it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,25 @@ from bot.param_paths import param_at, with_param
 from bot.policy import check_approver, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
 from bot.store import TaskOps
-from bot.tasks import StepRecord, Task, TaskState
+from bot.tasks import UNSTARTED_STEP_STATES, StepRecord, Task, TaskState, clock_text
 
 APPROVABLE = {TaskState.needs_approval, TaskState.escalated_to_human}
+
+
+class ClosedAsResolved(Conflict):
+    """The task ended because every alert of it resolved before anyone acted; nothing ran."""
+
+
+def decided_refusal(task: Task, *, just_now: bool = False) -> Conflict:
+    """Why ``task`` can no longer be approved, rejected or edited, worded for the person who tried."""
+    if task.closed_by_resolution:
+        at = f" (resolved at {clock_text(task.resolved_at)})" if task.resolved_at else ""
+        return ClosedAsResolved(f"task #{task.id} was closed: every alert resolved before anyone acted{at}; "
+                                "nothing ran")
+    if just_now:
+        return Conflict(f"task {task.id} was decided a moment ago: it is {task.state.value}")
+    return Conflict(f"task {task.id} is already decided: it is {task.state.value}"
+                    + (f" ({task.outcome})" if task.outcome else ""))
 
 
 def confirmation_phrase(task_id: int) -> str:
@@ -72,8 +90,7 @@ class Approvals:
                       confirmation: str | None) -> tuple[Task, bool]:
         """Record an approval; returns the task and whether this approval started execution."""
         if task.state not in APPROVABLE:
-            raise Conflict(f"task {task.id} is already decided: it is {task.state.value}"
-                           + (f" ({task.outcome})" if task.outcome else ""))
+            raise decided_refusal(task)
         if self.core.kill_switch:
             raise Forbidden("the kill switch is on: nothing runs until someone with the operator role resumes "
                             "(`ooda resume` or /ops resume)")
@@ -99,7 +116,12 @@ class Approvals:
         async def unit(t: TaskOps) -> tuple[Task, bool]:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
-                raise Conflict(f"task {task.id} was decided a moment ago: it is {current.state.value}")
+                raise decided_refusal(current, just_now=True)
+            waiting = {s.id for s in await t.steps(task.id, "step") if s.state in UNSTARTED_STEP_STATES}
+            if not {s.id for s, _, _ in pending} <= waiting:
+                # The plan was decided again (more alerts joined) after this person looked at it.
+                raise Conflict(f"the plan of task {task.id} changed a moment ago "
+                               f"({current.signal_count} signal(s) now); look at it again before approving")
             if changes:
                 # Approvals count towards one quorum: an edit now would count theirs for values
                 # they never saw, and a two-person rule would need only one person for the new ones.
@@ -170,7 +192,7 @@ class Approvals:
 
     async def reject(self, task: Task, actor: Actor, reason: str) -> Task:
         if task.state not in APPROVABLE | {TaskState.queued}:
-            raise Conflict(f"task {task.id} is already decided: it is {task.state.value}")
+            raise decided_refusal(task)
         if not reason.strip():
             raise UserError("say why you reject it: the reason feeds the playbook's review")
         pending = await self._pending_decisions(task)
@@ -180,6 +202,9 @@ class Approvals:
                             f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
 
         async def unit(t: TaskOps) -> Task:
+            current = await t.get_task(task.id)
+            if current.state not in APPROVABLE | {TaskState.queued}:
+                raise decided_refusal(current, just_now=True)
             await t.add_approval(task.id, actor.id, actor.display, "reject", reason, None)
             return await t.set_state(task.id, APPROVABLE | {TaskState.queued}, TaskState.rejected, actor=actor.id,
                                      reason=reason, outcome=f"rejected by {actor.display}: {reason}")

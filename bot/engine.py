@@ -11,7 +11,14 @@ becomes one task with a count.
 Grouping rule: a firing signal joins the latest task of its group while that task is open, or
 within ``group_window_s`` of the task's creation, or within ``cooldown_s`` after it closed;
 otherwise it opens a new task. A signal starts at most one task: the first matching playbook,
-in file-name order. A resolved signal is recorded on its task as an event.
+in file-name order. Signals that join a task still waiting for its first approval make its plan
+be decided again with the new count; after an approval the plan stands and a note says so.
+
+Resolution closes the loop: a resolved signal is recorded on its task as an event, and when every
+signal of a task is resolved, a task nobody acted on yet is cancelled (its pending steps skipped)
+while any other records the time. A firing signal already in a task is a redelivery, unless every
+alert of that task had resolved: then it is grouped again like a new one (same rule, so within
+the cooldown it joins the closed task, with an event saying so).
 """
 
 from __future__ import annotations
@@ -26,15 +33,26 @@ from typing import Any
 import structlog
 
 from bot import events as ev
+from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import StoreUnavailable
 from bot.events import Event
 from bot.executor import Executor
-from bot.planner import Planner
+from bot.planner import Planner, more_alerts
+from bot.playbooks import Playbook
 from bot.redaction import redact_text
 from bot.signals import Signal, SignalStatus, signal_from_row
 from bot.store import TaskOps
-from bot.tasks import OPEN_STATES, Task, TaskState
+from bot.tasks import (
+    ENDED_BY_RESOLUTION,
+    OPEN_STATES,
+    Task,
+    TaskState,
+    clock_text,
+    redecidable,
+    resolution_outcome,
+    steps_started,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +67,99 @@ def _title(signal: Signal, playbook_id: str) -> str:
 
 def _severity_rank(value: str) -> int:
     return {"critical": 2, "warning": 1}.get(value, 0)
+
+
+def _plan_signal(plan: dict[str, dict[str, Any]], playbook: Playbook, signal: Signal) -> None:
+    """Add a firing signal to the new signals of its group; the most severe one names the task."""
+    key = playbook.group_key(signal.labels)
+    entry = plan.setdefault(key, {"playbook": playbook, "signals": {}, "first": signal})
+    entry["signals"][signal.id] = None  # a dict: ordered, and one entry per signal
+    if _severity_rank(signal.severity.value) > _severity_rank(entry["first"].severity.value):
+        entry["first"] = signal
+
+
+def _duration(seconds: float) -> str:
+    """A span as people say it in an incident: "under a minute", "7 min", "2 h 5 min"."""
+    minutes = int(abs(seconds) // 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+async def _fired_again(t: TaskOps, in_task: dict[str, tuple[int, Signal, Playbook]]) -> dict[str, int]:
+    """The firing signals (id -> task id) whose task had every alert resolved: not redeliveries."""
+    if not in_task:
+        return {}
+    standing = await t.tasks_with_resolved_alerts(sorted({task_id for task_id, _, _ in in_task.values()}))
+    return {signal_id: task_id for signal_id, (task_id, _, _) in in_task.items() if task_id in standing}
+
+
+async def _record_refire(t: TaskOps, task: Task, signal_ids: list[str], now: datetime, window_s: float,
+                         cooldown_s: float) -> None:
+    """Alerts of a resolved task fired again and the grouping rule kept them on it: say so on the task."""
+    await t.record_refire(task.id, now.isoformat())
+    since = f" {_duration((now - task.resolved_at).total_seconds())}" if task.resolved_at else ""
+    what = "1 alert" if len(signal_ids) == 1 else f"{len(signal_ids)} alerts"
+    note = f"{what} fired again{since} after every alert of this task resolved"
+    if not task.state.is_open:
+        note += (f"; they join this {task.state.value} task instead of opening a new one (the playbook groups "
+                 f"alerts for {window_s:g} s after a task opens and {cooldown_s:g} s after it closes)")
+    t.event(Event(ev.SIGNALS_REFIRED, task.id, {"signals": signal_ids, "note": note}))
+
+
+async def _after_join(t: TaskOps, task: Task, joined: int) -> bool:
+    """Signals joined ``task``; True when its plan must be decided again (no approval yet)."""
+    if task.state in (TaskState.queued, TaskState.running) or not task.state.is_open:
+        return False  # planning will count them / a closed task keeps its history
+    approvals = await t.approvals(task.id)
+    if redecidable(task, approvals, await t.steps(task.id, "step")):
+        return True
+    if any(a.verdict == "approve" for a in approvals):
+        note = f"{more_alerts(joined)} joined after the first approval; the approved plan stands"
+    else:
+        note = f"{more_alerts(joined)} joined after the plan started running; the plan stands"
+    t.event(Event(ev.PLAN_STANDS, task.id, {"added": joined, "note": note}))
+    return False
+
+
+async def settle_resolution(t: TaskOps, task_id: int, now: datetime) -> str | None:
+    """Some signals of the task resolved. When every one has (status in the store), a task nobody
+    acted on yet ends (cancelled, its pending steps skipped); any other task only records when.
+
+    Runs inside the grouping transaction, so an approval is either committed before it (the task
+    is executing and is left to run) or after it (and finds the task cancelled): never both.
+    Returns "closed" or "recorded" when every signal resolved, None otherwise.
+    """
+    tally = await t.signal_tally(task_id)
+    if not tally.all_resolved:
+        return None  # a partial resolution (2 of 3 pods): the signals_resolved event is all
+    task = await t.get_task(task_id)
+    if task.alerts_resolved:
+        return None  # a redelivered resolution, recorded already
+    at = min(tally.last_ended_at, now) if tally.last_ended_at else now
+    await t.record_resolution(task_id, at.isoformat())
+    steps = await t.steps(task_id, "step")
+    record = {"resolved_at": at.isoformat(), "signals": tally.total}
+    if task.state in ENDED_BY_RESOLUTION and not steps_started(steps):
+        outcome = resolution_outcome(at)
+        skipped = await t.skip_pending_steps(task_id, now.isoformat())
+        t.event(Event(ev.RESOLVED, task_id, {**record, "closed": True, "skipped": skipped}))
+        t.audit(AuditEntry("system", "task.resolved", task_id, {**record, "closed": True, "skipped": skipped}))
+        await t.set_state(task_id, task.state, TaskState.cancelled, actor="system", reason=outcome, outcome=outcome)
+        return "closed"
+    ran = [s for s in steps if s.state == "succeeded" and s.finished_at is not None]
+    fix = max(ran, key=lambda s: s.finished_at or at, default=None)
+    note = f"every alert resolved at {clock_text(at)}"
+    after_fix_s = None
+    if fix is not None and fix.finished_at is not None:
+        after_fix_s = (at - fix.finished_at).total_seconds()
+        note += (f", {_duration(after_fix_s)} after {fix.name} ran" if after_fix_s >= 0
+                 else f", {_duration(after_fix_s)} before {fix.name} finished")
+    payload = {**record, "closed": False, "state": task.state.value, "after_fix_s": after_fix_s,
+               "fix_step": fix.name if fix else None}
+    t.event(Event(ev.RESOLVED, task_id, {**payload, "note": note}))
+    t.audit(AuditEntry("system", "task.resolved", task_id, payload))
+    return "recorded"
 
 
 class Engine:
@@ -82,6 +193,10 @@ class Engine:
             await self.submit(task.id)
         for task in await self.core.store.tasks_in_states([TaskState.queued.value, TaskState.running.value]):
             await self.submit(task.id)
+        # Signals that joined a waiting task just before a stop: its plan is decided again now.
+        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+            if task.plan_is_stale:
+                await self.submit(task.id)
         setting = await self.core.store.get_setting(CURSOR_KEY)
         self._cursor = self._saved_cursor = int(setting["value"]) if setting else 0
         self._saved_at = time.monotonic()
@@ -152,7 +267,7 @@ class Engine:
             self._wake.clear()
             try:
                 batch = await self._next_batch()
-                created = await self._group(batch) if batch else []
+                work = await self._group(batch) if batch else []
             except Exception:
                 log.exception("engine.observe_failed", cursor=self._cursor)
                 self._catch_up = True  # read again from the store, behind the cursor
@@ -166,7 +281,7 @@ class Engine:
             self._cursor = max(self._cursor, batch[-1][0])
             if time.monotonic() - self._saved_at > CURSOR_SAVE_S:
                 await self._save_cursor()
-            for task_id in created:
+            for task_id in work:
                 await self.submit(task_id)
 
     async def _idle_until_woken(self) -> None:
@@ -204,12 +319,16 @@ class Engine:
         now = core.clock()
         matched = [(seq, signal, task_id, playbooks[0]) for seq, signal, task_id in batch
                    if (playbooks := core.playbooks.match(signal))]
+        self._count_unmatched(batch, matched)
         if not matched:
             return []  # most signals of a storm of unknown alerts end here, with no I/O
         unknown = [signal.id for _, signal, task_id, _ in matched if task_id is None]
         stored_tasks = await core.store.task_ids_of_signals(unknown) if unknown else {}
         plan: dict[str, dict[str, Any]] = {}  # group key -> the new signals of that group
         resolved: dict[int, list[str]] = {}
+        # Firing signals already in a task: redeliveries, unless every alert of that task had
+        # resolved (then the problem is back, and the signal is grouped again like a new one).
+        in_task: dict[str, tuple[int, Signal, Playbook]] = {}
         for _, signal, known_task, playbook in matched:
             task_id = known_task if known_task is not None else stored_tasks.get(signal.id)
             if signal.status is SignalStatus.resolved:
@@ -217,23 +336,35 @@ class Engine:
                     resolved.setdefault(task_id, []).append(signal.id)
                 continue
             if task_id:
-                continue  # a redelivery of a firing signal already in a task
-            key = playbook.group_key(signal.labels)
-            entry = plan.setdefault(key, {"playbook": playbook, "signals": {}, "first": signal})
-            entry["signals"][signal.id] = None  # a dict: ordered, and one entry per signal
-            if _severity_rank(signal.severity.value) > _severity_rank(entry["first"].severity.value):
-                entry["first"] = signal
+                in_task[signal.id] = (task_id, signal, playbook)
+                continue
+            _plan_signal(plan, playbook, signal)
         last_seq = batch[-1][0]
 
+        settled: dict[int, str] = {}  # task id -> what every signal of it resolving did
+
         async def unit(t: TaskOps) -> list[int]:
-            created = []
-            for key, entry in plan.items():
+            settled.clear()
+            groups = {key: {**entry, "signals": dict(entry["signals"])} for key, entry in plan.items()}
+            fired_again = await _fired_again(t, in_task)
+            for signal_id in fired_again:
+                _plan_signal(groups, in_task[signal_id][2], in_task[signal_id][1])
+            work = []  # tasks to plan: the new ones, and those whose plan must be decided again
+            for key, entry in groups.items():
                 playbook, first = entry["playbook"], entry["first"]
                 trigger = playbook.trigger
+                window_s, cooldown_s = (trigger.group_window_s, trigger.cooldown_s) if trigger else (0, 0)
                 latest = await t.latest_task_for_group(key)
-                if latest is not None and self._joins(latest[0], now, trigger.group_window_s if trigger else 0,
-                                                      trigger.cooldown_s if trigger else 0):
-                    await t.attach_signals(latest[0].id, list(entry["signals"]), now.isoformat())
+                if latest is not None and self._joins(latest[0], now, window_s, cooldown_s):
+                    task = latest[0]
+                    back = [sid for sid in entry["signals"] if fired_again.get(sid) == task.id]
+                    joined = [sid for sid in entry["signals"] if sid not in back]
+                    if back:
+                        await _record_refire(t, task, back, now, window_s, cooldown_s)
+                    if joined:
+                        await t.attach_signals(task.id, joined, now.isoformat())
+                        if await _after_join(t, task, len(joined)):
+                            work.append(task.id)
                     continue
                 task = await t.create_task(
                     playbook_id=playbook.id, playbook_version=playbook.version, group_key=key,
@@ -241,16 +372,20 @@ class Engine:
                     severity=first.severity.value, requester=f"source:{first.source}", args={},
                     signal_ids=list(entry["signals"]), last_signal_at=now.isoformat(),
                 )
-                created.append(task.id)
+                work.append(task.id)
                 core.metrics.tasks_created.labels(playbook.id).inc()
             for task_id, ids in resolved.items():
-                t.event(Event(ev.PREFIX + "signals_resolved", task_id, {"signals": ids}))
+                t.event(Event(ev.SIGNALS_RESOLVED, task_id, {"signals": ids}))
+                if (what := await settle_resolution(t, task_id, now)) is not None:
+                    settled[task_id] = what
             await t.set_setting(CURSOR_KEY, last_seq, "engine")
-            return created
+            return work
 
-        created = await core.store.transact(unit)
+        work = await core.store.transact(unit)
         self._saved_cursor, self._saved_at = last_seq, time.monotonic()
-        return created
+        for task_id, what in settled.items():
+            log.info("task.alerts_resolved", task_id=task_id, closed=what == "closed")
+        return work
 
     @staticmethod
     def _joins(task: Task, now: datetime, window_s: int | float, cooldown_s: int | float) -> bool:
@@ -305,5 +440,17 @@ class Engine:
             return
         if task.state in (TaskState.queued, TaskState.running):
             task = await self.planner.plan(task)
+        if task.state is TaskState.needs_approval and task.plan_is_stale:
+            task = await self.planner.redecide(task)  # signals joined after (or while) it was planned
         if task.state is TaskState.executing:
             await self.executor.advance(task.id)
+
+    def _count_unmatched(self, batch: list[tuple[int, Signal, int | None]], matched: list[Any]) -> None:
+        """Count what matched no playbook (ooda_unmatched_signals_total), still without I/O: the
+        store lists those signals later (``ooda signals --unmatched``), the metric shows them now."""
+        if len(matched) == len(batch):
+            return
+        grouped = {seq for seq, *_ in matched}
+        self.core.metrics.unmatched.observe(
+            (signal.id, signal.labels.get("alertname") or signal.title, signal.status is SignalStatus.firing)
+            for seq, signal, _ in batch if seq not in grouped)

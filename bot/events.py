@@ -30,6 +30,15 @@ ESCALATED = PREFIX + "escalated"
 CANCELLED = PREFIX + "cancelled"
 UNDONE = PREFIX + "undone"
 SIGNALS_ATTACHED = PREFIX + "signals_attached"
+SIGNALS_RESOLVED = PREFIX + "signals_resolved"  # some signals of the task resolved
+# Every signal of the task resolved: it ends the task if nothing ran yet, else it is recorded.
+RESOLVED = PREFIX + "resolved"
+# A signal fired again after every alert of its task had resolved, and joined that task.
+SIGNALS_REFIRED = PREFIX + "signals_refired"
+# Signals joined a task still waiting for its first approval, so its plan was decided again.
+REDECIDED = PREFIX + "redecided"
+# Signals joined a task whose plan was approved or under way: the plan is kept, this says so.
+PLAN_STANDS = PREFIX + "plan_stands"
 STATE_CHANGED = PREFIX + "state_changed"
 # Not task events: published so the engine and surfaces can react.
 SIGNALS_STORED = "ops.signals.stored"

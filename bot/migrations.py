@@ -138,4 +138,9 @@ MIGRATIONS: list[str] = [
         sent_at TEXT NOT NULL
     );
     """,
+    # 2: when every alert of a task resolved, and when one fired again after that
+    """
+    ALTER TABLE tasks ADD COLUMN resolved_at TEXT;
+    ALTER TABLE tasks ADD COLUMN refired_at TEXT;
+    """,
 ]

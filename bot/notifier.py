@@ -28,12 +28,16 @@ log = structlog.get_logger(__name__)
 
 NOTE_EVENTS = {ev.APPROVED, ev.REJECTED, ev.EXECUTED, ev.FAILED, ev.COMPLETED, ev.ESCALATED, ev.CANCELLED,
                ev.UNDONE, ev.PROPOSED_ACTION}
+# Events that carry their own sentence for the thread in ``payload["note"]``.
+WORDED_EVENTS = {ev.RESOLVED, ev.SIGNALS_REFIRED, ev.REDECIDED, ev.PLAN_STANDS}
 
 
 def _note(event: Event) -> str | None:
     p = event.payload
     who = p.get("display") or p.get("actor") or "Ooda"
     short = event.name.removeprefix(ev.PREFIX)
+    if event.name in WORDED_EVENTS:
+        return p.get("note")  # a task closed by its resolution says why in its cancelled note
     if event.name == ev.EXECUTED:
         return f"{p.get('step')} ran ({p.get('tool')}): ok"
     if event.name == ev.FAILED and p.get("step"):

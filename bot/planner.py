@@ -2,12 +2,17 @@
 
 Planning only reads (evidence tools and dry runs change nothing), and its result is saved in one
 transaction at the end, so a crash in the middle leaves the task ``running`` with nothing half
-written and recovery simply plans it again.
+written and recovery simply plans it again. That transaction checks the task first: a task
+decided meanwhile (rejected, or cancelled because every alert resolved) keeps no plan.
+
+A task still waiting for its first approval is decided again when signals join it (``redecide``):
+the new plan replaces the pending steps, so the proposal, its risk and its count follow the signals.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,10 +26,11 @@ from bot.gateway import ToolCallRefused, parse_params
 from bot.playbooks import Playbook, ReadStep, Step
 from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
+from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
 from bot.signals import Signal, signal_from_row
 from bot.store import TaskOps
-from bot.tasks import Task, TaskState
+from bot.tasks import Task, TaskState, redecidable
 from bot.templates import build_context, evaluate, render_params
 
 log = structlog.get_logger(__name__)
@@ -33,6 +39,8 @@ READ_DECISION = Decision(verdict="allow", rule="read", reason="Reading evidence 
 SNIPPET_CHARS = 600
 EVIDENCE_LIMIT = 20
 BLAST_ORDER = [b.value for b in BlastRadius]
+# Where a task may be when its first plan is saved; anything else was decided meanwhile.
+PLANNABLE = frozenset({TaskState.queued, TaskState.running, TaskState.failed_retryable})
 
 
 def step_key(task_id: int, kind: str, index: int, name: str) -> str:
@@ -126,17 +134,49 @@ def overall_risk(scores: list[RiskScore]) -> RiskScore:
     return max(scores, key=lambda r: r.score)
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """What orient and decide produced for a task, before it is saved."""
+
+    signals: list[Signal]
+    results: dict[str, dict[str, Any]]  # evidence step name -> its read
+    steps: list[dict[str, Any]]  # decide_step's answers
+    condition_met: bool = True
+    error: str | None = None
+
+
+def more_alerts(count: int) -> str:
+    return f"{count} more alert" + ("" if count == 1 else "s")
+
+
 class Planner:
     def __init__(self, core: Core) -> None:
         self.core = core
 
     async def plan(self, task: Task) -> Task:
         """Run orient and decide for a queued (or interrupted) task; returns it in its next state."""
-        core = self.core
-        playbook = core.playbooks.get(task.playbook_id)
+        playbook = self.core.playbooks.get(task.playbook_id)
         # Planning only reads, so a task enters ``running`` in the same transaction that saves its
         # plan (one commit per task instead of two); a crash before that leaves it queued, and
         # recovery plans queued and running tasks alike.
+        return await self._save(task, playbook, await self._decide(task, playbook))
+
+    async def redecide(self, task: Task) -> Task:
+        """Decide the plan of a waiting task again because signals joined it; returns the task now.
+
+        Only while nobody has approved it and none of its steps ran (``bot.tasks.redecidable``):
+        the summary, the risk (its ``targets`` factor) and the blast radius then follow the
+        signals, and the new steps replace the pending ones in one transaction. Once someone
+        approved, the plan they saw stands.
+        """
+        store = self.core.store
+        if not redecidable(task, await store.approvals_of_task(task.id), await store.steps_of_task(task.id, "step")):
+            return task
+        playbook = self.core.playbooks.get(task.playbook_id)
+        return await self._save(task, playbook, await self._decide(task, playbook), replacing=True)
+
+    async def _decide(self, task: Task, playbook: Playbook) -> _Decided:
+        core = self.core
         signals = await load_signals(core, task.id)
         context = template_context(core, task, signals, {})
         results = dict(await asyncio.gather(*(_read(core, task, s, context) for s in playbook.evidence)))
@@ -148,8 +188,9 @@ class Planner:
             steps = [] if not condition_met else [await self.decide_step(playbook, task, s, i, context)
                                                    for i, s in enumerate(playbook.steps)]
         except BotError as exc:
-            return await self._save(task, playbook, signals, results, [], error=str(exc))
-        return await self._save(task, playbook, signals, results, steps, condition_met=condition_met)
+            log.warning("task.planning_failed", task_id=task.id, playbook=playbook.id, error=redact_text(str(exc)))
+            return _Decided(signals, results, [], error=str(exc))
+        return _Decided(signals, results, steps, condition_met=condition_met)
 
     async def decide_step(self, playbook: Playbook, task: Task, step: Step, index: int,
                           context: dict[str, Any], *, what_if: bool = False) -> dict[str, Any]:
@@ -189,9 +230,10 @@ class Planner:
             return f"dry run refused: {exc}"
         return str(outcome.result) if outcome.ok else f"dry run failed: {outcome.error}"
 
-    async def _save(self, task: Task, playbook: Playbook, signals: list[Signal], results: dict[str, dict[str, Any]],
-                    steps: list[dict[str, Any]], *, condition_met: bool = True, error: str | None = None) -> Task:
+    async def _save(self, task: Task, playbook: Playbook, decided: _Decided, *, replacing: bool = False) -> Task:
+        """Save the plan and move the task on, in one transaction; ``replacing``: a plan decided again."""
         core = self.core
+        signals, results, steps = decided.signals, decided.results, decided.steps
         risk = overall_risk([s["risk"] for s in steps])
         evidence = [Evidence(kind="signal", title=s.title or s.labels.get("alertname", s.fingerprint), url=s.url,
                              snippet=", ".join(f"{k}={v}" for k, v in list(s.labels.items())[:8]))
@@ -221,14 +263,23 @@ class Planner:
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
         )
         outcome: str | None
-        if error:
-            target, outcome = TaskState.escalated_to_human, f"planning failed: {error}"
-        elif not condition_met:
+        if decided.error:
+            target, outcome = TaskState.escalated_to_human, f"planning failed: {decided.error}"
+        elif not decided.condition_met:
             target, outcome = TaskState.completed, "condition not met; nothing to do"
         else:
             target, outcome = planned_state([(v.name, v.category, v.decision) for v in views])
 
-        async def unit(t: TaskOps) -> Task:
+        async def unit(t: TaskOps) -> tuple[Task, bool]:
+            current = await t.get_task(task.id)
+            if replacing:
+                if await _keep_current_plan(t, current, task.signal_count):
+                    return current, False
+                await t.remove_unstarted_steps(task.id)  # the plan being replaced; none of it ran
+            elif current.state not in PLANNABLE:
+                # Decided while this plan was being made: rejected, or cancelled because every
+                # alert resolved. Nothing of the plan is kept, so nothing of it can run.
+                return current, False
             for name, r in results.items():
                 step_id = await t.insert_step(
                     task_id=task.id, kind="evidence", idx=0, name=name, tool=r["tool"], category="read",
@@ -252,19 +303,64 @@ class Planner:
                     idempotency_key=step_key(task.id, "step", view.index, view.name),
                 )
             await t.save_proposal(task.id, proposal.model_dump(mode="json"))
-            t.audit(AuditEntry("system", "task.proposal", task.id, {
+            summary_record: dict[str, Any] = {
                 "risk": risk.model_dump(), "steps": [{"name": v.name, "tool": v.tool, "verdict": v.decision.verdict,
-                                                      "rule": v.decision.rule} for v in views]}))
+                                                      "rule": v.decision.rule} for v in views]}
+            if replacing:
+                before = current.proposal or {}
+                summary_record["replaces"] = {"signal_count": before.get("signal_count"),
+                                      "risk": (before.get("risk") or {}).get("score")}
+            t.audit(AuditEntry("system", "task.proposal", task.id, summary_record))
+            if replacing:
+                return await _moved_on_after_redecide(t, current, task.signal_count, risk.score, target, outcome), True
             if task.state is not TaskState.running:
                 await t.set_state(task.id, {TaskState.queued, TaskState.failed_retryable}, TaskState.running,
                                   actor="system", reason="planning")
             return await t.set_state(task.id, TaskState.running, target, actor="system",
-                                     reason=outcome or "proposal ready", outcome=outcome)
+                                     reason=outcome or "proposal ready", outcome=outcome), True
 
-        saved = await core.store.transact(unit)
-        log.info("task.planned", task_id=task.id, playbook=playbook.id, state=saved.state.value,
-                 risk=risk.score, band=risk.band.value, steps=len(views))
+        saved, kept = await core.store.transact(unit)
+        if not kept:
+            log.info("task.plan_discarded", task_id=task.id, playbook=playbook.id, state=saved.state.value,
+                     reason="the task moved on while its plan was being decided")
+            return saved
+        log.info("task.redecided" if replacing else "task.planned", task_id=task.id, playbook=playbook.id,
+                 state=saved.state.value, risk=risk.score, band=risk.band.value, steps=len(views),
+                 signals=task.signal_count)
         return saved
+
+
+async def _keep_current_plan(t: TaskOps, current: Task, signal_count: int) -> bool:
+    """Whether a plan decided again must be dropped, checked inside the transaction that would save it."""
+    if current.state is not TaskState.needs_approval:
+        return True  # approved, rejected or cancelled meanwhile
+    if (current.proposal or {}).get("signal_count", 0) >= signal_count:
+        return True  # a plan counting as many signals was saved meanwhile
+    approvals = await t.approvals(current.id)
+    if redecidable(current, approvals, await t.steps(current.id, "step")):
+        return False
+    if any(a.verdict == "approve" for a in approvals):
+        added = signal_count - (current.proposal or {}).get("signal_count", 0)
+        t.event(Event(ev.PLAN_STANDS, current.id, {
+            "added": added, "note": f"{more_alerts(added)} joined after the first approval; the approved plan stands"}))
+    return True
+
+
+async def _moved_on_after_redecide(t: TaskOps, current: Task, signal_count: int, risk: int, target: TaskState,
+                                   outcome: str | None) -> Task:
+    """Announce a plan decided again and move the task where the new plan sends it."""
+    before = current.proposal or {}
+    added = signal_count - before.get("signal_count", 0)
+    old_risk = (before.get("risk") or {}).get("score")
+    note = f"{more_alerts(added)} joined; risk {old_risk} → {risk}"
+    if target is not TaskState.needs_approval:
+        note += f"; the new plan moves the task to {target.value.replace('_', ' ')}"
+    t.event(Event(ev.REDECIDED, current.id, {"added": added, "signal_count": signal_count, "risk_from": old_risk,
+                                             "risk_to": risk, "note": note}))
+    if target is TaskState.needs_approval:
+        return await t.get_task(current.id)
+    return await t.set_state(current.id, TaskState.needs_approval, target, actor="system",
+                             reason=outcome or "decided again after signals joined", outcome=outcome)
 
 
 async def _discard(record: dict[str, Any]) -> None:

@@ -16,11 +16,11 @@ from bot.errors import Conflict, UnknownTask
 from bot.events import Event
 from bot.jsoncodec import dumps, loads
 from bot.sqlite_writer import Tx
-from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState, check_transition
+from bot.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState, check_transition
 
 TASK_COLUMNS = (
     "id, playbook_id, playbook_version, state, group_key, title, environment, severity, requester, "
-    "signal_count, created_at, updated_at, closed_at, args, proposal, messages, outcome"
+    "signal_count, created_at, updated_at, closed_at, args, proposal, messages, outcome, resolved_at, refired_at"
 )
 STEP_COLUMNS = (
     "id, task_id, kind, idx, name, tool, category, params, rollback, decision, state, idempotency_key, "
@@ -49,6 +49,7 @@ def task_from_row(row: Any) -> Task:
         title=row[5], environment=row[6], severity=row[7], requester=row[8], signal_count=row[9],
         created_at=row[10], updated_at=row[11], closed_at=row[12], args=loads(row[13]),
         proposal=loads(row[14]) if row[14] else None, messages=loads(row[15]), outcome=row[16],
+        resolved_at=row[17], refired_at=row[18],
     )
 
 
@@ -134,12 +135,42 @@ class TaskTx:
         )
         self.event(Event(ev.SIGNALS_ATTACHED, task_id, {"added": len(signal_ids)}))
 
+    async def signal_tally(self, task_id: int) -> SignalTally:
+        """How many signals the task has, how many of them are resolved, and when the last one ended."""
+        total, resolved = await self._tx.fetchone(
+            "SELECT count(*), coalesce(sum(status = 'resolved'), 0) FROM signals WHERE task_id = ?", (task_id,))
+        # julianday: the senders' times may carry different offsets, so text order is not time order.
+        last = await self._tx.fetchone(
+            "SELECT ends_at FROM signals WHERE task_id = ? AND ends_at IS NOT NULL "
+            "ORDER BY julianday(ends_at) DESC LIMIT 1", (task_id,))
+        return SignalTally(total=total, resolved=resolved, last_ended_at=last[0] if last else None)
+
+    async def record_resolution(self, task_id: int, resolved_at: str) -> None:
+        # Clears refired_at: every alert is resolved again, whatever fired in between.
+        await self._tx.execute("UPDATE tasks SET resolved_at = ?, refired_at = NULL, updated_at = ? WHERE id = ?",
+                               (resolved_at, now_iso(), task_id))
+
+    async def record_refire(self, task_id: int, refired_at: str) -> None:
+        await self._tx.execute("UPDATE tasks SET refired_at = ?, updated_at = ? WHERE id = ?",
+                               (refired_at, now_iso(), task_id))
+
+    async def tasks_with_resolved_alerts(self, task_ids: list[int]) -> set[int]:
+        """Those of ``task_ids`` whose every alert stands resolved (none fired again since)."""
+        found: set[int] = set()
+        for start in range(0, len(task_ids), 500):  # SQLite's bound-parameter limit
+            chunk = task_ids[start:start + 500]
+            rows = await self._tx.fetchall(
+                f"SELECT id FROM tasks WHERE id IN ({', '.join('?' * len(chunk))}) AND resolved_at IS NOT NULL "
+                "AND refired_at IS NULL", tuple(chunk))
+            found.update(r[0] for r in rows)
+        return found
+
     async def latest_task_for_group(self, group_key: str) -> tuple[Task, str | None] | None:
         row = await self._tx.fetchone(
             f"SELECT {TASK_COLUMNS}, last_signal_at FROM tasks WHERE group_key = ? ORDER BY id DESC LIMIT 1",
             (group_key,),
         )
-        return (task_from_row(row), row[17]) if row else None
+        return (task_from_row(row), row[19]) if row else None
 
     async def set_state(self, task_id: int, expected: TaskState | set[TaskState], target: TaskState, *,
                         actor: str, reason: str = "", outcome: str | None = None) -> Task:
@@ -201,6 +232,20 @@ class TaskTx:
             (started_at, step_id),
         )
         return cur.rowcount == 1
+
+    async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
+        """Mark every pending step of the task skipped, so no worker can claim it; returns their names."""
+        rows = await self._tx.fetchall(
+            "UPDATE steps SET state = 'skipped', finished_at = ? WHERE task_id = ? AND kind = 'step' "
+            "AND state = 'pending' RETURNING name", (finished_at, task_id))
+        return [r[0] for r in rows]
+
+    async def remove_unstarted_steps(self, task_id: int) -> int:
+        """Delete the task's steps that never ran (a plan about to be replaced); returns how many."""
+        cur = await self._tx.execute(
+            "DELETE FROM steps WHERE task_id = ? AND kind = 'step' AND state IN ('pending', 'denied', 'skipped')",
+            (task_id,))
+        return int(cur.rowcount)
 
     async def steps(self, task_id: int, kind: str | None = None) -> list[StepRecord]:
         return [step_from_row(r) for r in await self._tx.fetchall(*steps_query(task_id, kind))]

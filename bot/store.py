@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from bot.audit import AuditEntry
 from bot.events import Event
 from bot.signals import Signal
-from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState
+from bot.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState
 
 T = TypeVar("T")
 
@@ -44,6 +44,22 @@ class TaskOps(Protocol):
 
     async def latest_task_for_group(self, group_key: str) -> tuple[Task, str | None] | None: ...
 
+    async def signal_tally(self, task_id: int) -> SignalTally:
+        """The task's signal count, how many are resolved (status in the store), and the last ``ends_at``."""
+        ...
+
+    async def record_resolution(self, task_id: int, resolved_at: str) -> None:
+        """Set ``resolved_at`` (every signal of the task resolved at that time) and clear ``refired_at``."""
+        ...
+
+    async def record_refire(self, task_id: int, refired_at: str) -> None:
+        """Set ``refired_at``: a signal of the task fired again after every one had resolved."""
+        ...
+
+    async def tasks_with_resolved_alerts(self, task_ids: list[int]) -> set[int]:
+        """Those of ``task_ids`` whose alerts stand resolved (``Task.alerts_resolved``)."""
+        ...
+
     async def set_state(self, task_id: int, expected: TaskState | set[TaskState], target: TaskState, *,
                         actor: str, reason: str = "", outcome: str | None = None) -> Task:
         """Compare-and-set the task's state along an allowed transition; ``Conflict`` if it moved."""
@@ -62,6 +78,14 @@ class TaskOps(Protocol):
         ...
 
     async def update_step(self, step_id: int, **fields: Any) -> None: ...
+
+    async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
+        """pending -> skipped for every step of kind ``step`` (nothing may claim them); returns their names."""
+        ...
+
+    async def remove_unstarted_steps(self, task_id: int) -> int:
+        """Delete the steps of kind ``step`` that never ran (pending, denied, skipped): a plan being replaced."""
+        ...
 
     async def steps(self, task_id: int, kind: str | None = None) -> list[StepRecord]: ...
 
@@ -155,3 +179,7 @@ class Store(Protocol):
     async def outbox_items(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]: ...
+
+    async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """Signals no playbook matched, by alert name, since an ISO time: (up to ``limit`` rows, how many names)."""
+        ...

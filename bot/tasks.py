@@ -6,7 +6,8 @@ checked against ``TRANSITIONS``; anything else raises ``IllegalTransition`` and 
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +57,14 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 OPEN_STATES = frozenset({S.queued, S.running, S.needs_approval, S.executing, S.failed_retryable})
 # What `ooda tasks` lists by default: open tasks and those a human must look at.
 ATTENTION_STATES = OPEN_STATES | {S.escalated_to_human}
+# Where a task ends when every alert of it resolved while none of its steps had started: nobody
+# acted yet, so nothing is left to do. In any later state something ran (or a person decided),
+# and the resolution is only recorded.
+ENDED_BY_RESOLUTION = frozenset({S.queued, S.running, S.needs_approval})
+# Step states that mean the step never ran; anything else (running, succeeded, failed, unknown)
+# means the task acted.
+UNSTARTED_STEP_STATES = frozenset({"pending", "denied", "skipped"})
+RESOLVED_OUTCOME_PREFIX = "resolved before action"
 
 
 def check_transition(task_id: int, current: TaskState, target: TaskState) -> None:
@@ -64,6 +73,30 @@ def check_transition(task_id: int, current: TaskState, target: TaskState) -> Non
         raise IllegalTransition(
             f"task {task_id}: cannot move from {current} to {target}; allowed from {current}: {allowed}"
         )
+
+
+def clock_text(at: datetime) -> str:
+    """A time as chat and outcomes show it: ``2026-01-05 14:31:47 UTC``."""
+    return (at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def resolution_outcome(resolved_at: datetime) -> str:
+    """The outcome of a task closed because every alert of it resolved before anyone acted."""
+    return f"{RESOLVED_OUTCOME_PREFIX}: every alert of this task resolved at {clock_text(resolved_at)}"
+
+
+def steps_started(steps: Iterable[StepRecord]) -> bool:
+    """Whether any of these (``step`` kind) rows ran or began to run."""
+    return any(s.state not in UNSTARTED_STEP_STATES for s in steps)
+
+
+def redecidable(task: Task, approvals: Iterable[ApprovalRecord], steps: Iterable[StepRecord]) -> bool:
+    """A task still waiting for its first approval, with nothing run: its plan may be decided again.
+
+    Once someone approved, the plan they saw stands; once a step ran, the plan is under way.
+    """
+    return (task.state is S.needs_approval and not any(a.verdict == "approve" for a in approvals)
+            and not steps_started(steps))
 
 
 def task_number(text: str) -> int | None:
@@ -90,6 +123,26 @@ class Task(BaseModel):
     proposal: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = Field(default_factory=list)
     outcome: str | None = None
+    # When every signal of the task last resolved (the senders' time), and when one fired again
+    # after that (Ooda's time; cleared when they all resolve again). Two clocks, so they are never
+    # compared: the alerts stand resolved while ``resolved_at`` is set and ``refired_at`` is not.
+    resolved_at: datetime | None = None
+    refired_at: datetime | None = None
+
+    @property
+    def alerts_resolved(self) -> bool:
+        """Every alert of this task is resolved now (no signal fired again since)."""
+        return self.resolved_at is not None and self.refired_at is None
+
+    @property
+    def plan_is_stale(self) -> bool:
+        """Signals joined after the saved plan was decided (it counted fewer)."""
+        return self.proposal is not None and self.proposal.get("signal_count") != self.signal_count
+
+    @property
+    def closed_by_resolution(self) -> bool:
+        """Cancelled because every alert resolved before anyone acted."""
+        return self.state is S.cancelled and (self.outcome or "").startswith(RESOLVED_OUTCOME_PREFIX)
 
 
 class StepRecord(BaseModel):
@@ -112,6 +165,18 @@ class StepRecord(BaseModel):
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class SignalTally(BaseModel):
+    """The resolution state of a task's signals, as the store has them now."""
+
+    total: int
+    resolved: int
+    last_ended_at: datetime | None = None  # the latest ``ends_at`` the senders reported
+
+    @property
+    def all_resolved(self) -> bool:
+        return self.total > 0 and self.resolved == self.total
 
 
 class ApprovalRecord(BaseModel):
