@@ -594,6 +594,16 @@ def seed_demo(cluster: KubernetesCluster) -> None:
     cluster.add_event("shop", "Pod", crashing, "BackOff",
                       f"Back-off restarting failed container checkout in pod {crashing}_shop",
                       type_="Warning", count=57, age=timedelta(minutes=1))
+    # A rollout that stopped: revision 8's image cannot be pulled, so its new pod never starts.
+    cluster.add_deployment("payments", "ledger", [
+        Revision(7, "registry.example.com/payments/ledger:5.3.1", "7b9d8c6f5", "release 5.3.1", timedelta(days=9)),
+        Revision(8, "registry.example.com/payments/ledger:5.4.0", "5f6c9d7b8", "release 5.4.0", timedelta(minutes=40)),
+    ], replicas=2, pods=[
+        PodState(), PodState(ready=False, phase="Pending", waiting_reason="ImagePullBackOff"),
+    ])
+    cluster.add_event("payments", "Deployment", "ledger", "ProgressDeadlineExceeded",
+                      'ReplicaSet "ledger-5f6c9d7b8" has timed out progressing.', type_="Warning",
+                      age=timedelta(minutes=25))
     cluster.add_deployment("data", "warehouse-loader", [
         Revision(11, "registry.example.com/data/warehouse-loader:1.8.2", age=timedelta(days=20)),
         Revision(12, "registry.example.com/data/warehouse-loader:1.9.0", age=timedelta(days=3)),

@@ -40,6 +40,11 @@ def write_bench_config(tmp: Path, *, server_port: int, log_level: str, **overrid
     data.update(overrides)
     data["tools"]["http"]["allow_hosts"] = [standin]
     data["tools"]["flags"]["base_url"] = f"http://{standin}"
+    data["tools"]["prometheus"]["base_url"] = f"http://{standin}"
+    data["tools"]["kubernetes"]["api_url"] = f"http://{standin}"
+    ssh_port = free_port()
+    data["standin"]["ssh_port"] = ssh_port
+    data["tools"]["ssh"]["address_map"] = {"*": f"127.0.0.1:{ssh_port}"}
     data["tools"]["shell"]["workdir"] = str(tmp / "work")
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -6,7 +6,7 @@ the bare baseline (bench/bare_server.py) as subprocesses, and drives each from a
 Alertmanager payloads with 1 and with 100 alerts per request, p50/p99 latency at a fixed
 1,000 requests/s, the server's CPU per request, RSS after 100k stored alerts, and the ratio to
 the bare handler. The alerts match no playbook (alertname=BenchAlert), so this measures intake;
-``--matching`` adds a phase whose alerts match the consumer-lag playbook.
+``--matching`` adds a phase whose alerts match the kafka-consumer-lag playbook.
 
     python bench/intake.py [--quick] [--json] [--synchronous full|normal] [--matching]
 """
@@ -205,7 +205,7 @@ def bench_ooda(tmp: Path, t: float, synchronous: str, matching: bool, profile: s
         out["peak_rss_mb"] = round(proc_status(pid, "VmHWM"), 1)
         if matching:
             out["matching_1_per_request"] = drive(port, token, pid, tag="match", duration=t,
-                                                  alertname="KafkaConsumerLag", groups=10)
+                                                  alertname="KafkaConsumerGroupLag", groups=10)
         out["server_log_lines"] = sum(1 for _ in log.open("rb"))
     finally:
         stop(proc)
@@ -274,7 +274,7 @@ def main() -> int:
     p.add_argument("--profile", metavar="FILE",
                    help="run the server under cProfile and write its stats to FILE (figures get slower)")
     p.add_argument("--matching", action="store_true",
-                   help="also measure alerts that match a playbook (consumer-lag, 10 groups)")
+                   help="also measure alerts that match a playbook (kafka-consumer-lag, 10 groups)")
     args = p.parse_args()
     seconds = 3.0 if args.quick else 8.0
     with tempfile.TemporaryDirectory(prefix="ooda-bench-") as tmp:

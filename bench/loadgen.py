@@ -35,7 +35,7 @@ ALERT_TEMPLATE = {
         "severity": "warning",
         "team": "data",
         "topic": "orders",
-        "consumer_group": "@GROUP@",
+        "consumergroup": "@GROUP@",
     },
     "annotations": {
         "summary": "warehouse-loader is 184k messages behind on orders",
@@ -45,7 +45,7 @@ ALERT_TEMPLATE = {
     },
     "startsAt": "2026-01-05T06:15:00.000Z",
     "endsAt": "0001-01-01T00:00:00Z",
-    "generatorURL": "http://prometheus.example.internal:9090/graph?g0.expr=sum%20by%20%28consumer_group%29"
+    "generatorURL": "http://prometheus.example.internal:9090/graph?g0.expr=sum%20by%20%28consumergroup%29"
                     "%20%28kafka_consumergroup_lag%29%20%3E%20100000&g0.tab=1",
     "fingerprint": "@FP@",
 }
@@ -231,7 +231,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=0, help="closed loop: stop after this many requests")
     p.add_argument("--tag", default="bench", help="fingerprint prefix; unique per phase")
     p.add_argument("--alertname", default="BenchAlert")
-    p.add_argument("--groups", type=int, default=1, help="distinct consumer_group label values")
+    p.add_argument("--groups", type=int, default=1, help="distinct consumergroup label values")
     args = p.parse_args()
     if args.requests:
         args.duration, args.warmup = 3600.0, 0.0

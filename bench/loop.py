@@ -2,10 +2,10 @@
 
 Runs the real Ooda (``bot.app.App``) in this process on the example config (temp data dir, free
 ports, the local stand-in playing the outside systems) and posts Alertmanager webhooks to its
-HTTP server. The alerts match the crash-loop playbook (env=dev, one group per deployment), so
+HTTP server. The alerts match the kube-pod-crashlooping playbook (env=dev, one group per deployment), so
 every step of the loop runs: intake, grouping, evidence over HTTP, risk and policy (its restart
 needs one approval in dev), the proposal's transaction, approval, the step's tool call.
-(consumer-lag would not do: its tier-4 steps are denied in dev, where no change window is open.)
+(its restart is tier 3 in dev, so every task reaches a proposal that waits for a person.)
 
 - storm: 10k alerts across 50 deployments (groups), posted as 100 requests of 100 alerts: time until
   every alert is grouped and every task planned, the number of tasks (must be 50), peak RSS.
@@ -65,7 +65,7 @@ def alert(group: str, n: int) -> dict[str, Any]:
     return {
         "status": "firing",
         "labels": {"alertname": "KubePodCrashLooping", "namespace": "bench", "deployment": group, "env": "dev",
-                   "severity": "warning", "team": "platform", "pod": f"{group}-{n}"},
+                   "severity": "warning", "team": "platform", "pod": f"{group}-6f9c7b8d5-{n:05d}"},
         "annotations": {"summary": f"pods of {group} are crash-looping"},
         "startsAt": "2026-01-05T06:15:00.000Z", "endsAt": "0001-01-01T00:00:00Z",
         "fingerprint": f"{group}-{n}",
@@ -223,7 +223,7 @@ def report(s: dict[str, Any], lat: dict[str, Any]) -> dict[str, Any]:
         "storm_tasks": s["tasks"], "storm_drain_s": s["drain_s"], "storm_peak_rss_mb": s["peak_rss_mb"],
     }
     met = {k: (v == TARGETS[k]) if k == "storm_tasks" else (v <= TARGETS[k]) for k, v in figures.items()}
-    print(f"\nLoop benchmark: one process ({os.cpu_count()} CPUs), synchronous=FULL, crash-loop playbook "
+    print(f"\nLoop benchmark: one process ({os.cpu_count()} CPUs), synchronous=FULL, kube-pod-crashlooping playbook "
           "(env=dev).\n")
     print(f"storm: {s['alerts']:,} alerts over {s['groups']} groups in 100 requests: accepted in {s['accepted_s']} s, "
           f"drained in {s['drain_s']} s; {s['tasks']} tasks {s['task_states']}; "

@@ -61,8 +61,35 @@ CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is
 BATCH = 500
 
 
+TITLE_CHARS = 200
+
+
+def target_of(labels: dict[str, str]) -> str:
+    """What an alert is about, in a few words, from its (normalized) labels: ``shop/checkout``,
+    ``db-01 /var``, ``consumer group warehouse-loader``; "" when the labels do not say."""
+    namespace = labels.get("namespace", "")
+    if labels.get("workload"):
+        return f"{namespace}/{labels['workload']}" if namespace else labels["workload"]
+    if labels.get("job_name"):
+        return f"{namespace}/{labels['job_name']}" if namespace else labels["job_name"]
+    if labels.get("mountpoint") and (labels.get("host") or labels.get("instance")):
+        return f"{labels.get('host') or labels['instance']} {labels['mountpoint']}"
+    if labels.get("consumer_group"):
+        return f"consumer group {labels['consumer_group']}"
+    for key in ("service", "instance", "host"):
+        if labels.get(key):
+            return labels[key]
+    return ""
+
+
 def _title(signal: Signal, playbook_id: str) -> str:
-    return signal.title or signal.labels.get("alertname") or playbook_id
+    """The alert's summary with its target when the summary does not name it (upstream summaries
+    are often generic: "Pod is crash looping.")."""
+    title = signal.title or signal.labels.get("alertname") or playbook_id
+    target = target_of(signal.labels)
+    if target and target not in title and target.split()[0] not in title:
+        title = f"{title.rstrip()} · {target}"
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
 
 
 def _severity_rank(value: str) -> int:

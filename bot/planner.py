@@ -98,10 +98,50 @@ def evidence_value(result: dict[str, Any]) -> Any:
     return value
 
 
+# The field of a tool's result a person reads first, by what tools return: a summary sentence
+# (prometheus.query, k8s.*), a log's text, a command's output, an HTTP body.
+_READABLE_FIELDS = ("summary", "text", "stdout", "body")
+# Of these, the end is what matters: the last lines a crashed container or a command wrote.
+_TAIL_FIELDS = frozenset({"text", "stdout"})
+
+
 def _snippet(result: dict[str, Any]) -> str:
-    body = result["result"] if result["ok"] else {"error": result["error"]}
-    text = str(body.get("body") if isinstance(body, dict) and "body" in body else body)
-    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
+    if not result["ok"]:
+        text = f"failed: {result['error']}"
+        return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
+    body = result["result"]
+    field = next((f for f in _READABLE_FIELDS if isinstance(body, dict) and body.get(f)), None)
+    text = str(body[field]).strip() if field else str(body)
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    if field in _TAIL_FIELDS:
+        return "(earlier lines cut; see `ooda show`) … " + text[-SNIPPET_CHARS:]
+    return text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
+
+
+def _evidence_url(result: dict[str, Any]) -> str | None:
+    """A link to see the evidence where it came from (Prometheus's graph of the query)."""
+    body = result["result"] if result["ok"] else None
+    url = body.get("graph_url") if isinstance(body, dict) else None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+def _signal_evidence(signal: Signal) -> list[Evidence]:
+    """The alert itself: what its rule says (description), its labels, its source and runbook links."""
+    notes = signal.annotations
+    said = notes.get("description") or notes.get("message") or ""
+    labels = ", ".join(f"{k}={v}" for k, v in list(signal.labels.items())[:12])
+    snippet = f"{said.strip()} ({labels})" if said.strip() else labels
+    if len(snippet) > SNIPPET_CHARS:
+        snippet = snippet[:SNIPPET_CHARS] + " …"
+    found = [Evidence(kind="signal", title=signal.title or signal.labels.get("alertname", signal.fingerprint),
+                      url=signal.url, snippet=snippet)]
+    for key, title in (("runbook_url", "runbook"), ("dashboard_url", "dashboard")):
+        link = notes.get(key, "")
+        if link.startswith(("http://", "https://")):
+            found.append(Evidence(kind="link", title=f"{title}: {signal.labels.get('alertname', '')}".strip(": "),
+                                  url=link))
+    return found
 
 
 def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | None) -> str | None:
@@ -228,17 +268,23 @@ class Planner:
             )
         except ToolError as exc:
             return f"dry run refused: {exc}"
-        return str(outcome.result) if outcome.ok else f"dry run failed: {outcome.error}"
+        if not outcome.ok:
+            return f"dry run failed: {outcome.error}"
+        preview = outcome.result or {}
+        if preview.get("preview"):  # the tool's own words (k8s: what the API server accepted)
+            return str(preview["preview"])
+        if preview.get("command"):  # ssh.run: the exact remote command line
+            return f"would run on {preview.get('host', 'the host')}: {preview['command']}"
+        return str(preview)
 
     async def _save(self, task: Task, playbook: Playbook, decided: _Decided, *, replacing: bool = False) -> Task:
         """Save the plan and move the task on, in one transaction; ``replacing``: a plan decided again."""
         core = self.core
         signals, results, steps = decided.signals, decided.results, decided.steps
         risk = overall_risk([s["risk"] for s in steps])
-        evidence = [Evidence(kind="signal", title=s.title or s.labels.get("alertname", s.fingerprint), url=s.url,
-                             snippet=", ".join(f"{k}={v}" for k, v in list(s.labels.items())[:8]))
-                    for s in signals[:5]]
-        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, snippet=_snippet(r)) for name, r in results.items()]
+        evidence = [item for s in signals[:5] for item in _signal_evidence(s)]
+        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, url=_evidence_url(r), snippet=_snippet(r))
+                     for name, r in results.items()]
         views = [StepView(
             index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
             decision=s["decision"], blast_radius=s["step"].blast_radius.value,
@@ -264,7 +310,7 @@ class Planner:
         )
         outcome: str | None
         if decided.error:
-            target, outcome = TaskState.escalated_to_human, f"planning failed: {decided.error}"
+            target, outcome = TaskState.escalated_to_human, f"planning failed: playbook {playbook.id}, {decided.error}"
         elif not decided.condition_met:
             target, outcome = TaskState.completed, "condition not met; nothing to do"
         else:

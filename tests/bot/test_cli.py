@@ -141,7 +141,8 @@ async def test_replay_shows_what_a_new_version_would_change_and_fails_on_a_broke
     draft.mkdir()
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
         monkeypatch.setenv("OODA_URL", f"http://127.0.0.1:{app.port}")
-        assert (await ooda(capsys, "fire", "--sample", "alertmanager-kube-pod-crashlooping", "--config", config))[0] == 0
+        fired = await ooda(capsys, "fire", "--sample", "alertmanager-kube-pod-crashlooping", "--config", config)
+        assert fired[0] == 0
         await app.engine.wait_idle()
         [task] = await app.store.list_tasks(open_only=False)
 
@@ -152,7 +153,8 @@ async def test_replay_shows_what_a_new_version_would_change_and_fails_on_a_broke
                                     f"#{task.id} kube-pod-crashlooping v{task.playbook_version} → "
                                     f"v{task.playbook_version}: unchanged"]
 
-        (draft / "kube-pod-crashlooping.yaml").write_text(shipped.replace('name: "{{ labels.workload }}"}\n    category', 'name: "{{ labels.workload }}-v2"}\n    category'))
+        (draft / "kube-pod-crashlooping.yaml").write_text(shipped.replace(
+            'name: "{{ labels.workload }}"}\n    category', 'name: "{{ labels.workload }}-v2"}\n    category'))
         code, out, _ = await ooda(capsys, "replay", str(draft), "--task", f"#{task.id}", "--json", "--config", config)
         [result] = json.loads(out)
         assert code == 0 and len(result["changes"]) == 1

@@ -253,7 +253,8 @@ async def test_same_alert_twice_is_one_row_and_resolved_updates_it(tmp_path):
         (signal_id,) = first.json()["signal_ids"]
         assert await db_rows(app, "SELECT id, status, deliveries FROM signals") == [(signal_id, "firing", 2)]
 
-        resolved = await http.post("/webhooks/alertmanager", content=sample("alertmanager-node-filesystem-space-resolved"),
+        resolved = await http.post("/webhooks/alertmanager",
+                                   content=sample("alertmanager-node-filesystem-space-resolved"),
                                    headers=AM)
         assert resolved.json()["signal_ids"] == [signal_id]
         assert await db_rows(app, "SELECT id, status, deliveries FROM signals") == [(signal_id, "resolved", 3)]

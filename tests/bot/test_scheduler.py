@@ -42,7 +42,8 @@ class RecordingSurface:
 
 
 async def waiting_task(app) -> int:
-    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"}, REQUESTER)
+    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"},
+                                           REQUESTER)
     await app.engine.wait_idle()
     assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
     return task.id
@@ -157,12 +158,13 @@ async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
         assert job.trigger.get_next_fire_time(None, sunday_noon) == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
         [listed] = (await app.commands.status()).scheduled_checks
-        assert listed.startswith("kube-pod-crashlooping namespace=shop workload=checkout (*/15 8-17 * * 1-5 Europe/Berlin): next ")
+        assert listed.startswith(
+            "kube-pod-crashlooping namespace=shop workload=checkout (*/15 8-17 * * 1-5 Europe/Berlin): next ")
 
         first = await app.commands.run_scheduled("kube-pod-crashlooping", 0)
         await app.engine.wait_idle()
-        assert (first.requester, first.args) == ("scheduler", {"namespace": "shop", "workload": "checkout",
-                                                               "workload_kind": "deployment", "pod": "", "container": ""})
+        assert (first.requester, first.args) == ("scheduler", {
+            "namespace": "shop", "workload": "checkout", "workload_kind": "deployment", "pod": "", "container": ""})
         assert (await app.store.get_task(first.id)).state is TaskState.needs_approval
 
         assert await app.commands.run_scheduled("kube-pod-crashlooping", 0) is None  # the last one still waits

@@ -27,7 +27,8 @@ async def no_wait(_: float) -> None:
 
 
 async def run_crash_loop(app, deployment: str = "checkout") -> int:
-    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": deployment}, RUNNER)
+    task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": deployment},
+                                           RUNNER)
     await app.engine.wait_idle()
     return task.id
 

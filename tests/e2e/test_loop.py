@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from structlog.testing import capture_logs
+
 from tests.harness import ADMIN, AM, SECOND, client, running_app, running_standin
 
 
@@ -47,3 +49,22 @@ async def test_a_filesystem_alert_is_proposed_approved_and_acted_on_on_the_host_
 
         verify = (await http.get("/api/v1/audit/verify", headers=ADMIN)).json()
         assert verify["ok"] and verify["checked"] > 5
+
+
+async def test_a_template_that_cannot_render_escalates_with_words_naming_playbook_step_param_and_label(tmp_path):
+    # A DaemonSet's pod (node-exporter-x7k2p) does not name its workload: no rule can guess it.
+    body = sample("alertmanager-kube-pod-crashlooping").replace(
+        b"checkout-6f9c7b8d5-x7k2p", b"node-exporter-x7k2p").replace(b'"container": "checkout"', b'"container": "x"')
+    async with running_standin() as standin, running_app(tmp_path, standin) as app, client(app) as http:
+        with capture_logs() as logs:
+            r = await http.post("/webhooks/alertmanager", content=body, headers=AM)
+            assert r.status_code == 202
+            await app.engine.wait_idle()
+
+        (task,) = (await http.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+        assert task["state"] == "escalated_to_human"
+        assert task["outcome"].startswith(
+            "planning failed: playbook kube-pod-crashlooping, step restart, param kind: the alert has no label "
+            "'workload_kind' (its labels: alertname, cluster, container, ")
+        (warning,) = [e for e in logs if e["event"] == "task.planning_failed"]
+        assert warning["log_level"] == "warning" and "workload_kind" in warning["error"]

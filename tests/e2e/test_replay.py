@@ -32,7 +32,8 @@ def version(text: str, **swaps: str) -> dict[str, str]:
 @pytest.fixture
 async def env(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
-        task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"}, RUNNER)
+        task = await app.commands.run_playbook("kube-pod-crashlooping", {"namespace": "shop", "workload": "checkout"},
+                                               RUNNER)
         await app.engine.wait_idle()
         assert (await app.store.get_task(task.id)).state is TaskState.needs_approval
         yield app, standin, task.id
@@ -68,7 +69,8 @@ async def test_the_same_version_replays_to_the_same_proposal_and_calls_no_tool(e
 async def test_a_changed_step_shows_as_a_diff_of_its_params(env):
     app, _, _ = env
     files = version(SHIPPED.read_text(), **{'version: "1"': 'version: "2"',
-                                            STEP: STEP.replace('{{ labels.workload }}"}', '{{ labels.workload }}-canary"}')})
+                                            STEP: STEP.replace('{{ labels.workload }}"}',
+                                                               '{{ labels.workload }}-canary"}')})
     [result] = await replayed(app, files)
     assert (result.old_version, result.new_version) == ("1", "2")
     [change] = result.changes
@@ -95,7 +97,8 @@ async def test_a_condition_that_no_longer_holds_proposes_nothing(env):
 
 async def test_a_template_that_fails_on_a_past_incident_is_the_result_not_an_error(env):
     app, _, _ = env
-    files = version(SHIPPED.read_text(), **{STEP: STEP.replace("{{ labels.workload }}", "{{ evidence.events.nope.deeper }}")})
+    files = version(SHIPPED.read_text(),
+                    **{STEP: STEP.replace("{{ labels.workload }}", "{{ evidence.events.nope.deeper }}")})
     [result] = await replayed(app, files)
     assert result.error and "nope" in result.error and result.new is None
     assert result.changes == [f"planning fails: {result.error}"]

@@ -200,7 +200,8 @@ async def test_a_click_without_the_role_is_refused_privately_and_nothing_runs(ap
 
 
 async def test_who_runs_a_playbook_from_discord_cannot_approve_it(app, fake, standin):
-    run = await fake.slash("ops", "run", {"playbook": "kube-pod-crashlooping", "args": "namespace=shop workload=checkout"},
+    run = await fake.slash("ops", "run",
+                           {"playbook": "kube-pod-crashlooping", "args": "namespace=shop workload=checkout"},
                            user_id=ALICE, role_ids=[ONCALL_ROLE], name="Alice")
     started = await fake.wait_followup(run)
     assert started["content"].startswith("Started task #1 (kube-pod-crashlooping)") and started["flags"] & 64
