@@ -177,7 +177,7 @@ async def test_signals_of_no_task_are_purged_after_the_retention_period(tmp_path
     clock = Clock()
     async with running_standin() as standin, running_app(tmp_path, standin, clock=clock) as app:
         noise = Signal(source="alertmanager", fingerprint="f-1", status=SignalStatus.firing,
-                       labels={"alertname": "NobodyWroteAPlaybook"})
+                       labels={"alertname": "NodeClockSkewDetected"})
         await app.store.ingest_signals([noise], AuditEntry("source:alertmanager", "signals.received", None, {}))
         await app.engine.wait_idle()
 

@@ -31,7 +31,7 @@ KEY = b"store-test-audit-key"
 
 def signal(n: int, status: SignalStatus = SignalStatus.firing) -> Signal:
     return Signal(source="test", fingerprint=f"fp-{n}", status=status, title=f"alert {n}",
-                  labels={"alertname": "StoreTest", "n": str(n)})
+                  labels={"alertname": "NodeClockSkewDetected", "n": str(n)})
 
 
 def received(source: str = "test", n: int = 1) -> AuditEntry:

@@ -41,7 +41,7 @@ def alert(n: int) -> bytes:
     # No playbook matches this alertname: the test is about intake, not about tasks.
     return json.dumps({
         "version": "4", "status": "firing", "receiver": "ooda", "groupKey": f"crash-{n}",
-        "alerts": [{"status": "firing", "labels": {"alertname": "IntakeCrashProbe", "n": str(n)},
+        "alerts": [{"status": "firing", "labels": {"alertname": "NodeClockSkewDetected", "n": str(n)},
                     "annotations": {"summary": f"probe {n}"}, "startsAt": "2026-01-05T09:00:00Z",
                     "fingerprint": f"crash-probe-{n:05d}"}],
     }).encode()

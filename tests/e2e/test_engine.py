@@ -24,7 +24,7 @@ id: storm
 version: "1"
 description: Count a storm.
 trigger:
-  match: {alertname: StormAlert}
+  match: {alertname: TargetDown}
   group_by: [service]
   group_window_s: 60
   cooldown_s: 300
@@ -38,7 +38,7 @@ def write_playbooks(root: Path) -> Path:
     return folder
 
 
-def alert(fingerprint: str, service: str, *, alertname: str = "StormAlert", status: str = "firing") -> dict:
+def alert(fingerprint: str, service: str, *, alertname: str = "TargetDown", status: str = "firing") -> dict:
     return {
         "status": status,
         "labels": {"alertname": alertname, "service": service, "severity": "warning", "env": "dev"},
@@ -117,7 +117,7 @@ async def test_a_resolved_alert_is_recorded_on_its_task(tmp_path, playbooks):
 async def test_an_alert_no_playbook_matches_is_stored_but_opens_no_task(tmp_path, playbooks):
     async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, \
             client(app) as http:
-        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-x", "api", alertname="Nobody")]),
+        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-x", "api", alertname="Watchdog")]),
                             headers=AM)
         assert r.status_code == 202
         await app.engine.wait_idle()
@@ -132,7 +132,7 @@ async def test_the_cursor_past_unmatched_alerts_is_saved_at_most_every_few_secon
     async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, \
             client(app) as http:
         for n in range(5):
-            r = await http.post("/webhooks/alertmanager", json=payload([alert(f"fp-u{n}", "api", alertname="Nobody")]),
+            r = await http.post("/webhooks/alertmanager", json=payload([alert(f"fp-u{n}", "api", alertname="Watchdog")]),
                                 headers=AM)
             assert r.status_code == 202
             await app.engine.wait_idle()
@@ -153,7 +153,7 @@ async def test_a_cursor_that_cannot_be_saved_does_not_stop_the_engine(tmp_path, 
             raise StoreUnavailable("disk full")
 
         monkeypatch.setattr(app.store, "transact", failing_transact)
-        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-c1", "api", alertname="Nobody")]),
+        r = await http.post("/webhooks/alertmanager", json=payload([alert("fp-c1", "api", alertname="Watchdog")]),
                             headers=AM)
         assert r.status_code == 202
         async with asyncio.timeout(10):

@@ -15,13 +15,13 @@ NOW = 1_767_603_600.0  # 2026-01-05T09:00:00Z
 def grafana_alert(**overrides) -> dict:
     alert = {
         "status": "firing",
-        "labels": {"alertname": "HighCPU", "host": "web-02", "grafana_folder": "Platform"},
+        "labels": {"alertname": "NodeCPUHighUsage", "host": "web-02", "grafana_folder": "Platform"},
         "annotations": {"description": "CPU above 90% for 5 minutes"},
         "startsAt": "2026-01-05T09:00:00Z",
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "https://grafana.example.com/alerting/grafana/ddlk2w9nq1qf4a/view?orgId=1",
         "fingerprint": "a1b2c3d4e5f60718",
-        "silenceURL": "https://grafana.example.com/alerting/silence/new?matcher=alertname%3DHighCPU",
+        "silenceURL": "https://grafana.example.com/alerting/silence/new?matcher=alertname%3DNodeCPUHighUsage",
         "dashboardURL": "https://grafana.example.com/d/node-exporter?orgId=1",
         "panelURL": "https://grafana.example.com/d/node-exporter?orgId=1&viewPanel=3",
         "values": {"A": 93.1, "B": 93.1, "C": 1},
@@ -39,14 +39,14 @@ def payload(*alerts: dict) -> bytes:
             "status": "firing",
             "orgId": 1,
             "alerts": list(alerts) or [grafana_alert()],
-            "groupLabels": {"alertname": "HighCPU"},
-            "commonLabels": {"alertname": "HighCPU"},
+            "groupLabels": {"alertname": "NodeCPUHighUsage"},
+            "commonLabels": {"alertname": "NodeCPUHighUsage"},
             "commonAnnotations": {},
             "externalURL": "https://grafana.example.com/",
             "version": "1",
-            "groupKey": '{}:{alertname="HighCPU"}',
+            "groupKey": '{}:{alertname="NodeCPUHighUsage"}',
             "truncatedAlerts": 0,
-            "title": "[FIRING:1] HighCPU Platform",
+            "title": "[FIRING:1] NodeCPUHighUsage Platform",
             "state": "alerting",
             "message": "**Firing**\n\nValue: B=93.1",
         }
@@ -63,13 +63,13 @@ def test_grafana_alert_becomes_a_signal_with_its_extra_fields():
     assert signal.source == "grafana"
     assert signal.fingerprint == "a1b2c3d4e5f60718"
     assert signal.status is SignalStatus.firing
-    assert signal.title == "HighCPU"
+    assert signal.title == "NodeCPUHighUsage"
     assert signal.severity is Severity.info
     assert signal.ends_at is None
     assert signal.raw["silenceURL"].startswith("https://grafana.example.com/alerting/silence/new")
     assert signal.raw["valueString"] == "[ var='B' labels={host=web-02} value=93.1 ]"
     assert signal.raw["orgId"] == 1
-    assert signal.raw["groupKey"] == '{}:{alertname="HighCPU"}'
+    assert signal.raw["groupKey"] == '{}:{alertname="NodeCPUHighUsage"}'
 
 
 def test_values_are_kept_in_raw_and_shown_as_annotations():
@@ -120,7 +120,7 @@ def test_several_alerts_resolved_and_firing():
             grafana_alert(
                 status="resolved",
                 fingerprint="0b1c2d3e4f506172",
-                labels={"alertname": "HighCPU", "host": "web-03", "severity": "critical"},
+                labels={"alertname": "NodeCPUHighUsage", "host": "web-03", "severity": "critical"},
                 endsAt="2026-01-05T09:30:00Z",
             ),
         ),
@@ -136,7 +136,7 @@ def test_several_alerts_resolved_and_firing():
 
 
 def test_custom_template_body_is_rejected_naming_the_field():
-    body = json.dumps({"text": "HighCPU is firing on web-02"}).encode()
+    body = json.dumps({"text": "NodeCPUHighUsage is firing on web-02"}).encode()
 
     with pytest.raises(InvalidPayload) as caught:
         GrafanaSource().parse(body, {})
