@@ -132,7 +132,8 @@ async def test_the_cursor_past_unmatched_alerts_is_saved_at_most_every_few_secon
     async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, \
             client(app) as http:
         for n in range(5):
-            r = await http.post("/webhooks/alertmanager", json=payload([alert(f"fp-u{n}", "api", alertname="Watchdog")]),
+            r = await http.post("/webhooks/alertmanager",
+                                json=payload([alert(f"fp-u{n}", "api", alertname="Watchdog")]),
                                 headers=AM)
             assert r.status_code == 202
             await app.engine.wait_idle()
