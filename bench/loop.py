@@ -2,12 +2,12 @@
 
 Runs the real Ooda (``bot.app.App``) in this process on the example config (temp data dir, free
 ports, the local stand-in playing the outside systems) and posts Alertmanager webhooks to its
-HTTP server. The alerts match the kube-pod-crashlooping playbook (env=dev, one group per deployment), so
+HTTP server. The alerts match the kube-pod-crashlooping playbook (env=dev, one group per cluster label), so
 every step of the loop runs: intake, grouping, evidence over HTTP, risk and policy (its restart
 needs one approval in dev), the proposal's transaction, approval, the step's tool call.
 (its restart is tier 3 in dev, so every task reaches a proposal that waits for a person.)
 
-- storm: 10k alerts across 50 deployments (groups), posted as 100 requests of 100 alerts: time until
+- storm: 10k alerts across 50 clusters (groups), posted as 100 requests of 100 alerts: time until
   every alert is grouped and every task planned, the number of tasks (must be 50), peak RSS.
 - alert -> proposal: one alert per new group at a fixed 100 alerts/s; latency from the POST to
   task leaving planning (``ops.agent_task.proposed_action``, or any state change out of
@@ -64,8 +64,10 @@ def write_config(tmp: Path) -> Path:
 def alert(group: str, n: int) -> dict[str, Any]:
     return {
         "status": "firing",
-        "labels": {"alertname": "KubePodCrashLooping", "namespace": "bench", "deployment": group, "env": "dev",
-                   "severity": "warning", "team": "platform", "pod": f"{group}-6f9c7b8d5-{n:05d}"},
+        # One group (task) per cluster name, all about the stand-in's demo Deployment shop/checkout,
+        # so evidence and the restart hit a Deployment that exists.
+        "labels": {"alertname": "KubePodCrashLooping", "cluster": group, "namespace": "shop", "deployment": "checkout",
+                   "env": "dev", "severity": "warning", "team": "platform", "pod": f"checkout-6f9c7b8d5-{n:05d}"},
         "annotations": {"summary": f"pods of {group} are crash-looping"},
         "startsAt": "2026-01-05T06:15:00.000Z", "endsAt": "0001-01-01T00:00:00Z",
         "fingerprint": f"{group}-{n}",
@@ -138,7 +140,7 @@ async def storm(tmp: Path) -> dict[str, Any]:
 async def latencies(tmp: Path, count: int) -> dict[str, Any]:
     settings, doc = load_settings(write_config(tmp / "latency"))
     async with App(settings, doc=doc, env=ENV) as app:
-        instance_of: dict[int, str] = {}  # task id -> the deployment its group is for
+        instance_of: dict[int, str] = {}  # task id -> the cluster its group is for
         decided_at: dict[str, float] = {}
         decided_as: dict[str, str] = {}
         step_started: dict[int, asyncio.Future[float]] = {}
@@ -146,7 +148,7 @@ async def latencies(tmp: Path, count: int) -> dict[str, Any]:
         def on_event(event: ev.Event) -> None:
             now = time.perf_counter()
             if event.name == ev.CREATED and event.task_id is not None:
-                found = re.search(r'deployment="([^"]+)"', event.payload.get("group_key", ""))
+                found = re.search(r'cluster="([^"]+)"', event.payload.get("group_key", ""))
                 instance_of[event.task_id] = found.group(1) if found else ""
             elif event.task_id in instance_of and (
                     event.name == ev.PROPOSED_ACTION
