@@ -126,12 +126,19 @@ def _evidence_url(result: dict[str, Any]) -> str | None:
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
+_SHOWN_ANNOTATIONS = frozenset({"summary", "description", "message", "runbook_url", "dashboard_url"})
+
+
 def _signal_evidence(signal: Signal) -> list[Evidence]:
     """The alert itself: what its rule says (description), its labels, its source and runbook links."""
     notes = signal.annotations
     said = notes.get("description") or notes.get("message") or ""
     labels = ", ".join(f"{k}={v}" for k, v in list(signal.labels.items())[:12])
     snippet = f"{said.strip()} ({labels})" if said.strip() else labels
+    # Other annotations teams add (deploy version, commit, owner) are part of what the alert says.
+    extra = [f"{k}={v}" for k, v in notes.items() if k not in _SHOWN_ANNOTATIONS and not k.startswith("__")]
+    if extra:
+        snippet += "; " + ", ".join(extra[:8])
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[:SNIPPET_CHARS] + " …"
     found = [Evidence(kind="signal", title=signal.title or signal.labels.get("alertname", signal.fingerprint),

@@ -56,7 +56,7 @@ _MAX_PROBLEM_CHARS = 300
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
 # The names a template may use; bot/playbooks.py checks references against these at load.
-CONTEXT_NAMES = frozenset({"labels", "signal", "signals", "count", "evidence", "args", "vars", "task"})
+CONTEXT_NAMES = frozenset({"labels", "annotations", "signal", "signals", "count", "evidence", "args", "vars", "task"})
 
 
 class TemplateRenderError(UserError):
@@ -422,7 +422,8 @@ def build_context(
         task: a ``bot.tasks.Task`` or a mapping with at least ``id`` and ``environment``.
 
     Returns:
-        ``labels`` (the first signal's labels, or ``args`` for a manual run), ``signal``,
+        ``labels`` (the first signal's labels, or ``args`` for a manual run), ``annotations`` (the
+        first signal's: summary, description, runbook_url, a deploy version...), ``signal``,
         ``signals`` (at most 20), ``count`` (all of them), ``evidence``, ``args``, ``vars``,
         ``task``. Every string is capped at ``MAX_CONTEXT_STRING_CHARS``.
     """
@@ -435,6 +436,7 @@ def build_context(
                  "expression": ""}
     raw = {
         "labels": first["labels"],
+        "annotations": first["annotations"],
         "signal": first,
         "signals": [_signal_view(s) for s in signals[:MAX_SIGNALS_IN_CONTEXT]],
         "count": len(signals),

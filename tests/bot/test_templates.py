@@ -211,3 +211,12 @@ def test_signal_expression_is_the_alerts_own_promql_from_its_generator_url() -> 
     assert render_template("{{ signal.expression }}", ctx) == (
         'max_over_time(kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff"}[5m]) >= 1')
     assert build_context([], {}, {}, {}, None)["signal"]["expression"] == ""
+
+
+def test_annotations_are_template_context() -> None:
+    alert = Signal(source="alertmanager", fingerprint="f", status="firing", labels={"alertname": "KubePodCrashLooping"},
+                   annotations={"summary": "Pod is crash looping.", "version": "2.42.0"})
+    ctx = build_context([alert], {}, {}, {}, None)
+
+    assert render_template("{{ annotations.summary }} ({{ annotations.version }})", ctx) == (
+        "Pod is crash looping. (2.42.0)")

@@ -31,6 +31,10 @@ async def test_a_filesystem_alert_is_proposed_approved_and_acted_on_on_the_host_
         evidence = {e["title"]: e["snippet"] for e in proposal["evidence"]}
         assert "93% /var" in evidence["df"] and "/var/tmp" in evidence["largest"]
         assert "db-01:9100" in evidence["usage"]
+        (alert,) = [e for e in proposal["evidence"] if e["kind"] == "signal"]
+        assert "less than 3% space left" in alert["snippet"] or "space left" in alert["snippet"]
+        assert [e["url"] for e in proposal["evidence"] if e["kind"] == "link"] == [
+            "https://runbooks.prometheus-operator.dev/runbooks/node/nodefilesystemalmostoutofspace"]
         assert standin.ssh_host is not None
         assert {argv[0] for argv in standin.ssh_host.commands_run} == {"/usr/bin/df", "/usr/bin/du"}  # reads only
 
