@@ -59,6 +59,8 @@ log = structlog.get_logger(__name__)
 CURSOR_KEY = "engine.cursor"
 CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is idempotent)
 BATCH = 500
+REDECIDE_SETTLE_S = 0.25  # a re-decision waits this long while signals are still arriving
+REDECIDE_MIN_INTERVAL_S = 1.0  # and comes at most this often per task
 
 
 TITLE_CHARS = 200
@@ -198,6 +200,10 @@ class Engine:
         self._work: asyncio.Queue[int] = asyncio.Queue(maxsize=core.settings.engine.queue_size)
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[int] = set()
+        # Re-decisions put off while a storm is still arriving (task id -> its timer), and when
+        # each task was last decided again: a storm re-decides a task a few times, not per request.
+        self._deferred: dict[int, asyncio.TimerHandle] = {}
+        self._redecided_at: dict[int, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         # Stored signals arrive with the event that announces their commit; the inbox holds them
@@ -233,6 +239,9 @@ class Engine:
 
     async def stop(self) -> None:
         self._unsubscribe()
+        for timer in self._deferred.values():
+            timer.cancel()  # a stale plan is decided again at the next start (see start)
+        self._deferred.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,7 +261,7 @@ class Engine:
         """Until every stored signal is grouped and every queued task was worked on (tests, bench)."""
         while True:
             caught_up = not self._inbox and not await self.core.store.signals_after(self._cursor, 1)
-            if caught_up and self._work.empty() and not self._inflight:
+            if caught_up and self._work.empty() and not self._inflight and not self._deferred:
                 return
             self._idle.clear()
             self._wake.set()
@@ -301,7 +310,7 @@ class Engine:
                 await asyncio.sleep(1)  # the store is failing; do not spin
                 continue
             if batch is None:
-                if self._work.empty() and not self._inflight:
+                if self._work.empty() and not self._inflight and not self._deferred:
                     self._idle.set()
                 await self._idle_until_woken()
                 continue
@@ -439,7 +448,7 @@ class Engine:
             finally:
                 self._inflight.discard(task_id)
                 self._work.task_done()
-                if self._work.empty() and not self._inflight:
+                if self._work.empty() and not self._inflight and not self._deferred:
                     self._idle.set()
 
     async def _escalate_after_error(self, task_id: int, exc: Exception) -> None:
@@ -468,9 +477,38 @@ class Engine:
         if task.state in (TaskState.queued, TaskState.running):
             task = await self.planner.plan(task)
         if task.state is TaskState.needs_approval and task.plan_is_stale:
-            task = await self.planner.redecide(task)  # signals joined after (or while) it was planned
+            # Signals joined after (or while) it was planned. While more are on their way (a
+            # storm), or right after the last re-decision, wait: each re-decision reads all the
+            # evidence again, and the person needs the plan for the whole group, not each step.
+            wait = self._redecide_wait(task.id)
+            if wait > 0:
+                self._defer(task.id, wait)
+                return
+            task = await self.planner.redecide(task)
+            self._redecided_at[task.id] = time.monotonic()
         if task.state is TaskState.executing:
             await self.executor.advance(task.id)
+
+    def _redecide_wait(self, task_id: int) -> float:
+        """Seconds to put off re-deciding ``task_id``: 0 to do it now."""
+        since = time.monotonic() - self._redecided_at.get(task_id, -REDECIDE_MIN_INTERVAL_S)
+        if since < REDECIDE_MIN_INTERVAL_S:
+            return REDECIDE_MIN_INTERVAL_S - since
+        return REDECIDE_SETTLE_S if (self._inbox or self._catch_up) else 0.0
+
+    def _defer(self, task_id: int, delay: float) -> None:
+        if task_id in self._deferred:
+            return
+        if len(self._redecided_at) > 10_000:  # bounded: old entries only ever shorten a wait
+            cutoff = time.monotonic() - REDECIDE_MIN_INTERVAL_S
+            self._redecided_at = {k: v for k, v in self._redecided_at.items() if v > cutoff}
+
+        def resubmit() -> None:
+            self._deferred.pop(task_id, None)
+            self._tasks.append(asyncio.create_task(self.submit(task_id), name=f"engine-redecide-{task_id}"))
+            self._tasks[:] = [t for t in self._tasks if not t.done()]
+
+        self._deferred[task_id] = asyncio.get_running_loop().call_later(delay, resubmit)
 
     def _count_unmatched(self, batch: list[tuple[int, Signal, int | None]], matched: list[Any]) -> None:
         """Count what matched no playbook (ooda_unmatched_signals_total), still without I/O: the
