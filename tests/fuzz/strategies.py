@@ -1,0 +1,101 @@
+"""Hypothesis strategies for what a hostile client sends: webhook bodies and API requests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import strategies as st
+
+HUGE = st.sampled_from([2**63, -(2**63) - 1, 10**30, 1e308, -1e308, 99999999999999999999999])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), HUGE, st.floats(allow_nan=False),
+                    st.text(max_size=40))
+JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)), max_leaves=20)
+HOSTILE_TEXT = st.sampled_from([
+    "../../../services/checkout/rollback?x=", "%2e%2e/%2e%2e", "{{ 7*7 }}", "{% raw %}", "@here", "<!channel>",
+    "\x00", "\ud7ff\ue000", "x" * 20_000, "'; rm -rf /", "$(reboot)", "\\\\evil\\share", "#frag", "?q=1",
+    "🔥" * 100, "",
+])
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, allow_nan=True).encode()
+
+
+def _deep(depth: int, opener: str) -> bytes:
+    closer = {"[": "]", "{\"a\":": "}"}[opener]
+    return (opener * depth + "1" + closer * depth).encode()
+
+
+@st.composite
+def alert_shaped(draw: st.DrawFn) -> bytes:
+    """An Alertmanager/Grafana-like body with hostile values where the real ones go."""
+    label_value = st.one_of(HOSTILE_TEXT, SCALARS, JSON_VALUES)
+    alert = {
+        "status": draw(st.one_of(st.sampled_from(["firing", "resolved", "FIRING", ""]), SCALARS)),
+        "labels": draw(st.one_of(
+            st.dictionaries(st.one_of(st.sampled_from(["alertname", "pod", "namespace", "instance"]),
+                                      st.text(max_size=30)), label_value, max_size=6),
+            JSON_VALUES)),
+        "annotations": draw(st.one_of(st.dictionaries(st.text(max_size=10), label_value, max_size=3), SCALARS)),
+        "startsAt": draw(st.one_of(st.sampled_from(["2026-01-05T11:03:05Z", "not a time", "0001-01-01T00:00:00Z",
+                                                    "99999-01-01T00:00:00Z"]), SCALARS)),
+        "fingerprint": draw(st.one_of(st.text(max_size=30), HOSTILE_TEXT, SCALARS)),
+    }
+    body = {"version": "4", "status": "firing", "receiver": "ooda",
+            "alerts": draw(st.one_of(st.lists(st.just(alert), max_size=3), JSON_VALUES))}
+    return _dumps(draw(st.one_of(st.just(body), st.just(body["alerts"]))))
+
+
+@st.composite
+def pagerduty_shaped(draw: st.DrawFn) -> bytes:
+    data = draw(st.one_of(st.dictionaries(st.sampled_from(["id", "title", "urgency", "service", "priority", "body",
+                                                           "number", "created_at"]),
+                                          st.one_of(HOSTILE_TEXT, JSON_VALUES), max_size=6), JSON_VALUES))
+    event = {"id": draw(st.one_of(st.text(max_size=20), SCALARS)),
+             "event_type": draw(st.sampled_from(["incident.triggered", "incident.resolved", "pagey.ping", ""])),
+             "data": data}
+    return _dumps({"event": draw(st.one_of(st.just(event), JSON_VALUES))})
+
+
+def webhook_bodies() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.binary(max_size=2048),
+        JSON_VALUES.map(_dumps),
+        st.tuples(st.integers(min_value=100, max_value=20_000), st.sampled_from(["[", "{\"a\":"])).map(
+            lambda spec: _deep(*spec)),
+        alert_shaped(),
+        pagerduty_shaped(),
+        st.sampled_from([b"", b"null", b"{}", b"[]", b"\xff\xfe", b'{"alerts": "x"}', b"1e999999"]),
+    )
+
+
+ID = st.one_of(st.integers(min_value=-5, max_value=5), HUGE.map(str), st.text(max_size=12),
+               st.sampled_from(["1e3", "0x10", " 1", "1.5", "%00", ".."]))
+PARAM_VALUE = st.one_of(st.text(max_size=20), HOSTILE_TEXT, st.sampled_from(
+    ["abc", "-1", "0", "1e3", "1001", "99999999999999999999", "true", "bogus", "24h", "-7d", "1:abc"]))
+
+
+def _body() -> st.SearchStrategy[bytes | None]:
+    return st.one_of(st.none(), JSON_VALUES.map(_dumps), st.binary(max_size=512),
+                     st.integers(min_value=100, max_value=10_000).map(lambda d: _deep(d, "[")))
+
+
+@st.composite
+def api_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | None]:
+    """(method, path, query params, body) for the API's routes, with hostile ids, params and bodies."""
+    task = str(draw(ID))
+    routes = [
+        ("GET", "/api/v1/tasks"), ("GET", f"/api/v1/tasks/{task}"), ("GET", f"/api/v1/tasks/{task}/bundle"),
+        ("GET", f"/api/v1/tasks/{task}/policy"), ("POST", f"/api/v1/tasks/{task}/approve"),
+        ("POST", f"/api/v1/tasks/{task}/reject"), ("POST", f"/api/v1/tasks/{task}/undo"),
+        ("POST", f"/api/v1/playbooks/{draw(st.text(max_size=20))}/run"), ("POST", "/api/v1/playbooks/replay"),
+        ("GET", "/api/v1/status"), ("GET", "/api/v1/audit/verify"), ("GET", "/api/v1/policy"),
+        ("GET", "/api/v1/signals"), ("GET", "/api/v1/digest"), ("POST", "/api/v1/pause"),
+    ]
+    method, path = draw(st.sampled_from(routes))
+    params = draw(st.dictionaries(st.sampled_from(["limit", "state", "all", "since", "unmatched", "expect_head",
+                                                   "date", "x"]), PARAM_VALUE, max_size=3))
+    body = draw(_body()) if method == "POST" else None
+    return method, path, params, body
