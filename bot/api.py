@@ -3,12 +3,20 @@
 Bearer tokens (from env, named per identity in config) map to identities and roles. No or unknown
 token -> 401; a command the core refuses for this actor -> 403 with the reason. Every mutating call
 goes through ``Commands``, which records the audit trail.
+
+Statuses a client can get: 200 (202 for a run), 400 ``invalid_parameter`` (a query parameter or
+path id, named in ``parameter``; unknown query parameters are refused too), 400 ``invalid_body`` /
+``bad_request`` / ``invalid_playbooks``, 401, 403, 404, 409, 413 (body past its limit), 415 (body
+not JSON), 428 ``confirmation_required``, 503 (the store cannot take writes). Query, path and body
+are checked (bot/request_limits.py) before anything is audited or stored.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -16,13 +24,28 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.audit import AuditEntry, parse_head, verify_chain
-from bot.commands import Commands
-from bot.errors import ConfigError, ConfirmationRequired, UserError
+from bot.commands import Commands, parse_since
+from bot.errors import ConfigError, ConfirmationRequired, StoreUnavailable, UserError
 from bot.evidence import export_bundle
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
+from bot.redaction import redact
+from bot.request_limits import (
+    API_BODY_BYTES,
+    LIMIT_MAX,
+    MAX_TASK_ID,
+    NO_QUERY,
+    REPLAY_BODY_BYTES,
+    InvalidParameter,
+    QuerySpec,
+    free_text,
+    json_body,
+    one_of,
+    playbook_id_from_path,
+    task_id_from_path,
+    whole_number,
+)
 from bot.store import Store, TaskOps
-from bot.tasks import task_number
 
 log = structlog.get_logger(__name__)
 
@@ -50,25 +73,76 @@ class RunBody(BaseModel):
     args: dict[str, str] = Field(default_factory=dict)
 
 
+class EmptyBody(BaseModel):
+    """Undo and resume take nothing; a body, if sent, must be ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ReplayBody(BaseModel):
     """Playbook files by name (the name is only what problems are reported with) and which past
     tasks to replay: ``task_ids``, or else the ``last`` tasks of those playbooks."""
 
     model_config = ConfigDict(extra="forbid")
     files: dict[Annotated[str, Field(min_length=1, max_length=255)], str] = Field(min_length=1, max_length=100)
-    task_ids: list[int] | None = Field(None, max_length=200)
+    task_ids: list[Annotated[int, Field(ge=1, le=MAX_TASK_ID)]] | None = Field(None, max_length=200)
     last: int = Field(20, ge=1, le=200)
 
 
-SIGNALS_LIMIT_MAX = 1000
+# ``all=true`` is ``state=all`` as the CLI's --all flag says it.
+def _state_agrees_with_all(params: dict[str, Any]) -> None:
+    if "all" in params:
+        state = "all" if params.pop("all") == "true" else "open"
+        if params.setdefault("state", state) != state:
+            raise InvalidParameter("all", f"all={'true' if state == 'all' else 'false'} contradicts "
+                                          f"state={params['state']}; give one of them")
 
 
-def _limit(text: str | None, default: int, maximum: int) -> int:
-    if text is None:
-        return default
-    if not text.strip().isdigit() or not 1 <= int(text) <= maximum:
-        raise UserError(f"limit: a whole number from 1 to {maximum}; got {text[:20]!r}")
-    return int(text)
+TASKS_QUERY = QuerySpec({"state": one_of("open", "all"), "all": one_of("true", "false"),
+                         "limit": whole_number(1, LIMIT_MAX)}, {"limit": 50}, check=_state_agrees_with_all)
+UNMATCHED_HINT = ("unmatched: the allowed value is true (this endpoint lists the alerts no playbook matched: "
+                  "/api/v1/signals?unmatched=true&since=24h)")
+VERIFY_QUERY = QuerySpec({"expect_head": lambda name, text: _head(free_text(200)(name, text))})
+
+
+def _head(text: str) -> tuple[int, str]:
+    try:
+        return parse_head(text)
+    except ValueError as exc:
+        raise InvalidParameter("expect_head", f"expect_head: {exc}") from None
+
+
+def _unmatched(name: str, text: str) -> bool:
+    if text.strip().lower() != "true":
+        raise InvalidParameter(name, f"{UNMATCHED_HINT}; got {text[:20]!r}")
+    return True
+
+
+def signals_query(clock: Callable[[], datetime]) -> QuerySpec:
+    """``/api/v1/signals``: ``since`` is read against the core's clock, so it is checked here
+    with it, before the read is audited."""
+
+    def since(name: str, text: str) -> datetime:
+        try:
+            return parse_since(free_text(64)(name, text), clock())
+        except InvalidParameter:
+            raise
+        except UserError as exc:
+            raise InvalidParameter(name, str(exc)) from None
+
+    return QuerySpec({"unmatched": _unmatched, "since": since, "limit": whole_number(1, LIMIT_MAX)},
+                     {"limit": 100}, required={"unmatched": f"{UNMATCHED_HINT}; it is missing"})
+# Where the checked query and path id wait for the handler, on the request's own mapping.
+PARAMS = web.RequestKey("params", dict[str, Any])
+TASK_ID = web.RequestKey("task_id", int)
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request, Actor], Awaitable[web.Response]]
+    query: QuerySpec = NO_QUERY
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
@@ -86,27 +160,47 @@ class Api:
         self._extras = extras  # policy explanations, provided by the core
 
     def routes(self) -> list[web.RouteDef]:
-        h = self._authenticated
-        return [
-            web.get("/api/v1/status", h(self.status)),
-            web.get("/api/v1/tasks", h(self.list_tasks)),
-            web.get("/api/v1/tasks/{id}", h(self.show)),
-            web.post("/api/v1/tasks/{id}/approve", h(self.approve)),
-            web.post("/api/v1/tasks/{id}/reject", h(self.reject)),
-            web.post("/api/v1/tasks/{id}/undo", h(self.undo)),
-            web.get("/api/v1/tasks/{id}/bundle", h(self.bundle)),
-            web.get("/api/v1/tasks/{id}/policy", h(self.explain)),
-            web.post("/api/v1/playbooks/{id}/run", h(self.run)),
-            web.post("/api/v1/playbooks/replay", h(self.replay)),
-            web.post("/api/v1/pause", h(self.pause)),
-            web.post("/api/v1/resume", h(self.resume)),
-            web.get("/api/v1/audit/verify", h(self.audit_verify)),
-            web.get("/api/v1/policy", h(self.policy)),
-            web.get("/api/v1/digest", h(self.digest)),
-            web.get("/api/v1/signals", h(self.signals)),
-        ]
+        table = self._table()
+        return [*(web.route(r.method, r.path, self._authenticated(r)) for r in table),
+                # Last, so it only sees what no route above matched: a JSON answer, like every other.
+                web.route("*", "/api{tail:.*}", self._no_route(table))]
 
-    def _authenticated(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Any:
+    @staticmethod
+    def _no_route(table: tuple[_Route, ...]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        patterns = [(re.compile(re.sub(r"\\{id\\}", "[^/]+", re.escape(r.path)) + "$"), r.method) for r in table]
+
+        async def answer(request: web.Request) -> web.Response:
+            allowed = sorted({method for pattern, method in patterns if pattern.match(request.path)})
+            if allowed:
+                return web.json_response(
+                    {"error": "method_not_allowed", "message": f"{request.path} takes {', '.join(allowed)}, "
+                     f"not {request.method}"}, status=405, headers={"Allow": ", ".join(allowed)})
+            return _error(404, "not_found", f"there is no API route {request.path}; the routes are listed in the "
+                          "README's API section")
+
+        return answer
+
+    def _table(self) -> tuple[_Route, ...]:
+        return (
+            _Route("GET", "/api/v1/status", self.status),
+            _Route("GET", "/api/v1/tasks", self.list_tasks, TASKS_QUERY),
+            _Route("GET", "/api/v1/tasks/{id}", self.show),
+            _Route("POST", "/api/v1/tasks/{id}/approve", self.approve),
+            _Route("POST", "/api/v1/tasks/{id}/reject", self.reject),
+            _Route("POST", "/api/v1/tasks/{id}/undo", self.undo),
+            _Route("GET", "/api/v1/tasks/{id}/bundle", self.bundle),
+            _Route("GET", "/api/v1/tasks/{id}/policy", self.explain),
+            _Route("POST", "/api/v1/playbooks/{id}/run", self.run),
+            _Route("POST", "/api/v1/playbooks/replay", self.replay),
+            _Route("POST", "/api/v1/pause", self.pause),
+            _Route("POST", "/api/v1/resume", self.resume),
+            _Route("GET", "/api/v1/audit/verify", self.audit_verify, VERIFY_QUERY),
+            _Route("GET", "/api/v1/policy", self.policy),
+            _Route("GET", "/api/v1/digest", self.digest),
+            _Route("GET", "/api/v1/signals", self.signals, signals_query(self._commands.core.clock)),
+        )
+
+    def _authenticated(self, route: _Route) -> Any:
         async def wrapped(request: web.Request) -> web.Response:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             actor = self._identities.from_token(token.strip()) if scheme.lower() == "bearer" and token else None
@@ -116,17 +210,25 @@ class Api:
                 return _error(401, "unauthorized", "missing or unknown bearer token; set OODA_API_TOKEN "
                               "to a token configured for an identity (identities[].api_token_env)")
             structlog.contextvars.bind_contextvars(actor=actor.id)
-            if request.method == "GET":
-                # Commands audit themselves in the core; reads are audited here, so the trail also
-                # shows who looked at what (an exported evidence bundle, a verified chain).
-                await self._audit_read(request, actor)
             try:
-                response = await handler(request, actor)
+                self._check_request(request, route)
+                if request.method == "GET":
+                    # Commands audit themselves in the core; reads are audited here, so the trail also
+                    # shows who looked at what (an exported evidence bundle, a verified chain).
+                    await self._audit_read(request, actor)
+                response = await route.handler(request, actor)
+            except InvalidParameter as exc:
+                self._metrics.api_requests.labels("bad_request").inc()
+                # The value may be anything a client typed, a pasted token too: the log names the
+                # parameter, never what it held.
+                log.info("api.invalid_parameter", path=request.path, parameter=exc.parameter)
+                return _error(400, "invalid_parameter", str(exc), parameter=exc.parameter)
             except ConfirmationRequired as exc:
                 self._metrics.api_requests.labels("confirmation_required").inc()
                 return _error(exc.status, "confirmation_required", str(exc), phrase=exc.phrase)
             except UserError as exc:
-                outcome = {403: "forbidden", 404: "not_found", 409: "conflict"}.get(exc.status, "bad_request")
+                outcome = {403: "forbidden", 404: "not_found", 409: "conflict", 413: "payload_too_large",
+                           415: "unsupported_media_type"}.get(exc.status, "bad_request")
                 self._metrics.api_requests.labels(outcome).inc()
                 log.info("api.refused", path=request.path, status=exc.status, reason=str(exc))
                 return _error(exc.status, outcome, str(exc))
@@ -138,15 +240,29 @@ class Api:
                 first = exc.errors(include_url=False)[0]
                 field = ".".join(str(p) for p in first["loc"])
                 return _error(400, "invalid_body", f"{field}: {first['msg']}", field=field)
+            except StoreUnavailable as exc:
+                self._metrics.api_requests.labels("unavailable").inc()
+                log.warning("api.store_unavailable", path=request.path, error=str(exc))
+                return _error(503, "store_unavailable", str(exc))
             self._metrics.api_requests.labels("ok").inc()
             return response
 
         return wrapped
 
+    @staticmethod
+    def _check_request(request: web.Request, route: _Route) -> None:
+        """Query and path id, checked before anything is audited, stored or handed to a command."""
+        request[PARAMS] = route.query.parse(request.query)
+        if route.path.startswith("/api/v1/tasks/{id}"):
+            request[TASK_ID] = task_id_from_path(request.match_info["id"])
+        elif route.path.startswith("/api/v1/playbooks/{id}"):
+            playbook_id_from_path(request.match_info["id"])
+
     async def _audit_read(self, request: web.Request, actor: Actor) -> None:
-        task_id = task_number(request.match_info.get("id", "")) if "/tasks/" in request.path else None
-        entry = AuditEntry(actor.id, "api.read", None, {"path": request.path, "query": request.query_string,
-                                                          "task": task_id, "via": actor.via})
+        # The parsed parameters, redacted, never the query string as sent: that may carry anything,
+        # a token pasted into the wrong place too, and the audit log is append-only.
+        entry = AuditEntry(actor.id, "api.read", None, {"path": request.path, "params": redact(request[PARAMS]),
+                                                          "task": request.get(TASK_ID), "via": actor.via})
 
         async def unit(t: TaskOps) -> None:
             t.audit(entry)
@@ -155,29 +271,18 @@ class Api:
 
     @staticmethod
     def _task_id(request: web.Request) -> int:
-        task_id = task_number(request.match_info["id"])
-        if task_id is None:
-            raise UserError(f"task id must be a number, got {request.match_info['id']!r}")
-        return task_id
+        return request[TASK_ID]
 
     @staticmethod
-    async def _body(request: web.Request, model: type[BaseModel]) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return model()
-        try:
-            json.loads(raw)
-        except ValueError as exc:
-            raise UserError(f"request body is not valid JSON: {exc}") from exc
-        return model.model_validate_json(raw)
+    async def _body(request: web.Request, model: type[BaseModel], max_bytes: int = API_BODY_BYTES) -> Any:
+        return model.model_validate(await json_body(request, max_bytes=max_bytes) or {})
 
     async def status(self, request: web.Request, actor: Actor) -> web.Response:
         return web.json_response((await self._commands.status()).model_dump(mode="json"))
 
     async def list_tasks(self, request: web.Request, actor: Actor) -> web.Response:
-        open_only = request.query.get("state", "open") == "open"
-        limit = min(int(request.query.get("limit", "50") or 50), 500)
-        tasks = await self._commands.list_tasks(open_only=open_only, limit=limit)
+        params = request[PARAMS]
+        tasks = await self._commands.list_tasks(open_only=params.get("state", "open") == "open", limit=params["limit"])
         return web.json_response({"tasks": [t.model_dump(mode="json", exclude={"proposal"}) for t in tasks]})
 
     async def show(self, request: web.Request, actor: Actor) -> web.Response:
@@ -191,13 +296,15 @@ class Api:
         return web.json_response(result.model_dump(mode="json"))
 
     async def reject(self, request: web.Request, actor: Actor) -> web.Response:
-        body = await self._body(request, RejectBody) if request.can_read_body else None
-        if body is None:
+        fields = await json_body(request)
+        if fields is None:
             raise UserError("a reason is required: send {\"reason\": \"...\"}")
+        body = RejectBody.model_validate(fields)
         result = await self._commands.reject(self._task_id(request), actor, body.reason)
         return web.json_response(result.model_dump(mode="json"))
 
     async def undo(self, request: web.Request, actor: Actor) -> web.Response:
+        await self._body(request, EmptyBody)
         result = await self._commands.undo(self._task_id(request), actor)
         return web.json_response(result.model_dump(mode="json"))
 
@@ -207,7 +314,7 @@ class Api:
         return web.json_response({"task": task.model_dump(mode="json", exclude={"proposal"})}, status=202)
 
     async def replay(self, request: web.Request, actor: Actor) -> web.Response:
-        body = await self._body(request, ReplayBody)
+        body = await self._body(request, ReplayBody, REPLAY_BODY_BYTES)
         results = await self._commands.replay(body.files, actor, task_ids=body.task_ids, last=body.last)
         return web.json_response({"results": [r.model_dump(mode="json") for r in results]})
 
@@ -217,16 +324,13 @@ class Api:
         return web.json_response(status.model_dump(mode="json"))
 
     async def resume(self, request: web.Request, actor: Actor) -> web.Response:
+        await self._body(request, EmptyBody)
         status = await self._commands.resume(actor)
         return web.json_response(status.model_dump(mode="json"))
 
     async def audit_verify(self, request: web.Request, actor: Actor) -> web.Response:
         """``?expect_head=SEQ:HASH``: a record known from outside the store must still be there."""
-        expected = request.query.get("expect_head")
-        try:
-            anchor = parse_head(expected) if expected is not None else None
-        except ValueError as exc:
-            raise UserError(f"expect_head: {exc}") from None
+        anchor = request[PARAMS].get("expect_head")
         rows = [row async for row in self._store.audit_rows()]
         result = verify_chain(rows, self._audit_key, anchor)
         body = {"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq, "reason": result.reason,
@@ -247,14 +351,9 @@ class Api:
 
     async def signals(self, request: web.Request, actor: Actor) -> web.Response:
         """``?unmatched=true&since=24h&limit=100``: the alert names no playbook matched."""
-        query = request.query
-        unmatched = query.get("unmatched")
-        if unmatched is None or unmatched.lower() != "true":
-            given = f"got {unmatched[:20]!r}" if unmatched is not None else "it is missing"
-            raise UserError("unmatched: the allowed value is true (this endpoint lists the alerts no playbook "
-                            f"matched: /api/v1/signals?unmatched=true&since=24h); {given}")
-        report = await self._commands.unmatched_signals(since=query.get("since", "24h"),
-                                                        limit=_limit(query.get("limit"), 100, SIGNALS_LIMIT_MAX))
+        params = request[PARAMS]
+        since = params.get("since") or parse_since("24h", self._commands.core.clock())
+        report = await self._commands.unmatched_signals(since=since, limit=params["limit"])
         return web.json_response(report.model_dump(mode="json"))
 
     async def digest(self, request: web.Request, actor: Actor) -> web.Response:

@@ -10,6 +10,8 @@ or whose plan was decided again after the approver looked at it.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from bot import events as ev
@@ -48,19 +50,72 @@ def confirmation_phrase(task_id: int) -> str:
     return f"approve {task_id}"
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _bound_text(bound: ParamBound) -> str:
+    if bound.min is not None and bound.max is not None:
+        return f" from {bound.min:g} to {bound.max:g}"
+    if bound.min is not None:
+        return f" of at least {bound.min:g}"
+    if bound.max is not None:
+        return f" of at most {bound.max:g}"
+    return ""
+
+
+def _coerce(value: Any, bound: ParamBound) -> Any:
+    """``value`` as the bound's type; raises ValueError for anything that is not exactly that.
+
+    Nothing is rounded or guessed: ``10.5`` for an int would otherwise run as 10, and "banana"
+    for a bool as false (values come from chat forms and API bodies, so text is normal).
+    """
+    if isinstance(value, dict | list):
+        raise ValueError("a single value, not a list or mapping")
+    if bound.type == "int":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("a whole number")
+        if isinstance(value, str):
+            if not _WHOLE_NUMBER.fullmatch(value.strip()):
+                raise ValueError("a whole number")
+            return int(value.strip())
+        return value
+    if bound.type == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("a number")
+        try:
+            number = float(value) if not isinstance(value, str) or len(value) <= 40 else math.nan
+        except (ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError("a finite number")
+        return number
+    if bound.type == "bool":
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower() if isinstance(value, str) else None
+        if word in _TRUE | _FALSE:
+            return word in _TRUE
+        raise ValueError("true or false")
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("text")
+    return str(value)
+
+
 def check_edit(name: str, value: Any, bound: ParamBound) -> tuple[Any, str | None]:
-    """Coerce an edited value to its bound's type; returns (value, problem)."""
+    """An edited value as its bound's type, checked against the bound; returns (value, problem).
+
+    The one place an edit is judged (API, chat buttons and forms all call it), so the problem is
+    worded to be shown as is: it names the param and the bound.
+    """
     try:
-        if bound.type == "int":
-            value = int(value)
-        elif bound.type == "float":
-            value = float(value)
-        elif bound.type == "bool":
-            value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-        else:
-            value = str(value)
-    except (TypeError, ValueError):
-        return value, f"{name} must be a {bound.type}, got {value!r}"
+        value = _coerce(value, bound)
+    except ValueError as exc:
+        kind = "a whole number" if bound.type == "int" else str(exc)
+        shown = repr(value)[:60]
+        if bound.type in {"int", "float"}:
+            return value, f"{name} must be {kind}{_bound_text(bound)}, got {shown}"
+        return value, f"{name} must be {kind}, got {shown}"
     if bound.min is not None and isinstance(value, int | float) and value < bound.min:
         return value, f"{name} must be at least {bound.min:g}, got {value}"
     if bound.max is not None and isinstance(value, int | float) and value > bound.max:

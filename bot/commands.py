@@ -7,6 +7,15 @@ text is written for the person who clicked (``Forbidden``, ``Conflict``, ``Unkno
 
 Who may pull the kill switch: anyone with a role, because stopping is always safe. Who may
 release it: the ``admin`` or ``operator`` role.
+
+Refused commands are counted (``ooda_command_refusals_total{command,status}``) and logged as one
+``command.refused`` line. Only a policy refusal of an existing task (403 ``Forbidden``: not an
+approver, separation of duties, a step the policy denies, the kill switch) is also written to the
+audit log, on that task: the audit rules ask for every approval decision with its actor and
+reasoning, and "zero unauthorized actions" is shown by the attempts that were refused. Everything
+else (unknown task, already decided, a bad edit, a confirmation still to type, a command on no
+task) is a person's mistake or a race, not a decision, and an append-only log must not grow by
+whatever a client cares to send.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from bot import events as ev
@@ -33,8 +43,9 @@ from bot.playbooks import load_playbook_texts
 from bot.policy import autonomy_for, describe_policy, explain_decision
 from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
-from bot.redaction import redact
+from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
+from bot.request_limits import MAX_TASK_ID
 from bot.store import TaskOps
 from bot.tasks import ATTENTION_STATES, Task, TaskState
 
@@ -51,7 +62,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def audited_refusals(command: str) -> Callable[[F], F]:
-    """Record a refused command in the audit trail (who tried what, and why not), then re-raise."""
+    """Count and log a refused command (who tried what, and why not), audit a policy refusal of a
+    task (see the module docstring), then re-raise."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -141,12 +153,20 @@ class Commands:
         self.engine = engine
         self.approvals = approvals
         self.executor = executor
+        self.refusals = Counter("ooda_command_refusals", "Commands refused, by command and HTTP-like status",
+                                ["command", "status"], registry=core.metrics.registry)
 
     async def _record_refusal(self, command: str, actor: Actor | None, task_id: int | None, exc: UserError) -> None:
-        if task_id is not None and await self.core.store.get_task(task_id) is None:
-            task_id = None  # audit records of unknown tasks would point nowhere
+        self.refusals.labels(command, str(exc.status)).inc()
+        reason = redact_text(str(exc))
+        log.info("command.refused", command=command, status=exc.status, task_id=task_id,
+                 actor=actor.id if actor else None, reason=reason)
+        if not isinstance(exc, Forbidden) or task_id is None or not 0 < task_id < 2**63:
+            return  # 2**63: past SQLite's integers, so surely no task
+        if await self.core.store.get_task(task_id) is None:
+            return
         entry = AuditEntry(actor.id if actor else "unknown", "command.refused", task_id,
-                           {"command": command, "reason": str(exc), "via": actor.via if actor else None})
+                           {"command": command, "reason": reason, "via": actor.via if actor else None})
 
         async def unit(t: TaskOps) -> None:
             t.audit(entry)
@@ -157,7 +177,9 @@ class Commands:
             log.exception("audit.refusal_not_recorded", command=command)
 
     async def _task(self, task_id: int) -> Task:
-        task = await self.core.store.get_task(task_id)
+        # Chat and the CLI parse ids too: an id past SQLite's integer range exists nowhere, and must
+        # not reach a statement (it would fail it, and the batch it shares with other requests).
+        task = await self.core.store.get_task(task_id) if 1 <= task_id <= MAX_TASK_ID else None
         if task is None:
             raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks` or /ops tasks")
         return task

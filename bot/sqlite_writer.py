@@ -13,6 +13,15 @@ Two kinds of work share a batch:
 Audit records are sealed into the hash chain only for work that succeeded; events are written in
 the same transaction and published on the bus after the commit.
 
+One bad item never fails its neighbours. When the batch's bulk rows or its COMMIT are refused for
+something an item carries (a constraint, an integer past SQLite's range, a value it cannot bind:
+``ITEM_ERRORS``), the transaction is rolled back and the batch split in halves, each committed on
+its own, down to the one item that fails alone: its caller gets ``WriteRefused``, everyone else
+commits and is answered as usual. That costs about 2·log2(batch) extra transactions, and only
+after a failure: a batch that commits pays nothing for it (no savepoint per bulk item). Units may
+therefore run more than once; that is safe because a unit's effects are its transaction's, which
+was rolled back. A failure of the store itself (disk, lock, corruption) still fails the batch.
+
 Threads: BEGIN, COMMIT and the units' statements run on aiosqlite's thread for this connection;
 the batch's bulk rows are written from the event loop's thread, in between (see ``_commit``).
 """
@@ -52,6 +61,18 @@ ON CONFLICT(id) DO UPDATE SET
     ends_at = excluded.ends_at, url = excluded.url, raw = excluded.raw, updated_at = excluded.updated_at,
     deliveries = signals.deliveries + 1
 """
+
+
+# What an item can carry that SQLite refuses; anything else (OperationalError: disk, lock, I/O)
+# is the store's own failure and no split would help.
+ITEM_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+    OverflowError, ValueError, TypeError,
+)
+
+
+class WriteRefused(StoreUnavailable):
+    """SQLite refused what this one request tried to write; the rest of its batch committed."""
 
 
 def _write_rows(conn: sqlite3.Connection, signal_rows: list[Any], audit_rows: list[Any],
@@ -184,6 +205,7 @@ class GroupCommitWriter:
         events: list[tuple[Event, str | None]] = []
         signal_rows: list[list[Any]] = []
         stored: list[tuple[int, Any]] = []
+        numbered: list[list[Any]] = []
         try:
             # On aiosqlite's thread: waiting for the write lock must not hold up the event loop.
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -204,6 +226,7 @@ class GroupCommitWriter:
                     for row, signal in zip(work.signal_rows, work.signals, strict=True):
                         self._signal_seq += 1
                         row.append(self._signal_seq)
+                        numbered.append(row)
                         stored.append((self._signal_seq, signal))
                     signal_rows += work.signal_rows
                     audits, work_events = work.audits, []
@@ -224,11 +247,16 @@ class GroupCommitWriter:
         except Exception as exc:
             self._chain.restore(chain_state)
             self._signal_seq = seq_state
+            for row in numbered:
+                row.pop()  # its seq: a retry numbers the rows again
             if self._conn.in_transaction:
                 try:
                     await self._conn.execute("ROLLBACK")
                 except Exception:
                     log.warning("store.rollback_failed")
+            if isinstance(exc, ITEM_ERRORS):
+                await self._isolate(batch, exc)
+                return
             self.healthy = False
             log.error("store.commit_failed", error=str(exc), batch=len(batch))
             failure = StoreUnavailable(f"the store could not commit ({exc}); nothing from this request was kept")
@@ -248,3 +276,21 @@ class GroupCommitWriter:
             self._bus.publish(event)
         if signal_rows:
             self._bus.publish(Event(SIGNALS_STORED, payload={"max_seq": self._signal_seq, "signals": stored}))
+
+    async def _isolate(self, batch: list[_Work], exc: BaseException) -> None:
+        """Commit ``batch`` without the item(s) that made it fail with ``exc``, by halves."""
+        if len(batch) > 1:
+            log.warning("store.batch_split", error=str(exc), batch=len(batch))
+            middle = len(batch) // 2
+            await self._commit(batch[:middle])
+            await self._commit(batch[middle:])
+            return
+        (work,) = batch
+        kind = "transaction" if work.fn is not None else "signals"
+        log.error("store.item_refused", error=str(exc), kind=kind, rows=len(work.signal_rows),
+                  correlation_id=work.correlation_id)
+        if not work.future.done():
+            refused = WriteRefused(f"the store refused this request's write ({exc}); nothing from it was kept, "
+                                   "and other requests were not affected")
+            refused.__cause__ = exc
+            work.future.set_exception(refused)

@@ -2,7 +2,7 @@
 
 A unit of work that fails at commit time (not at statement time) is made with SQLite's own
 ``PRAGMA defer_foreign_keys``: the orphan row is accepted by its statement and refused by COMMIT,
-which is exactly the failure the writer must turn into StoreUnavailable for the whole batch.
+so the writer cannot tell from the error whose work it was and must find the item by retrying.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bot.events import SIGNALS_STORED, EventBus
 from bot.signals import Signal, SignalStatus
 from bot.sqlite_store import PAGE_SIZE, SqliteStore
 from bot.sqlite_tasks import TaskTx
-from bot.sqlite_writer import Tx
+from bot.sqlite_writer import Tx, WriteRefused
 
 KEY = b"store-test-audit-key"
 
@@ -130,9 +130,11 @@ async def test_a_failing_unit_rolls_back_alone_and_its_neighbours_commit(store):
     assert await audit_ok(store) == 3
 
 
-async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
+async def test_an_item_refused_at_commit_fails_alone_and_its_neighbours_commit(store):
     await store.transact(set_setting("before"))
     audit_before = len(await query(store, "SELECT seq FROM audit"))
+    published: list[int] = []
+    store.bus.subscribe(SIGNALS_STORED, lambda event: published.append(event.payload["max_seq"]))
 
     work = [
         store.ingest_signals([signal(1)], received()),
@@ -142,35 +144,49 @@ async def test_commit_failure_fails_the_whole_batch_and_keeps_nothing(store):
     ]
     results = await asyncio.gather(*work, return_exceptions=True)
 
-    # Every caller of the batch is told, including those whose own work was fine: they shared the
-    # transaction that did not commit.
-    assert all(isinstance(r, StoreUnavailable) for r in results), results
-    assert "nothing from this request was kept" in str(results[0])
-    assert store.writer.healthy is False
-    assert await query(store, "SELECT id FROM signals") == []
-    assert await query(store, "SELECT key FROM settings WHERE key != 'before'") == []
-    assert await query(store, "SELECT id FROM approvals") == []
-    assert len(await query(store, "SELECT seq FROM audit")) == audit_before
-
-    # The writer goes on; the chain continues from the last committed record, without a gap.
-    assert await store.ingest_signals([signal(4)], received()) == [signal(4).id]
+    # Only the caller whose own work SQLite refused is told; it gets the reason, and nothing of it stays.
+    assert results[0] == [signal(1).id] and results[1] == "neighbour"
+    assert results[3] == [signal(2).id, signal(3).id]
+    assert isinstance(results[2], WriteRefused) and isinstance(results[2], StoreUnavailable)
+    assert "FOREIGN KEY" in str(results[2]) and "nothing from it was kept" in str(results[2])
     assert store.writer.healthy is True
-    assert await audit_ok(store) == audit_before + 1
-    assert [r[0] for r in await query(store, "SELECT seq FROM signals")] == [1]
+    assert await query(store, "SELECT id FROM approvals") == []
+    assert {r[0] for r in await query(store, "SELECT key FROM settings")} == {"before", "neighbour"}
+    # Retried rows are numbered once: gap-free seqs, each published once, and an unbroken chain.
+    assert [r[0] for r in await query(store, "SELECT seq FROM signals ORDER BY seq")] == [1, 2, 3]
+    assert sorted(published) == sorted(set(published)) and published[-1] == 3
+    assert await audit_ok(store) == audit_before + 3
+    assert not any(r[0] == "poison" for r in await query(store, "SELECT action FROM audit"))
 
 
-async def test_a_batch_of_signals_refused_by_sqlite_keeps_nothing_and_the_chain_resumes(store):
+async def test_an_audit_record_past_sqlites_integers_fails_only_its_own_request(store):
+    """GET /api/v1/tasks/99999999999999999999999 once wrote such a record and failed the
+    webhooks that shared its batch."""
+
+    async def overflowing(tx: Tx) -> None:
+        tx.audit(AuditEntry("hostile", "api.read", 99999999999999999999999, {}))
+
+    results = await asyncio.gather(*(store.ingest_signals([signal(i)], received()) for i in range(30)),
+                                   store.transact(overflowing), return_exceptions=True)
+
+    assert results[:30] == [[signal(i).id] for i in range(30)]
+    assert isinstance(results[30], WriteRefused) and "64-bit" in str(results[30])
+    assert await store.signal_count() == 30
+    assert await audit_ok(store) == 30
+
+
+async def test_a_request_with_a_signal_refused_by_sqlite_keeps_nothing_and_the_chain_resumes(store):
     await store.ingest_signals([signal(1)], received())
     broken = Signal(source="test", fingerprint="fp-broken", status=SignalStatus.firing, title=None)  # type: ignore[arg-type]
 
-    with pytest.raises(StoreUnavailable, match="NOT NULL"):
-        await store.ingest_signals([signal(2), broken], received(n=2))  # the INSERT of one row fails
+    results = await asyncio.gather(store.ingest_signals([signal(2), broken], received(n=2)),  # one row fails
+                                   store.ingest_signals([signal(3)], received()), return_exceptions=True)
 
-    assert store.writer.healthy is False
-    assert await store.ingest_signals([signal(3)], received()) == [signal(3).id]
+    assert isinstance(results[0], WriteRefused) and "NOT NULL" in str(results[0])
+    assert results[1] == [signal(3).id]
     assert store.writer.healthy is True
     rows = await query(store, "SELECT id, seq FROM signals ORDER BY seq")
-    assert rows == [(signal(1).id, 1), (signal(3).id, 2)]  # signal 2 went with its batch; no seq is lost
+    assert rows == [(signal(1).id, 1), (signal(3).id, 2)]  # signal 2 went with its request; no seq is lost
     assert await audit_ok(store) == 2
 
 

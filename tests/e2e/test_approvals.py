@@ -232,6 +232,35 @@ async def test_an_out_of_bounds_edit_is_refused_with_the_bound(env):
     assert standin.flags["throttle-checkout"]["environments"][1]["enabled"] is False
 
 
+async def test_an_integer_edit_must_be_a_whole_number_and_is_never_rounded(env):
+    app, standin = env
+    task = await planned(app, "throttle", RUNNER)
+    for value in (10.5, "10.5", "1e1", True, 30.0, " ", "3O", [30], {"v": 30}, None):
+        with pytest.raises(UserError, match=r"throttle\.rollout must be a whole number from 10 to 100") as refused:
+            await app.commands.approve(task.id, ONCALL, edits={"throttle": {"rollout": value}})
+        assert "edits refused" in str(refused.value)
+    assert await app.store.approvals_of_task(task.id) == []
+    assert (await app.store.steps_of_task(task.id, "step"))[0].params["rollout"] == 50
+    assert standin.flags["throttle-checkout"]["environments"][1]["enabled"] is False
+
+
+async def test_only_a_policy_refusal_of_a_task_is_written_to_its_audit_trail(env):
+    app, _ = env
+    task = await planned(app, "throttle", RUNNER)
+    with pytest.raises(Forbidden):
+        await app.commands.approve(task.id, RUNNER)  # no approver role: a policy decision about the task
+    with pytest.raises(UserError):
+        await app.commands.approve(task.id, ONCALL, edits={"throttle": {"rollout": 10.5}})  # a typo
+    with pytest.raises(UserError):
+        await app.commands.approve(task.id + 1000, ONCALL)  # no such task
+    refused = [json.loads(row[6]) for row in [r async for r in app.store.audit_rows()] if row[3] == "command.refused"]
+    assert [(r["command"], "oncall or sre" in r["reason"]) for r in refused] == [("approve", True)]
+    counted = app.core.metrics.registry.get_sample_value
+    assert counted("ooda_command_refusals_total", {"command": "approve", "status": "400"}) == 1
+    assert counted("ooda_command_refusals_total", {"command": "approve", "status": "404"}) == 1
+    assert counted("ooda_command_refusals_total", {"command": "approve", "status": "403"}) == 1
+
+
 async def test_an_in_bounds_edit_changes_what_runs_and_is_audited_as_a_diff(env):
     app, standin = env
     task = await planned(app, "throttle", RUNNER)
