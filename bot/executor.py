@@ -23,7 +23,7 @@ from bot.core import Core
 from bot.errors import Conflict, ToolError
 from bot.events import Event
 from bot.identity import Actor
-from bot.planner import load_signals, step_key, template_context
+from bot.planner import load_signals, step_key, step_param_rules, template_context
 from bot.playbooks import Playbook
 from bot.policy import quorum_reached
 from bot.ports import StepCall
@@ -150,7 +150,8 @@ class Executor:
         while True:
             attempt += 1
             try:
-                params = render_params(verify.params, context, where="verify.params")
+                params = render_params(verify.params, context, where="verify.params",
+                                       rules=step_param_rules(self.core, playbook, verify.tool))
                 outcome = await self.core.gateway.call(
                     StepCall(tool=verify.tool, params=params),
                     decision=Decision(verdict="allow", rule="verify", reason="verification reads only"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from bot import events as ev
 from bot.audit import AuditEntry
@@ -23,6 +24,7 @@ from bot.core import Core
 from bot.errors import BotError, ToolError
 from bot.events import Event
 from bot.gateway import ToolCallRefused, parse_params
+from bot.param_checks import ParamRules, param_rules
 from bot.playbooks import Playbook, ReadStep, Step
 from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
@@ -58,6 +60,16 @@ def template_context(core: Core, task: Task, signals: list[Signal], evidence: di
                          {"id": task.id, "environment": task.environment, "playbook_id": task.playbook_id})
 
 
+def step_param_rules(core: Core, playbook: Playbook, tool_name: str) -> ParamRules:
+    """What a value filling this tool's params must satisfy: the playbook's arg patterns (an
+    alert's labels are held to what a manual run's args are) and the tool's URL params."""
+    try:
+        model: type[BaseModel] | None = core.gateway.registry.get(tool_name).params_model
+    except ToolCallRefused:
+        model = None  # an unknown tool is reported where the step is decided
+    return param_rules({name: arg.pattern for name, arg in playbook.args.items()}, model)
+
+
 def effective_category(core: Core, tool_name: str, params: dict[str, Any], declared: Category | None) -> Category:
     """The tool's own classification of this call, raised (never lowered) by the playbook's."""
     tool = core.gateway.registry.get(tool_name)
@@ -66,14 +78,17 @@ def effective_category(core: Core, tool_name: str, params: dict[str, Any], decla
     return max(own, declared or own, key=order.index)
 
 
-async def _read(core: Core, task: Task, step: ReadStep, context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+async def _read(core: Core, task: Task, playbook: Playbook, step: ReadStep,
+                context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     audit: list[dict[str, Any]] = []
 
     async def sink(record: dict[str, Any]) -> None:
         audit.append(record)
 
     try:
-        params = render_params(step.params, context, where=f"evidence.{step.name}.params")
+        # A value refused here fails this evidence only (recorded on it), never the planning.
+        params = render_params(step.params, context, where=f"evidence.{step.name}.params",
+                               rules=step_param_rules(core, playbook, step.tool))
         if effective_category(core, step.tool, params, None).writes:
             raise ToolCallRefused(f"evidence step {step.name!r} calls {step.tool} as a write; evidence must only read")
         outcome = await core.gateway.call(
@@ -226,7 +241,7 @@ class Planner:
         core = self.core
         signals = await load_signals(core, task.id)
         context = template_context(core, task, signals, {})
-        results = dict(await asyncio.gather(*(_read(core, task, s, context) for s in playbook.evidence)))
+        results = dict(await asyncio.gather(*(_read(core, task, playbook, s, context) for s in playbook.evidence)))
         evidence_values = {name: evidence_value(r) for name, r in results.items()}
         context = template_context(core, task, signals, evidence_values)
 
@@ -249,12 +264,13 @@ class Planner:
         """
         core = self.core
         where = f"steps.{step.name}.params"
-        params = render_params(step.params, context, where=where)
+        params = render_params(step.params, context, where=where, rules=step_param_rules(core, playbook, step.tool))
         category = effective_category(core, step.tool, params, step.category)
         rollback = None
         if step.rollback:
             rollback = {"tool": step.rollback.tool,
-                        "params": render_params(step.rollback.params, context, where=f"steps.{step.name}.rollback")}
+                        "params": render_params(step.rollback.params, context, where=f"steps.{step.name}.rollback",
+                                                rules=step_param_rules(core, playbook, step.rollback.tool))}
         risk, decision = await core.assess(
             playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
             environment=task.environment, severity=task.severity, targets=task.signal_count, counted=not what_if,

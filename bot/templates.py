@@ -18,6 +18,14 @@ Limits, because a render cannot be cancelled once it runs:
     saying how much was dropped); one rendered value at ``MAX_OUTPUT_CHARS``; ``range()`` at
     ``MAX_RANGE`` items; ``*`` and ``**`` may not build huge values.
 
+Values that fill params (``render_params`` with ``bot.param_checks.ParamRules``):
+    every ``{{ }}`` that reads ``labels.X`` or ``args.X`` has the value it inserts checked against
+    the playbook's pattern for arg ``X``, and in a param its tool marks as a URL every inserted
+    value is encoded for where it lands and the URL is normalized. The check sees the value the
+    expression produced, which is what fills the param (``labels.service.split('@')[0]``: the part
+    before the ``@``). To see each inserted value apart from the template's own text, such
+    templates are compiled a second way, with every output expression wrapped in a marking filter.
+
 Besides Jinja's built-ins there are two filters: ``from_json``, because tools return HTTP bodies as
 text (``(evidence.health.body | from_json).error_rate``), and ``promql``, which escapes a value for
 a PromQL string (``{instance="{{ labels.instance | promql }}"}``). ``signal.expression`` is the
@@ -43,6 +51,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
 from bot.errors import UserError
+from bot.param_checks import ParamRules, build_url, normalize_url, pattern_problem
+from bot.redaction import redact_text
 from bot.signals import Signal
 
 log = structlog.get_logger(__name__)
@@ -182,6 +192,62 @@ def _environment() -> _SandboxedNative:
 
 _ENV = _environment()
 GLOBAL_NAMES = frozenset(_ENV.globals)
+_CHECKED_NAMES = ("labels", "args")  # the names whose attributes manual-run args describe
+
+
+class _Inserted:
+    """One value an output expression produced, with the ``labels.X`` / ``args.X`` it read."""
+
+    __slots__ = ("refs", "value")
+
+    def __init__(self, value: Any, refs: tuple[str, ...]) -> None:
+        self.value = value
+        self.refs = refs
+
+
+@jinja2.pass_context  # evaluated at render time only: a constant expression must not fold at compile time
+def _mark_inserted(context: jinja2.runtime.Context, value: Any, refs: tuple[str, ...]) -> _Inserted:
+    return _Inserted(value, refs)
+
+
+# A separate environment, so no playbook template can name the marking filter.
+_MARKING_ENV = _environment()
+_MARKING_ENV.filters["ooda_inserted"] = _mark_inserted
+
+
+def _checked_refs(node: nodes.Node) -> tuple[str, ...]:
+    """``("labels.workload", ...)``: the attributes of labels and args an expression reads."""
+    found: set[str] = set()
+    for item in (node, *node.find_all((nodes.Getattr, nodes.Getitem))):  # find_all skips node itself
+        if not (isinstance(item, nodes.Getattr | nodes.Getitem) and isinstance(item.node, nodes.Name)
+                and item.node.name in _CHECKED_NAMES):
+            continue
+        if isinstance(item, nodes.Getattr):
+            found.add(f"{item.node.name}.{item.attr}")
+        elif isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            found.add(f"{item.node.name}.{item.arg.value}")
+    return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=1024)
+def _marking_template(source: str) -> jinja2.Template:
+    """``source`` compiled with every output expression wrapped: ``{{ e }}`` -> ``{{ e | ooda_inserted(refs) }}``."""
+    ast = _MARKING_ENV.parse(source)
+    for output in list(ast.find_all(nodes.Output)):
+        output.nodes = [
+            child if isinstance(child, nodes.TemplateData)
+            else nodes.Filter(child, "ooda_inserted", [nodes.Const(_checked_refs(child))], [], None, None,
+                              lineno=child.lineno)
+            for child in output.nodes
+        ]
+    return _MARKING_ENV.from_string(ast)
+
+
+@functools.lru_cache(maxsize=2048)
+def _reads_checked(source: str, names: frozenset[str]) -> bool:
+    """Whether a template reads ``labels.X`` or ``args.X`` for an X in ``names``."""
+    refs = references(source)
+    return any(refs.get(kind, set()) & names for kind in _CHECKED_NAMES)
 
 
 def is_template(value: str) -> bool:
@@ -298,14 +364,46 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def render_template(source: str, context: Mapping[str, Any], *, where: str = "template") -> Any:
-    """Render one template string; see the module docstring for when the result is native."""
+class _ParamRefused(Exception):
+    """A rendered value may not fill its param; ``problem`` says why, in words."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def render_template(
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    where: str = "template",
+    url: bool = False,
+    arg_patterns: Mapping[str, str] | None = None,
+) -> Any:
+    """Render one template string; see the module docstring for when the result is native.
+
+    Args:
+        source: the template, from a playbook.
+        context: from ``build_context``.
+        where: names the step and param for error messages.
+        url: the result is an HTTP URL: encode inserted values and normalize (``bot.param_checks``).
+        arg_patterns: arg name -> pattern; values inserted from ``labels.X``/``args.X`` must match X's.
+
+    Raises:
+        TemplateRenderError: the template failed, or a value it inserted may not fill the param.
+    """
     if len(source) > MAX_TEMPLATE_CHARS:
         raise TemplateRenderError(where, f"template is {len(source)} characters; the limit is {MAX_TEMPLATE_CHARS}")
+    patterns = arg_patterns or {}
     try:
-        template = _template(source)
-        result = _concat(template.root_render_func(template.new_context(dict(context))))
+        if url or (patterns and _reads_checked(source, frozenset(patterns))):
+            result = _render_checked(source, context, url=url, patterns=patterns)
+        else:
+            template = _template(source)
+            result = _concat(template.root_render_func(template.new_context(dict(context))))
         _reject_undefined(result)
+    except _ParamRefused as exc:
+        raise TemplateRenderError(where, redact_text(exc.problem)) from None
     except jinja2.UndefinedError as exc:
         raise TemplateRenderError(where, _explain_undefined(source, context) or _problem(exc)) from exc
     except _RENDER_ERRORS as exc:
@@ -313,14 +411,59 @@ def render_template(source: str, context: Mapping[str, Any], *, where: str = "te
     return result
 
 
-def render_params(params: Any, context: Mapping[str, Any], *, where: str = "params") -> Any:
+def _render_checked(source: str, context: Mapping[str, Any], *, url: bool, patterns: Mapping[str, str]) -> Any:
+    """Render with each inserted value seen apart: checked against the arg patterns, and placed
+    into a URL by ``bot.param_checks.build_url`` when ``url``."""
+    template = _marking_template(source)
+    pieces: list[tuple[bool, Any]] = []
+    total = 0
+    for item in template.root_render_func(template.new_context(dict(context))):
+        if isinstance(item, _Inserted):
+            _reject_undefined(item.value)
+            _check_patterns(item, context, patterns)
+            pieces.append((True, item.value))
+        else:
+            pieces.append((False, item))
+        total += len(pieces[-1][1]) if isinstance(pieces[-1][1], str) else 0
+        if total > MAX_OUTPUT_CHARS:
+            raise OverflowError(f"rendered value is over the limit of {MAX_OUTPUT_CHARS} characters")
+    if url:
+        try:
+            return build_url([(inserted, str(value)) for inserted, value in pieces])
+        except ValueError as exc:
+            raise _ParamRefused(str(exc)) from None
+    if len(pieces) == 1:
+        return pieces[0][1]
+    return "".join(str(value) for _, value in pieces)
+
+
+def _check_patterns(item: _Inserted, context: Mapping[str, Any], patterns: Mapping[str, str]) -> None:
+    # A computed int or bool (``{{ 3 if labels.tier == 'web' else 1 }}``) is not the label's text.
+    if not isinstance(item.value, str):
+        return
+    for ref in item.refs:
+        kind, _, name = ref.partition(".")
+        if name not in patterns:
+            continue
+        raw = context.get(kind, {}).get(name) if isinstance(context.get(kind), Mapping) else None
+        problem = pattern_problem(ref, raw, item.value, patterns[name])
+        if problem is not None:
+            raise _ParamRefused(problem)
+
+
+def render_params(
+    params: Any, context: Mapping[str, Any], *, where: str = "params", rules: ParamRules | None = None
+) -> Any:
     """Render every template string in a nested params structure.
 
     Args:
         params: dicts, lists and scalars as written in the playbook. Strings without Jinja syntax
             and non-string values are returned unchanged; keys are never rendered.
         context: from ``build_context``.
-        where: names the step for error messages, e.g. ``"step 'throttle' params"``.
+        where: names the step for error messages, e.g. ``"steps.throttle.params"``.
+        rules: the step's ``bot.param_checks.ParamRules``: arg patterns every inserted label or
+            arg value must match, and the top-level keys that are URLs (a URL param is
+            normalized even when it is plain text).
 
     Returns:
         A new structure of the same shape with rendered values.
@@ -328,13 +471,28 @@ def render_params(params: Any, context: Mapping[str, Any], *, where: str = "para
     Raises:
         TemplateRenderError: naming ``where`` plus the path of the failing param.
     """
-    if isinstance(params, str):
-        return render_template(params, context, where=where) if is_template(params) else params
-    if isinstance(params, Mapping):
-        return {key: render_params(value, context, where=f"{where}.{key}") for key, value in params.items()}
-    if isinstance(params, list | tuple):
-        return [render_params(item, context, where=f"{where}.{i}") for i, item in enumerate(params)]
-    return params
+    rules = rules or ParamRules()
+    if isinstance(params, Mapping) and rules.url_params:
+        return {key: _render_value(value, context, f"{where}.{key}", rules, url=key in rules.url_params)
+                for key, value in params.items()}
+    return _render_value(params, context, where, rules, url=False)
+
+
+def _render_value(value: Any, context: Mapping[str, Any], where: str, rules: ParamRules, *, url: bool) -> Any:
+    if isinstance(value, str):
+        if is_template(value):
+            return render_template(value, context, where=where, url=url, arg_patterns=rules.arg_patterns)
+        if url:
+            try:
+                return normalize_url(value)
+            except ValueError as exc:
+                raise TemplateRenderError(where, str(exc)) from None
+        return value
+    if isinstance(value, Mapping):
+        return {key: _render_value(item, context, f"{where}.{key}", rules, url=False) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_render_value(item, context, f"{where}.{i}", rules, url=False) for i, item in enumerate(value)]
+    return value
 
 
 def evaluate(expression: str, context: Mapping[str, Any], *, where: str = "condition") -> bool:

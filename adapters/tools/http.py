@@ -3,22 +3,28 @@
 Playbooks name the URL, method, non-secret headers and a JSON body; credentials are attached here
 from the environment (``auth_header_env``), so they never sit in a playbook, a param, a result or
 the audit trail. Redirects are not followed: a redirect could lead off the allowlist.
+
+``url`` is a URL param (``bot.param_checks.URL_PARAM``): values a playbook template inserts into
+it are encoded for where they land, and the URL is normalized (``normalize_url``) when the step
+is rendered and again when the params are validated, so the URL an approver saw is the one the
+allowlist is checked against and the one sent, byte for byte.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
+from bot.param_checks import URL_PARAM, normalize_url
 from bot.ports import StepCall
 from bot.proposals import Category
 from bot.redaction import redact, redact_text, register_secret
@@ -54,7 +60,7 @@ class HttpParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    url: str
+    url: Annotated[str, URL_PARAM]
     headers: dict[str, str] = Field(default_factory=dict)
     # Named ``json`` in playbooks; ``body`` here because ``json`` shadows a BaseModel attribute.
     body: Any = Field(default=None, alias="json")
@@ -68,15 +74,8 @@ class HttpParams(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"not a valid URL ({exc})") from None
-        if url.scheme not in {"http", "https"} or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if url.userinfo:
-            raise ValueError("must not carry credentials; set tools.http.auth_header_env for the host instead")
-        return value
+        # Normalizing is idempotent, so a URL rendered by the planner comes through unchanged.
+        return normalize_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -99,10 +98,9 @@ class HttpResult(BaseModel):
     request: dict[str, Any] | None = None  # dry run: what would be sent, credentials masked
 
 
-def host_key(url: httpx.URL) -> str:
-    """``host`` or ``host:port`` exactly as it is written in the URL, lower case."""
-    host = url.host.lower()
-    return f"{host}:{url.port}" if url.port is not None else host
+def host_key(url: str) -> str:
+    """``host`` or ``host:port`` as written in a normalized URL (already lower case)."""
+    return urlsplit(url).netloc
 
 
 def decode_body(body: bytes, charset: str | None) -> str:
@@ -142,7 +140,7 @@ class HttpTool:
     def rollback_for(self, params: HttpParams, result: HttpResult) -> StepCall | None:
         return None  # an arbitrary HTTP call has no generic inverse
 
-    def _check_allowed(self, url: httpx.URL) -> str:
+    def _check_allowed(self, url: str) -> str:
         key = host_key(url)
         if key not in self.config.allow_hosts:
             raise ToolError(
@@ -152,7 +150,7 @@ class HttpTool:
         return key
 
     async def run(self, params: HttpParams, *, dry_run: bool) -> HttpResult:
-        url = httpx.URL(params.url)
+        url = params.url  # normalized by HttpParams: what was approved and what is checked
         key = self._check_allowed(url)
         headers = dict(params.headers)
         if key in self._auth:
@@ -164,7 +162,7 @@ class HttpTool:
         started = time.monotonic()
         try:
             # encoded=True: the URL exactly as validated and allowlisted, not normalised again.
-            async with self._http.session.request(params.method, yarl.URL(str(url), encoded=True), headers=headers,
+            async with self._http.session.request(params.method, yarl.URL(url, encoded=True), headers=headers,
                                                   json=params.body, allow_redirects=False) as response:
                 body, truncated = await self._read_capped(response)
         except TRANSPORT_ERRORS as exc:
@@ -173,17 +171,16 @@ class HttpTool:
         duration_ms = int((time.monotonic() - started) * 1000)
 
         text = redact_text(decode_body(body, response.charset))
+        target = f"{params.method} {key}{urlsplit(url).path}"
         status = response.status
         log.info("http.response", host=key, method=params.method, status=status, duration_ms=duration_ms)
         excerpt = text[:300]
         if status >= 500 or status == 429:
-            raise RetryableToolError(f"{params.method} {key}{url.path} returned {status}: {excerpt}")
+            raise RetryableToolError(f"{target} returned {status}: {excerpt}")
         if params.expect_status and status not in params.expect_status:
-            raise ToolError(
-                f"{params.method} {key}{url.path} returned {status}, expected {params.expect_status}: {excerpt}"
-            )
+            raise ToolError(f"{target} returned {status}, expected {params.expect_status}: {excerpt}")
         if status >= 400:
-            raise ToolError(f"{params.method} {key}{url.path} returned {status}: {excerpt}")
+            raise ToolError(f"{target} returned {status}: {excerpt}")
         kept = {name: response.headers[name] for name in _KEPT_RESPONSE_HEADERS if name in response.headers}
         return HttpResult(status=status, headers=kept, body=text, truncated=truncated, duration_ms=duration_ms)
 

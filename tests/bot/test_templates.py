@@ -4,6 +4,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.errors import UserError
+from bot.param_checks import ParamRules
 from bot.signals import Severity, Signal, SignalStatus
 from bot.templates import (
     MAX_CONTEXT_STRING_CHARS,
@@ -220,3 +221,58 @@ def test_annotations_are_template_context() -> None:
 
     assert render_template("{{ annotations.summary }} ({{ annotations.version }})", ctx) == (
         "Pod is crash looping. (2.42.0)")
+
+
+WORKLOAD = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+ARG_RULES = ParamRules(arg_patterns={"workload": WORKLOAD, "service": "[a-z0-9-]+"})
+
+
+def test_a_label_that_fills_a_param_must_match_the_playbooks_arg_pattern() -> None:
+    ctx = context(workload="../x")
+
+    with pytest.raises(TemplateRenderError) as caught:
+        render_params({"namespace": "shop", "name": "{{ labels.workload }}"}, ctx, where="steps.restart.params",
+                      rules=ARG_RULES)
+
+    assert str(caught.value) == (
+        f"step restart, param name: label 'workload' value '../x' does not match the playbook's pattern {WORKLOAD}")
+    assert isinstance(caught.value, UserError)
+
+
+def test_the_pattern_holds_for_labels_read_by_key_inside_text_and_for_args() -> None:
+    ctx = build_context([], {}, {"workload": "a b"}, {}, None)
+
+    for source in ("deploy/{{ labels['workload'] }}", "{{ args.workload }}", "{{ labels.workload | lower }}"):
+        with pytest.raises(TemplateRenderError, match="value 'a b' does not match the playbook's pattern"):
+            render_params({"name": source}, ctx, rules=ARG_RULES)
+    with pytest.raises(TemplateRenderError, match="argument 'workload' value 'a b'"):
+        render_params({"name": "{{ args.workload }}"}, ctx, rules=ARG_RULES)
+
+
+def test_the_value_checked_is_the_one_that_fills_the_param() -> None:
+    # Traefik names a service `name@provider`; the playbook keeps the part before the @.
+    ctx = context(service="shop-checkout-80@kubernetes")
+    split = "{{ labels.service.split('@')[0] }}"
+
+    assert render_params({"flag": f"throttle-{split}"}, ctx, rules=ARG_RULES) == {"flag": "throttle-shop-checkout-80"}
+    with pytest.raises(TemplateRenderError) as caught:
+        render_params({"name": "{{ labels.service }}"}, context(service="a/b@kubernetes"), rules=ARG_RULES)
+    assert "label 'service' value 'a/b@kubernetes' does not match" in str(caught.value)
+    with pytest.raises(TemplateRenderError) as caught:
+        render_params({"name": split}, context(service="a/b@kubernetes"), rules=ARG_RULES)
+    assert "label 'service' value 'a/b@kubernetes' gives 'a/b', which does not match" in str(caught.value)
+
+
+def test_values_without_a_declared_pattern_and_computed_numbers_are_not_held_to_one() -> None:
+    ctx = context(workload="../x", team="../y")
+
+    assert render_params({"team": "{{ labels.team }}", "n": "{{ 3 if labels.workload == '../x' else 1 }}"}, ctx,
+                         rules=ARG_RULES) == {"team": "../y", "n": 3}
+    assert render_params({"name": "{{ labels.workload }}"}, ctx) == {"name": "../x"}  # no rules: no check
+
+
+def test_a_pattern_mismatch_does_not_echo_a_huge_value() -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render_params({"name": "{{ labels.workload }}"}, context(workload="X" * 10_000), rules=ARG_RULES)
+
+    assert len(str(caught.value)) < 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
@@ -85,12 +86,12 @@ def _body() -> st.SearchStrategy[bytes | None]:
 @st.composite
 def api_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | None]:
     """(method, path, query params, body) for the API's routes, with hostile ids, params and bodies."""
-    task = str(draw(ID))
+    task = quote(str(draw(ID)), safe=".")  # as a client library sends it: control characters escaped
     routes = [
         ("GET", "/api/v1/tasks"), ("GET", f"/api/v1/tasks/{task}"), ("GET", f"/api/v1/tasks/{task}/bundle"),
         ("GET", f"/api/v1/tasks/{task}/policy"), ("POST", f"/api/v1/tasks/{task}/approve"),
         ("POST", f"/api/v1/tasks/{task}/reject"), ("POST", f"/api/v1/tasks/{task}/undo"),
-        ("POST", f"/api/v1/playbooks/{draw(st.text(max_size=20))}/run"), ("POST", "/api/v1/playbooks/replay"),
+        ("POST", f"/api/v1/playbooks/{quote(draw(st.text(max_size=20)), safe='')}/run"), ("POST", "/api/v1/playbooks/replay"),
         ("GET", "/api/v1/status"), ("GET", "/api/v1/audit/verify"), ("GET", "/api/v1/policy"),
         ("GET", "/api/v1/signals"), ("GET", "/api/v1/digest"), ("POST", "/api/v1/pause"),
     ]

@@ -68,8 +68,15 @@ def test_no_api_request_gets_a_5xx(http: httpx.Client, request: tuple[str, str, 
                      headers={**ADMIN, "Content-Type": "application/json"})
 
     assert r.status_code < 500, (method, path, params, r.text)
-    if r.status_code >= 400:
+    if r.status_code >= 400 and not before_routing(r):
         assert r.json().get("message"), r.text
+
+
+def before_routing(r: httpx.Response) -> bool:
+    """aiohttp's own parser refuses a request line or headers past its limits (8190 bytes) before
+    any handler runs, with a plain-text 400: still a 4xx that names the problem."""
+    return r.status_code in (400, 414, 431) and "json" not in r.headers.get("content-type", "") and (
+        "too long" in r.text or "Got more than" in r.text)
 
 
 def test_after_the_hostile_requests_a_valid_webhook_is_stored(ooda: ServedOoda, http: httpx.Client) -> None:

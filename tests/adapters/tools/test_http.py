@@ -1,12 +1,15 @@
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 
 from adapters.tools.http import HttpParams, HttpTool, HttpToolConfig
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.param_checks import ParamRules, url_params
 from bot.proposals import Category
+from bot.templates import build_context, render_params
 
 TOKEN = "Bearer tok-abcdef-0123456789"
 
@@ -209,3 +212,73 @@ async def test_post_sends_the_json_body(upstream, make_tool):
 def test_params_refuse_credentials_and_odd_urls(params):
     with pytest.raises(ValueError):
         HttpParams.model_validate(params)
+
+
+HOSTILE = ["checkout", "%2e%2e", "../../../services/checkout/rollback?x=", "?", "#", "@evil.com", "\\", "ünï code",
+           "..%2F..%2Fadmin", "a/../../b"]
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[Upstream]:
+    """A platform API whose only route is a service's rollback; anything else is recorded as a 404."""
+    seen: list[dict[str, str]] = []
+
+    async def rollback(request: web.Request) -> web.Response:
+        seen.append({"path": request.raw_path, "service": request.match_info["service"]})
+        return web.json_response({"ok": True})
+
+    async def miss(request: web.Request) -> web.Response:
+        seen.append({"path": request.raw_path, "service": "(no route)"})
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_post("/platform/services/{service}/rollback", rollback)
+    app.router.add_route("*", "/{tail:.*}", miss)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield Upstream(port=runner.addresses[0][1], seen=seen)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("service", HOSTILE)
+async def test_a_hostile_label_in_a_rendered_url_reaches_only_the_templates_route(platform, make_tool, service):
+    tool = make_tool(allow_hosts=[platform.host])
+    ctx = build_context([], {}, {"service": service}, {"platform_api": f"http://{platform.host}"}, None)
+    rendered = render_params(
+        {"method": "POST", "url": "{{ vars.platform_api }}/platform/services/{{ labels.service }}/rollback"}, ctx,
+        where="steps.roll_back.params", rules=ParamRules(url_params=url_params(HttpParams)))
+
+    params = HttpParams.model_validate(rendered)
+    assert params.url == rendered["url"]  # the URL the approver sees is the one sent
+    result = await tool.run(params, dry_run=False)
+
+    assert result.status == 200
+    assert platform.seen == [{"path": urlsplit(rendered["url"]).path, "service": service}]
+
+
+async def test_the_allowlist_is_checked_on_the_normalized_url(upstream, make_tool):
+    tool = make_tool(allow_hosts=[upstream.host])
+
+    # A backslash is a slash to a browser: the host is the allowed one and the rest is path.
+    params = HttpParams(url=f"http://{upstream.host}\\@evil.example/ok")
+    assert params.url == f"http://{upstream.host}/@evil.example/ok"
+    with pytest.raises(ToolError, match="returned 404"):
+        await tool.run(params, dry_run=False)
+    assert upstream.seen == []  # /@evil.example/ok has no route on the upstream; nothing reached /ok
+
+    params = HttpParams(url=f"HTTP://{upstream.host}/x/%2e%2e/./ok#fragment")
+    assert params.url == upstream.url("/ok")
+    assert (await tool.run(params, dry_run=False)).status == 200
+    with pytest.raises(ToolError, match=r"host evil\.example is not allowed"):
+        await tool.run(HttpParams(url=f"http://EVIL.example/{upstream.host}/ok"), dry_run=False)
+
+
+async def test_the_dry_run_shows_the_final_url(upstream, make_tool):
+    tool = make_tool(allow_hosts=[upstream.host])
+
+    result = await tool.run(HttpParams(url=f"http://{upstream.host}/a/../ok#top"), dry_run=True)
+
+    assert result.request is not None and result.request["url"] == upstream.url("/ok")
