@@ -91,7 +91,8 @@ def api_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | Non
         ("GET", "/api/v1/tasks"), ("GET", f"/api/v1/tasks/{task}"), ("GET", f"/api/v1/tasks/{task}/bundle"),
         ("GET", f"/api/v1/tasks/{task}/policy"), ("POST", f"/api/v1/tasks/{task}/approve"),
         ("POST", f"/api/v1/tasks/{task}/reject"), ("POST", f"/api/v1/tasks/{task}/undo"),
-        ("POST", f"/api/v1/playbooks/{quote(draw(st.text(max_size=20)), safe='')}/run"), ("POST", "/api/v1/playbooks/replay"),
+        ("POST", f"/api/v1/playbooks/{quote(draw(st.text(max_size=20)), safe='')}/run"),
+        ("POST", "/api/v1/playbooks/replay"),
         ("GET", "/api/v1/status"), ("GET", "/api/v1/audit/verify"), ("GET", "/api/v1/policy"),
         ("GET", "/api/v1/signals"), ("GET", "/api/v1/digest"), ("POST", "/api/v1/pause"),
     ]
