@@ -42,7 +42,7 @@ from bot.policy import PolicyConfig
 from bot.redaction import register_secret
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
-from bot.server import build_web_app
+from bot.server import build_web_app, serve
 from bot.sqlite_store import SqliteStore
 from bot.yamlfile import YamlDocument
 
@@ -229,12 +229,9 @@ class App:
                 routes += surface.web_routes()
         web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics,
                                 max_body_bytes=s.intake.max_body_bytes)
-        runner = web.AppRunner(web_app, access_log=None)
-        await runner.setup()
-        self.stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, s.server.host, s.server.port)
-        await site.start()
-        self.port = runner.addresses[0][1]
+        server = await serve(web_app, s.server, self.metrics)
+        self.stack.push_async_callback(server.stop)
+        self.port = server.port
 
         for surface in self.surfaces:
             if hasattr(surface, "start"):

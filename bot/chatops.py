@@ -10,6 +10,11 @@ Public API (stable; the Slack and Discord surfaces both rely on it):
         (``ok=False``); any other exception is logged in full and answered with a correlation id.
     OpsReply.proposal is set when the command changed or showed a proposal, so the surface can
     update the posted message.
+    bind_chat_request(surface: str, correlation_id: str | None = None) -> str
+        Called first by each surface's entry point (a click, a modal submit, a slash command):
+        a fresh log context with the request's correlation id.
+    bound_correlation_id() -> str
+        That id, for an internal-error reply; it is the id on the log line of the exception.
 
 Subcommands: help, status, tasks, show ID, approve ID [PHRASE...], reject ID REASON...,
 run PLAYBOOK key=value..., pause [REASON...], resume, undo ID, digest.
@@ -57,6 +62,40 @@ class OpsReply(BaseModel):
     ok: bool = True
     proposal: Proposal | None = None
     public: bool = False  # worth showing the channel (a state change) rather than only the asker
+
+
+def bind_chat_request(surface: str, correlation_id: str | None = None) -> str:
+    """Start the log context of one chat request, bound to its correlation id.
+
+    Every line logged while handling the request, the exception's included, carries the id, and
+    an internal-error reply quotes it, so the person's message leads to the log line.
+
+    Args:
+        surface: the chat surface's name (``slack``, ``discord``); prefixes a generated id.
+        correlation_id: an id the request already has (Discord's interaction id, the HTTP request
+            id of Slack's HTTP mode); a fresh one is generated when ``None``.
+
+    Returns:
+        The bound correlation id.
+    """
+    bound = correlation_id or f"{surface}-{uuid.uuid4().hex[:12]}"
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=bound, surface=surface)
+    return bound
+
+
+def bound_correlation_id() -> str:
+    """The correlation id the request's entry point bound, to quote in an internal-error reply.
+
+    Returns:
+        The bound id. Should an entry point have bound none, a fresh one is bound now, so the
+        reply and the log line of the error still agree.
+    """
+    bound = structlog.contextvars.get_contextvars().get("correlation_id")
+    if not bound:
+        bound = uuid.uuid4().hex[:12]
+        structlog.contextvars.bind_contextvars(correlation_id=bound)
+    return str(bound)
 
 
 def _help(problem: str, suggestion: str | None = None) -> OpsCommand:
@@ -114,8 +153,9 @@ async def run_ops(command: OpsCommand, commands: Commands, actor: Actor, *, pref
         log.info("chatops.refused", command=command.name, task_id=command.task_id, actor=actor.id, reason=str(exc))
         return OpsReply(text=wording.refusal(exc), ok=False)
     except Exception:
-        correlation_id = uuid.uuid4().hex[:12]
-        log.exception("chatops.failed", command=command.name, actor=actor.id, correlation_id=correlation_id)
+        # The request's own id, so the id the person quotes finds this line (and the rest of the request's).
+        correlation_id = bound_correlation_id()
+        log.exception("chatops.failed", command=command.name, actor=actor.id)
         return OpsReply(text=wording.internal_error(correlation_id), ok=False)
 
 

@@ -27,8 +27,22 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
+    """The HTTP server, and how long it waits for slow clients (bot/server.py)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # A request's headers must be complete this long after its first byte (after the connection
+    # opened, for the first request); slower clients get 408 and are closed.
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    # The whole body must arrive this long after the headers; a stalled or trickled one is cut.
+    body_timeout_s: float = Field(30.0, gt=0, le=600)
+    # An idle keep-alive connection is closed after this long. Longer than the clients' own idle
+    # timeout (Alertmanager's HTTP client: 5 min; Go's default transport: 90 s) so the client
+    # always closes first and never sends a notification on a connection being closed.
+    keepalive_timeout_s: float = Field(330.0, gt=0, le=3600)
+    # Concurrent connections per client address; more are refused with 429 at once. Behind a
+    # proxy every client shares the proxy's address: raise this to what the proxy may open.
+    max_connections_per_client: int = Field(256, ge=1)
 
 
 class StoreConfig(_Strict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +102,12 @@ class Interactions:
 
     async def _guarded(self, interaction: discord.Interaction, what: str, task_id: int | None,
                        work: Callable[[Actor], Awaitable[None]]) -> None:
-        """Run ``work`` for the actor; refusals and crashes become an ephemeral answer."""
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(correlation_id=f"discord-{interaction.id}", surface="discord")
+        """Run ``work`` for the actor; refusals and crashes become an ephemeral answer.
+
+        This is the entry point of every interaction: discord.py runs each callback in a task of
+        its own, so the correlation id bound here is on every line the interaction logs.
+        """
+        chatops.bind_chat_request("discord", f"discord-{interaction.id}")
         actor = self.actor_of(interaction)
         log.info("discord.interaction", what=what, task_id=task_id, actor=actor.id)
         try:
@@ -120,12 +122,12 @@ class Interactions:
             log.info("discord.refused", what=what, task_id=task_id, actor=actor.id, reason=str(exc))
             await self._reply(interaction, wording.refusal(exc))
         except Exception:
-            correlation_id = uuid.uuid4().hex[:12]
-            log.exception("discord.interaction_failed", what=what, task_id=task_id, correlation_id=correlation_id)
+            correlation_id = chatops.bound_correlation_id()  # the id this line and the request's others carry
+            log.exception("discord.interaction_failed", what=what, task_id=task_id)
             try:
                 await self._reply(interaction, wording.internal_error(correlation_id))
             except discord.DiscordException:
-                log.warning("discord.reply_failed", correlation_id=correlation_id)
+                log.warning("discord.reply_failed")
 
     async def _defer(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -22,9 +22,9 @@ granting anything new. Disable with ``lookup_user_groups: false`` when the app l
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
@@ -46,7 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import ChannelPacer, SlackConfig, SlackDeliveryError, delivery_error
 from bot import wording
-from bot.chatops import parse_ops, run_ops
+from bot.chatops import bind_chat_request, bound_correlation_id, parse_ops, run_ops
 from bot.commands import ActionResult, Commands
 from bot.errors import ConfigError, ConfirmationRequired, UserError
 from bot.identity import Actor, IdentityDirectory
@@ -58,6 +58,8 @@ from bot.routing import route_channel
 log = structlog.get_logger(__name__)
 
 SEEN_EVENTS = 2048  # event ids remembered for retry dedup; Slack retries within minutes
+# Where HTTP mode hands the HTTP request's correlation id to the bolt middleware that binds it.
+CORRELATION_KEY = "ooda_correlation_id"
 
 
 def _from_env(env: Mapping[str, str], name: str | None) -> str | None:
@@ -176,7 +178,11 @@ class SlackSurface:
         return [web.post("/slack/events", self._http)] if self.mode == "http" else []
 
     async def _http(self, request: web.Request) -> web.Response:
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        bolt_request = await to_bolt_request(request)
+        # The server bound this request's id (the X-Request-Id it answers with); the listener
+        # keeps it, so the HTTP log lines and the chat reply name the same id.
+        bolt_request.context[CORRELATION_KEY] = structlog.contextvars.get_contextvars().get("correlation_id")
+        bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     # -- ChatSurface -------------------------------------------------------------------------
@@ -251,17 +257,61 @@ class SlackSurface:
     # -- listeners ---------------------------------------------------------------------------
     def _register(self) -> None:
         app = self.app
+        app.middleware(self._bind_correlation)
         app.middleware(self._dedupe_events)
-        app.action(kit.ACTION_APPROVE)(self._on_approve)
-        app.action(kit.ACTION_REJECT)(self._on_reject)
-        app.action(kit.ACTION_EDIT)(self._on_edit)
-        app.action(kit.ACTION_DETAILS)(self._on_details)
-        app.action(kit.ACTION_UNDO)(self._on_undo)
-        app.view(kit.VIEW_REJECT)(self._on_reject_submit)
-        app.view(kit.VIEW_EDIT)(self._on_edit_submit)
-        app.view(kit.VIEW_CONFIRM)(self._on_confirm_submit)
-        app.command(self.config.command)(self._on_command)
-        app.event("app_mention")(self._on_mention)
+        last_resort = self._last_resort
+        app.action(kit.ACTION_APPROVE)(last_resort(self._on_approve))
+        app.action(kit.ACTION_REJECT)(last_resort(self._on_reject))
+        app.action(kit.ACTION_EDIT)(last_resort(self._on_edit))
+        app.action(kit.ACTION_DETAILS)(last_resort(self._on_details))
+        app.action(kit.ACTION_UNDO)(last_resort(self._on_undo))
+        app.view(kit.VIEW_REJECT)(last_resort(self._on_reject_submit))
+        app.view(kit.VIEW_EDIT)(last_resort(self._on_edit_submit))
+        app.view(kit.VIEW_CONFIRM)(last_resort(self._on_confirm_submit))
+        app.command(self.config.command)(last_resort(self._on_command))
+        app.event("app_mention")(last_resort(self._on_mention))
+
+    async def _bind_correlation(self, context: dict[str, Any], next: Callable[[], Awaitable[None]]) -> None:
+        # The entry point of every Slack request. Listeners run as tasks started inside next(),
+        # and a task copies the context it starts in, so each one logs with this id.
+        bind_chat_request(self.name, context.get(CORRELATION_KEY))
+        await next()
+
+    def _last_resort(self, listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """``listener``, with an exception it did not handle logged and told to the person.
+
+        Without this bolt only logs it, and one raised right after ``ack()`` can even lose the
+        ack (bolt's runner then reports the request unhandled). bolt passes arguments by the
+        names ``listener`` declares (it unwraps the decorator), so ``kwargs`` are those.
+        """
+
+        @functools.wraps(listener)
+        async def guarded(**kwargs: Any) -> None:
+            try:
+                await listener(**kwargs)
+            except Exception as exc:
+                await self._report_failure(exc, kwargs)
+
+        return guarded
+
+    async def _report_failure(self, exc: Exception, kwargs: dict[str, Any]) -> None:
+        correlation_id = bound_correlation_id()  # the id the log line below carries
+        log.error("slack.listener_failed", exc_info=exc)
+        body: dict[str, Any] = kwargs.get("body") or kwargs.get("command") or kwargs.get("event") or {}
+        user = body.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else (user or body.get("user_id"))
+        channel = body.get("channel")
+        channel_id = ((body.get("container") or {}).get("channel_id")
+                      or (channel.get("id") if isinstance(channel, dict) else channel) or body.get("channel_id"))
+        text = wording.internal_error(correlation_id)
+        respond = kwargs.get("respond")
+        try:
+            if respond is not None:
+                await respond(text=text, response_type="ephemeral")
+            elif user_id:
+                await self._ephemeral(channel_id, str(user_id), text)
+        except Exception:  # the reply is a courtesy; the failure itself is logged above
+            log.warning("slack.error_reply_failed", exc_info=True)
 
     async def _dedupe_events(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
         # Slack re-delivers an event it thinks we missed (X-Slack-Retry-Num, or retry_attempt in
@@ -287,7 +337,7 @@ class SlackSurface:
     async def _on_approve(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
         actor, task_id, channel, ts = await self._click(body)
-        with structlog.contextvars.bound_contextvars(correlation_id=f"slack-{uuid.uuid4().hex[:12]}", task_id=task_id):
+        with structlog.contextvars.bound_contextvars(task_id=task_id):
             try:
                 result = await self.commands.approve(task_id, actor)
             except ConfirmationRequired as exc:
@@ -390,9 +440,7 @@ class SlackSurface:
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
         actor = await self._actor(command["user_id"], command.get("user_name"))
-        with structlog.contextvars.bound_contextvars(correlation_id=f"slack-{uuid.uuid4().hex[:12]}"):
-            reply = await run_ops(parse_ops(command.get("text", "")), self.commands, actor,
-                                  prefix=self.config.command)
+        reply = await run_ops(parse_ops(command.get("text", "")), self.commands, actor, prefix=self.config.command)
         text = wording.truncate(kit.escape(reply.text), kit.FALLBACK_LIMIT)
         if reply.public:
             text = f"{kit.escape(actor.display)}: `{kit.escape(command.get('text', ''))[:200]}`\n{text}"
@@ -406,7 +454,7 @@ class SlackSurface:
     # -- shared steps of the listeners -------------------------------------------------------
     async def _decide(self, call: Callable[[], Awaitable[ActionResult]], task_id: int, actor: Actor, action: str,
                       channel: str | None, ts: str | None, user_id: str) -> None:
-        with structlog.contextvars.bound_contextvars(correlation_id=f"slack-{uuid.uuid4().hex[:12]}", task_id=task_id):
+        with structlog.contextvars.bound_contextvars(task_id=task_id):
             try:
                 result = await call()
             except Exception as exc:
@@ -439,8 +487,8 @@ class SlackSurface:
             log.info("slack.refused", user=user_id, reason=str(exc))
             text = wording.refusal(exc)
         else:
-            correlation_id = uuid.uuid4().hex[:12]
-            log.error("slack.listener_failed", correlation_id=correlation_id, exc_info=exc)
+            correlation_id = bound_correlation_id()  # the id this request's log lines, this one included, carry
+            log.error("slack.listener_failed", exc_info=exc)
             text = wording.internal_error(correlation_id)
         await self._ephemeral(channel, user_id, text)
 

@@ -36,7 +36,7 @@ def test_a_key_inside_a_param_is_offered_with_its_current_value_and_edited_by_it
 
 @pytest.mark.parametrize(("raw", "bound", "problem"), [
     ("0", ParamBound(type="int", min=1, max=10), "at least 1"),
-    ("seven", ParamBound(type="int"), "must be a int"),
+    ("seven", ParamBound(type="int"), "must be a whole number"),
     ("medium", ParamBound(choices=["fast", "slow"]), "one of fast, slow"),
     ("tru", ParamBound(type="bool"), "true or false"),  # a typo must not read as false
 ])
