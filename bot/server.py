@@ -23,6 +23,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -197,7 +198,9 @@ class GuardedConnection(asyncio.Protocol):
     # -- asyncio.Protocol: delegated to aiohttp once admitted ------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCPTransport (what `ooda serve` runs on) has asyncio.Transport's methods without
+        # subclassing it, so this is a cast, not an isinstance check.
+        transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._address = str(peer[0]) if peer else "unknown"
         if not self._guard.admit(self._address):
