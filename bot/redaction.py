@@ -22,7 +22,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from pydantic import BaseModel
+
+log = structlog.get_logger(__name__)
 
 MASK = "[redacted]"
 
@@ -74,19 +77,29 @@ _PATTERNS = re.compile(
     re.DOTALL,
 )
 
-# Shorter values would mask half of every message (think "dev" or "1234"); such secrets are too
-# weak to be worth protecting this way and should be rotated instead.
-MIN_SECRET_LENGTH = 6
+# Shorter values would mask pieces of unrelated text (a configured "xoxb-1" would cut through every
+# real Slack token, "dev" through every word); such secrets are too weak to protect this way and
+# should be rotated instead. Each one refused is logged once, by length, never by value.
+MIN_SECRET_LENGTH = 8
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_too_short: set[str] = set()  # refused values, so each is warned about once
 _secret_pattern: re.Pattern[str] | None = None
 
 
 def register_secret(value: str | None) -> None:
     """Mask this exact value wherever it appears from now on (e.g. a token loaded from the env)."""
     global _secret_pattern
-    if not value or len(value) < MIN_SECRET_LENGTH or value in _secrets:
+    if not value or value in _secrets:
+        return
+    if len(value) < MIN_SECRET_LENGTH:
+        with _lock:
+            if value in _too_short:
+                return
+            _too_short.add(value)
+        log.warning("config.secret_too_short", length=len(value), minimum=MIN_SECRET_LENGTH,
+                    hint="a secret this short is not masked in logs and audit records; rotate it")
         return
     with _lock:
         _secrets.add(value)
@@ -100,6 +113,7 @@ def forget_secrets() -> None:
     global _secret_pattern
     with _lock:
         _secrets.clear()
+        _too_short.clear()
         _secret_pattern = None
 
 

@@ -1,5 +1,6 @@
 import pytest
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
 from bot.redaction import forget_secrets, redact, redact_text, register_secret
 
@@ -96,3 +97,20 @@ def test_models_and_tuples_are_redacted_as_plain_data():
         token: str
 
     assert redact((Login(who="a@b.io", token="t"), 1)) == [{"who": "[redacted:email]", "token": "[redacted]"}, 1]
+
+
+def test_a_known_secret_too_short_to_mask_safely_is_refused_and_warned_about_once() -> None:
+    with capture_logs() as logs:
+        register_secret("xoxb-1")
+        register_secret("xoxb-1")
+
+    assert redact_text("token xoxb-1234567890-abcdefghij") == "token [redacted:slack_token]"
+    assert [(e["event"], e["length"]) for e in logs] == [("config.secret_too_short", 6)]
+    assert "xoxb-1" not in str(logs)
+
+
+def test_known_secrets_are_masked_longest_first() -> None:
+    register_secret("hunter2-hunter2")
+    register_secret("hunter2-hunter2-and-more")
+
+    assert redact_text("a hunter2-hunter2-and-more b hunter2-hunter2") == "a [redacted:secret] b [redacted:secret]"

@@ -1,0 +1,17 @@
+"""Process-wide state the tests must not leak into each other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bot.redaction import forget_secrets
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    # Tools and apps register the secrets they load with the redactor (one registry per process,
+    # as every log line of the process must be masked); a test's secrets end with the test.
+    yield
+    forget_secrets()
