@@ -41,10 +41,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import ChannelPacer, SlackConfig, SlackDeliveryError, delivery_error
+from adapters.chat.slack_payloads import payload_problem
 from bot import wording
 from bot.chatops import bind_chat_request, bound_correlation_id, parse_ops, run_ops
 from bot.commands import ActionResult, Commands
@@ -103,6 +105,8 @@ class SlackSurface:
                 f"or {config.signing_secret_env or 'a signing secret variable'} (HTTP mode at /slack/events)."
             )
         self.mode = "socket" if self._app_token else "http"
+        # Socket Mode has no signing secret (its WebSocket is authenticated by the app token).
+        self._verifier = SignatureVerifier(secret) if secret else None
         self.client = AsyncWebClient(
             token=token,
             base_url=config.api_base_url or AsyncWebClient.BASE_URL,
@@ -178,6 +182,20 @@ class SlackSurface:
         return [web.post("/slack/events", self._http)] if self.mode == "http" else []
 
     async def _http(self, request: web.Request) -> web.Response:
+        # The signature first (bolt checks it again), then the shape bolt assumes: see
+        # adapters/chat/slack_payloads.py for the signed payloads that would otherwise answer 500.
+        body = await request.text()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if (self._verifier is None or not timestamp.isascii() or not timestamp.isdigit()
+                or not self._verifier.is_valid(body, timestamp, signature)):
+            return web.json_response({"error": "unauthorized", "message": "the X-Slack-Signature header does not "
+                                      "match this app's signing secret (or the timestamp is over 5 minutes old)"},
+                                     status=401)
+        problem = payload_problem(body, request.content_type)
+        if problem is not None:
+            log.warning("slack.payload_refused", problem=problem)
+            return web.json_response({"error": "invalid_payload", "message": problem}, status=400)
         bolt_request = await to_bolt_request(request)
         # The server bound this request's id (the X-Request-Id it answers with); the listener
         # keeps it, so the HTTP log lines and the chat reply name the same id.

@@ -101,3 +101,97 @@ def api_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | Non
                                                    "date", "x"]), PARAM_VALUE, max_size=3))
     body = draw(_body()) if method == "POST" else None
     return method, path, params, body
+
+
+# -- chat payloads ---------------------------------------------------------------------------------
+
+HOSTILE_TASK_REF = st.one_of(
+    st.sampled_from(["99999999999999999999", "../../x", "-1", "0", "1e3", "0x10", "#", "", " 7 ",
+                     "\u0661\u0662", "\uff11",  # digits that int() and regex \d read: 12 and 1
+                     "9" * 400, "2147483648", "9223372036854775808", "%2e%2e", "1; approve 1"]),
+    HOSTILE_TEXT, st.text(max_size=20), st.integers().map(str))
+SLACK_ACTIONS = ["ooda.approve", "ooda.reject", "ooda.edit", "ooda.details", "ooda.undo"]
+OPS_WORDS = ["approve", "reject", "undo", "show", "run", "pause", "resume", "status", "tasks", "help", "digest",
+             "APPROVE", "aprove"]
+
+
+@st.composite
+def ops_texts(draw: st.DrawFn) -> str:
+    """What someone types after ``/ops``: a real subcommand with hostile arguments, or anything at all."""
+    words = [draw(st.sampled_from(OPS_WORDS)), *draw(st.lists(HOSTILE_TASK_REF, max_size=3))]
+    return draw(st.one_of(st.just(" ".join(words)), st.text(max_size=60), HOSTILE_TEXT,
+                          st.sampled_from(['approve "1', "run x a=b=c '", "reject 1 \\", "run =v", "show #"])))
+
+
+def _slack_object(required: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """An object where Slack puts one, holding ``required`` (strategies) and random extra keys."""
+    return st.tuples(st.fixed_dictionaries(required),
+                     st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)).map(lambda p: {**p[1], **p[0]})
+
+
+def slack_actions() -> st.SearchStrategy[dict[str, Any]]:
+    """One entry of a block_actions payload's ``actions``, with hostile ids and values of any type."""
+    return _slack_object({
+        "type": st.one_of(st.sampled_from(["button", "static_select"]), SCALARS),
+        "action_id": st.one_of(st.sampled_from(SLACK_ACTIONS), st.sampled_from(
+            ["ooda:approve:99999999999999999999", "ooda:approve:../../x", "ooda.approve ", "OODA.APPROVE"]),
+            st.text(max_size=20)),
+        "value": st.one_of(HOSTILE_TASK_REF, SCALARS, JSON_VALUES),
+        "block_id": st.one_of(st.text(max_size=20), SCALARS)})
+
+
+@st.composite
+def slack_interactive_payloads(draw: st.DrawFn, users: list[str], channel: str) -> dict[str, Any]:
+    """A ``payload=`` document shaped as Slack shapes it (objects where Slack puts objects, at least one
+    action), with hostile values, missing fields, wrong scalar types and deep nesting inside."""
+    text_or_scalar = st.one_of(st.text(max_size=12), SCALARS)
+    payload = draw(st.fixed_dictionaries(
+        {"type": st.sampled_from(["block_actions", "view_submission", "view_closed", "shortcut", "bogus"])},
+        optional={
+            "user": _slack_object({"id": st.one_of(st.sampled_from(users), text_or_scalar),
+                                   "username": text_or_scalar}),
+            "actions": st.lists(slack_actions(), min_size=1, max_size=3),
+            "team": _slack_object({"id": st.text(max_size=8)}),
+            "trigger_id": text_or_scalar,
+            "container": _slack_object({"message_ts": text_or_scalar, "channel_id": st.just(channel)}),
+            "channel": _slack_object({"id": st.one_of(st.just(channel), st.text(max_size=8))}),
+            "view": _slack_object({
+                "type": st.just("modal"),
+                "callback_id": st.sampled_from(["ooda.reject_modal", "ooda.edit_modal", "ooda.confirm_modal"]),
+                "private_metadata": st.one_of(st.text(max_size=30), JSON_VALUES.map(json.dumps)),
+                "state": JSON_VALUES})}))
+    for _ in range(draw(st.integers(min_value=0, max_value=3)) * 200):  # nesting far past anything Slack sends
+        payload = {**payload, "actions": [{"action_id": "ooda.approve", "value": payload}]}
+    return payload
+
+
+# Signed payloads of shapes Slack never sends, which Ooda answers with a 500 today: slack_bolt reads
+# them before any listener runs (building the request context, or the arguments of a middleware).
+SLACK_SHAPES_BOLT_WOULD_CHOKE_ON = [
+    {"type": "block_actions", "actions": []},
+    {"type": "block_actions", "actions": [True]},
+    {"type": "block_actions", "channel": 1},
+    {"type": "block_actions", "view": None},
+    {"type": "block_actions", "user": True},
+    {"type": "view_submission", "view": {"callback_id": "ooda.reject_modal"}},
+]
+
+
+def slack_slash_fields(users: list[str]) -> st.SearchStrategy[dict[str, str]]:
+    """Form fields of a slash command; ``response_url`` is the caller's to fill in."""
+    return st.fixed_dictionaries(
+        {"command": st.one_of(st.just("/ops"), st.sampled_from(["/OPS", "/ops ", "", "/other"]), st.text(max_size=10)),
+         "text": ops_texts(),
+         "user_id": st.one_of(st.sampled_from(users), st.text(max_size=12), HOSTILE_TEXT)},
+        optional={"user_name": st.text(max_size=12), "channel_id": st.text(max_size=12),
+                  "team_id": st.text(max_size=12), "trigger_id": st.text(max_size=12)})
+
+
+def discord_custom_ids() -> st.SearchStrategy[str]:
+    """Button custom_ids: the bot's own format with hostile task refs, and anything else up to Discord's 100."""
+    actions = st.sampled_from(["approve", "reject", "edit", "details", "undo", "confirm", "APPROVE", "run", ""])
+    return st.one_of(
+        st.tuples(actions, HOSTILE_TASK_REF).map(lambda pair: f"ooda:{pair[0]}:{pair[1]}"[:100]),
+        st.sampled_from(["ooda:approve:99999999999999999999", "ooda:approve:../../x", "ooda:approve:",
+                         "ooda:approve:1:extra", "ooda:modal:reject:1", "ooda::1", "ooda"]),
+        st.text(min_size=1, max_size=100))
