@@ -15,3 +15,12 @@ def _forget_registered_secrets() -> Iterator[None]:
     # as every log line of the process must be masked); a test's secrets end with the test.
     yield
     forget_secrets()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Print the random order's seed even under -q, so a failing order can be run again."""
+    config = session.config
+    seed = getattr(config.option, "randomly_seed", None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None and not hasattr(config, "workerinput"):
+        reporter.write_line(f"tests in random order: rerun this order with -p randomly --randomly-seed={seed}")
