@@ -32,11 +32,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from bot.commands import Status
 from bot.errors import ConfirmationRequired, UserError
 from bot.proposals import Evidence, Proposal, StepView
 from bot.tasks import Task
+
+if TYPE_CHECKING:  # annotations only: commands builds the digest, whose text this module words
+    from bot.commands import Status
 
 ZWSP = "\u200b"
 ELLIPSIS = "…"
