@@ -93,7 +93,7 @@ def seeded_flags() -> dict[str, dict[str, Any]]:
         "checkout-v2": new_feature("checkout-v2", enabled=True, rollout=100),
         "new-search": new_feature("new-search", enabled=True, rollout=25),
         "recommendations": new_feature("recommendations", enabled=False, rollout=0),
-        # The throttle the http-5xx-spike playbook turns on; off until an incident needs it.
+        # The throttle the http-5xx-ratio playbook turns on; off until an incident needs it.
         "throttle-checkout": new_feature("throttle-checkout", enabled=False, rollout=0),
     }
 

@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "validate the config and every playbook")
     p = add("fire", cmd_fire, "post a sample or recorded alert to the running server")
     p.add_argument("file", nargs="?", help="a JSON payload file")
-    p.add_argument("--sample", help="a bundled sample, e.g. alertmanager-5xx-spike")
+    p.add_argument("--sample", help="a bundled sample, e.g. alertmanager-kube-pod-crashlooping")
     p.add_argument("--kind", help="source kind of FILE (default alertmanager)")
     p.add_argument("--source", help="intake source name, when several have the same kind")
     p = add("tasks", cmd_tasks, "list tasks (open ones by default)")

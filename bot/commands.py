@@ -98,7 +98,7 @@ class Status(BaseModel):
     open_tasks: int
     needs_approval: int
     recent_failures: list[str] = []
-    scheduled_checks: list[str] = []  # "disk-pressure (*/30 8-18 * * 1-5 Europe/Berlin): next 2026-…"
+    scheduled_checks: list[str] = []  # "kube-pod-crashlooping (*/30 8-18 * * 1-5 Europe/Berlin): next 2026-…"
 
 
 class UnmatchedAlert(BaseModel):

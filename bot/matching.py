@@ -58,7 +58,7 @@ def group_key(playbook: Playbook, labels: Mapping[str, str]) -> str:
     """The key that puts signals (or manual runs) into one task group.
 
     Stable across restarts and across the order of ``group_by`` in the file; reads like an
-    Alertmanager group key: ``http-5xx-spike{service="checkout"}``. Missing labels render as "".
+    Alertmanager group key: ``http-5xx-ratio{cluster="prod-eu-1",service="checkout"}``. Missing labels render as "".
     Values are JSON-quoted so a label value cannot forge another label's part of the key.
     """
     names = sorted(playbook.trigger.group_by) if playbook.trigger else []
