@@ -504,8 +504,11 @@ class Engine:
             self._redecided_at = {k: v for k, v in self._redecided_at.items() if v > cutoff}
 
         def resubmit() -> None:
+            # In flight before it stops being deferred, so wait_idle never sees a moment with neither.
+            self._idle.clear()
+            self._inflight.add(task_id)
             self._deferred.pop(task_id, None)
-            self._tasks.append(asyncio.create_task(self.submit(task_id), name=f"engine-redecide-{task_id}"))
+            self._tasks.append(asyncio.create_task(self._work.put(task_id), name=f"engine-redecide-{task_id}"))
             self._tasks[:] = [t for t in self._tasks if not t.done()]
 
         self._deferred[task_id] = asyncio.get_running_loop().call_later(delay, resubmit)

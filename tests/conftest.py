@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from bot.redaction import forget_secrets
 
@@ -15,6 +17,22 @@ def _forget_registered_secrets() -> Iterator[None]:
     # as every log line of the process must be masked); a test's secrets end with the test.
     yield
     forget_secrets()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # `ooda` commands run in-process by the CLI tests configure structlog and the root logger for
+    # the whole process; each test gets back the configuration it started with, and its own empty
+    # correlation context.
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.contextvars.clear_contextvars()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
