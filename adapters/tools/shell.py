@@ -16,7 +16,7 @@ import re
 import signal
 import time
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -53,6 +53,68 @@ class CommandConfig(BaseModel):
             except re.error as exc:
                 raise ValueError(f"is not a valid regular expression: {exc}") from None
         return value
+
+
+class CommandAllowlist:
+    """The commands a tool section allows: the exact binary, each argument's pattern, the category.
+
+    Shared by ``shell.run`` (this machine) and ``ssh.run`` (a remote host), which keep the same
+    promise: argv[0] must be configured and is replaced by its absolute path, and every argument
+    must fullmatch the command's ``allow_args_pattern`` when one is set.
+    """
+
+    def __init__(self, commands: Mapping[str, CommandConfig], section: str) -> None:
+        self.commands = commands
+        self.section = section  # e.g. "tools.shell.commands", for messages
+        self._patterns = {
+            name: re.compile(cmd.allow_args_pattern)
+            for name, cmd in commands.items()
+            if cmd.allow_args_pattern is not None
+        }
+
+    def category_of(self, name: str, default: Category) -> Category:
+        command = self.commands.get(name)
+        return command.category if command is not None else default
+
+    def resolve(self, argv: list[str]) -> list[str]:
+        """argv with its command replaced by the configured path, after every check."""
+        name, args = argv[0], argv[1:]
+        command = self.commands.get(name)
+        if command is None:
+            known = ", ".join(sorted(self.commands)) or "none"
+            raise ToolError(f"command {name!r} is not allowed; add it under {self.section} (allowed: {known})")
+        pattern = self._patterns.get(name)
+        if pattern is not None:
+            for index, arg in enumerate(args, start=1):
+                if not pattern.fullmatch(arg):
+                    raise ToolError(
+                        f"argument {index} of {name} does not match its allow_args_pattern "
+                        f"{pattern.pattern!r} in {self.section}.{name}"
+                    )
+        return [command.path, *args]
+
+
+class _Readable(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+async def read_capped(stream: _Readable | None, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a command's output, and whether more was cut.
+
+    Keeps draining past the cap: a command blocked on a full pipe (or a full SSH window) would
+    never exit.
+    """
+    if stream is None:
+        return b"", False
+    kept = bytearray()
+    cut = False
+    while chunk := await stream.read(65536):
+        room = limit - len(kept)
+        if room > 0:
+            kept.extend(chunk[:room])
+        if len(chunk) > room:
+            cut = True
+    return bytes(kept), cut
 
 
 class ShellToolConfig(BaseModel):
@@ -108,35 +170,17 @@ class ShellTool:
         if config.workdir is not None and not os.path.isdir(config.workdir):
             raise ConfigError(f"tools.shell.workdir {config.workdir!r} is not a directory; create it or change it")
         self.config = config
-        self._patterns = {
-            name: re.compile(cmd.allow_args_pattern)
-            for name, cmd in config.commands.items()
-            if cmd.allow_args_pattern is not None
-        }
+        self.allowlist = CommandAllowlist(config.commands, "tools.shell.commands")
 
     def category_of(self, params: ShellParams) -> Category:
-        command = self.config.commands.get(params.argv[0])
-        return command.category if command is not None else self.category
+        return self.allowlist.category_of(params.argv[0], self.category)
 
     def rollback_for(self, params: ShellParams, result: ShellResult) -> StepCall | None:
         return None
 
     def resolve(self, argv: list[str]) -> list[str]:
         """argv with its command replaced by the configured path, after every check."""
-        name, args = argv[0], argv[1:]
-        command = self.config.commands.get(name)
-        if command is None:
-            known = ", ".join(sorted(self.config.commands)) or "none"
-            raise ToolError(f"command {name!r} is not allowed; add it under tools.shell.commands (allowed: {known})")
-        pattern = self._patterns.get(name)
-        if pattern is not None:
-            for index, arg in enumerate(args, start=1):
-                if not pattern.fullmatch(arg):
-                    raise ToolError(
-                        f"argument {index} of {name} does not match its allow_args_pattern "
-                        f"{pattern.pattern!r} in tools.shell.commands.{name}"
-                    )
-        return [command.path, *args]
+        return self.allowlist.resolve(argv)
 
     async def run(self, params: ShellParams, *, dry_run: bool) -> ShellResult:
         argv = self.resolve(params.argv)
@@ -160,7 +204,8 @@ class ShellTool:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 (out, out_cut), (err, err_cut) = await asyncio.gather(
-                    self._read_capped(proc.stdout), self._read_capped(proc.stderr)
+                    read_capped(proc.stdout, self.config.max_output_bytes),
+                    read_capped(proc.stderr, self.config.max_output_bytes),
                 )
                 exit_code = await proc.wait()
         except TimeoutError:
@@ -188,21 +233,6 @@ class ShellTool:
             truncated=out_cut or err_cut,
             duration_ms=duration_ms,
         )
-
-    async def _read_capped(self, stream: asyncio.StreamReader | None) -> tuple[bytes, bool]:
-        if stream is None:
-            return b"", False
-        limit = self.config.max_output_bytes
-        kept = bytearray()
-        cut = False
-        # Keep draining past the cap: a child blocked on a full pipe would never exit.
-        while chunk := await stream.read(65536):
-            room = limit - len(kept)
-            if room > 0:
-                kept.extend(chunk[:room])
-            if len(chunk) > room:
-                cut = True
-        return bytes(kept), cut
 
     @staticmethod
     async def _kill(proc: asyncio.subprocess.Process) -> None:

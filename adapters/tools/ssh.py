@@ -42,7 +42,7 @@ import structlog
 from cryptography.utils import CryptographyDeprecationWarning
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.tools.shell import CommandConfig, last_lines
+from adapters.tools.shell import CommandAllowlist, CommandConfig, last_lines, read_capped
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.ports import StepCall
 from bot.proposals import Category
@@ -181,18 +181,13 @@ class SshRunTool:
 
     def __init__(self, config: SshToolConfig, env: Mapping[str, str]) -> None:
         self.config = config
-        self._patterns = {
-            name: re.compile(cmd.allow_args_pattern)
-            for name, cmd in config.commands.items()
-            if cmd.allow_args_pattern is not None
-        }
+        self.allowlist = CommandAllowlist(config.commands, "tools.ssh.commands")
         self._env_key: asyncssh.SSHKey | None = None
         if config.private_key_env is not None:
             self._env_key = _key_from_env(config.private_key_env, env)
 
     def category_of(self, params: SshParams) -> Category:
-        command = self.config.commands.get(params.argv[0])
-        return command.category if command is not None else self.category
+        return self.allowlist.category_of(params.argv[0], self.category)
 
     def rollback_for(self, params: SshParams, result: SshResult) -> StepCall | None:
         return None
@@ -207,20 +202,7 @@ class SshRunTool:
 
     def resolve(self, argv: list[str]) -> list[str]:
         """argv with its command replaced by the configured remote path, after every check."""
-        name, args = argv[0], argv[1:]
-        command = self.config.commands.get(name)
-        if command is None:
-            known = ", ".join(sorted(self.config.commands)) or "none"
-            raise ToolError(f"command {name!r} is not allowed; add it under tools.ssh.commands (allowed: {known})")
-        pattern = self._patterns.get(name)
-        if pattern is not None:
-            for index, arg in enumerate(args, start=1):
-                if not pattern.fullmatch(arg):
-                    raise ToolError(
-                        f"argument {index} of {name} does not match its allow_args_pattern "
-                        f"{pattern.pattern!r} in tools.ssh.commands.{name}"
-                    )
-        return [command.path, *args]
+        return self.allowlist.resolve(argv)
 
     def address_of(self, host: str) -> tuple[str, int]:
         """Where to dial ``host``: the first matching ``address_map`` entry, else the host itself."""
@@ -332,7 +314,8 @@ class SshRunTool:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 (out, out_cut), (err, err_cut) = await asyncio.gather(
-                    self._read_capped(process.stdout), self._read_capped(process.stderr)
+                    read_capped(process.stdout, self.config.max_output_bytes),
+                    read_capped(process.stderr, self.config.max_output_bytes),
                 )
                 await process.wait_closed()
             finished = True
@@ -353,19 +336,6 @@ class SshRunTool:
         # server reported neither an exit status nor a signal.
         returncode = process.returncode
         return (returncode if returncode is not None else -1), out, err, out_cut or err_cut
-
-    async def _read_capped(self, stream: asyncssh.SSHReader[bytes]) -> tuple[bytes, bool]:
-        limit = self.config.max_output_bytes
-        kept = bytearray()
-        cut = False
-        # Keep draining past the cap: the remote side stops when the SSH window fills up.
-        while chunk := await stream.read(65536):
-            room = limit - len(kept)
-            if room > 0:
-                kept.extend(chunk[:room])
-            if len(chunk) > room:
-                cut = True
-        return bytes(kept), cut
 
     @staticmethod
     def _stop(process: asyncssh.SSHClientProcess[bytes]) -> None:
