@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from prometheus_client import Counter
 from pydantic import BaseModel
 
 from bot import events as ev
@@ -153,8 +152,7 @@ class Commands:
         self.engine = engine
         self.approvals = approvals
         self.executor = executor
-        self.refusals = Counter("ooda_command_refusals", "Commands refused, by command and HTTP-like status",
-                                ["command", "status"], registry=core.metrics.registry)
+        self.refusals = core.metrics.command_refusals
 
     async def _record_refusal(self, command: str, actor: Actor | None, task_id: int | None, exc: UserError) -> None:
         self.refusals.labels(command, str(exc.status)).inc()

@@ -33,6 +33,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.api_requests = Counter("ooda_api_requests", "API requests by outcome", ["outcome"], registry=r)
+        self.command_refusals = Counter("ooda_command_refusals", "Commands refused, by command and HTTP-like status",
+                                        ["command", "status"], registry=r)
+        self.http_connections_refused = Counter(
+            "ooda_http_connections_refused", "Connections refused before reading a request, by reason", ["reason"],
+            registry=r)
+        self.http_timeouts = Counter(
+            "ooda_http_timeouts", "Connections cut because a request was too slow to arrive, by the part that was "
+            "late (header, body)", ["phase"], registry=r)
+        self.http_connections_open = Gauge("ooda_http_connections_open", "Open HTTP connections", registry=r)
         self.tasks_created = Counter("ooda_tasks_created", "Tasks created by playbook", ["playbook"], registry=r)
         self.task_transitions = Counter("ooda_task_transitions", "Task state changes", ["state"], registry=r)
         self.event_deliveries = Counter("ooda_event_deliveries", "Event batches sent to event sinks, by outcome",

@@ -27,7 +27,6 @@ from typing import cast
 
 import structlog
 from aiohttp import web
-from prometheus_client import Counter, Gauge
 
 from bot.config import ServerConfig
 from bot.metrics import Metrics
@@ -134,13 +133,9 @@ class ConnectionGuard:
         self.config = config
         self._open: dict[str, int] = {}
         self._refusal_logged: set[str] = set()  # one warning per address while it stays over the cap
-        r = metrics.registry
-        self.refused = Counter("ooda_http_connections_refused", "Connections refused before reading a request, "
-                               "by reason", ["reason"], registry=r)
-        self.timeouts = Counter("ooda_http_timeouts", "Connections cut because a request was too slow to "
-                                "arrive, by the part that was late (header, body)", ["phase"], registry=r)
-        self.open_connections = Gauge("ooda_http_connections_open", "Open HTTP connections", registry=r)
-        self.open_connections.set_function(lambda: sum(self._open.values()))
+        self.refused = metrics.http_connections_refused
+        self.timeouts = metrics.http_timeouts
+        metrics.track_queue(metrics.http_connections_open, lambda: sum(self._open.values()))
         cap = config.max_connections_per_client
         self.too_many = _raw_response(
             "429 Too Many Requests", "too_many_connections",
