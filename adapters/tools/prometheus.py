@@ -48,6 +48,9 @@ MAX_ERROR_CHARS = 500
 NO_SERIES = "no series: the query returned nothing (the condition has cleared or the labels do not match)"
 
 
+# What reading an answer of an unexpected shape raises (a proxy's page, another API).
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
 class PrometheusToolConfig(BaseModel):
     """``tools.prometheus`` in the config file."""
 
@@ -289,11 +292,8 @@ class PrometheusQueryTool:
                     if samples:
                         parsed.append(_Parsed(_key(item["metric"]), samples[-1][1], samples))
                 return parsed
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ToolError(
-                f"Prometheus at {self.host} answered a {result_type} result in a shape this tool cannot read "
-                f"({type(exc).__name__}); check that tools.prometheus.base_url points at a Prometheus API"
-            ) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self._unreadable(f"a {result_type} result", exc) from exc
         raise ToolError(
             f"Prometheus at {self.host} answered with result type {result_type!r}, which this tool does not "
             f"know; check that tools.prometheus.base_url points at a Prometheus API"
@@ -328,11 +328,14 @@ class PrometheusQueryTool:
                 if match is not None:
                     match.samples = [_sample(pair) for pair in item.get("values", [])]
                     match.first_ts = match.samples[0][0] if match.samples else None
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ToolError(
-                f"Prometheus at {self.host} answered the range query in a shape this tool cannot read "
-                f"({type(exc).__name__}); check that tools.prometheus.base_url points at a Prometheus API"
-            ) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self._unreadable("the range query", exc) from exc
+
+    def _unreadable(self, what: str, exc: Exception) -> ToolError:
+        return ToolError(
+            f"Prometheus at {self.host} answered {what} in a shape this tool cannot read "
+            f"({type(exc).__name__}); check that tools.prometheus.base_url points at a Prometheus API"
+        )
 
     def _summary(
         self, result_type: str, shown: list[_Parsed], count: int, truncated: bool, sort: str, now: float
