@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.playbooks import Regex
 from bot.signals import Signal
 
 ENVIRONMENTS = ("dev", "staging", "prod")  # least to most protected
@@ -64,7 +65,7 @@ class EnvironmentRule(BaseModel):
 
     environment: str
     label: str = Field(min_length=1, max_length=100)
-    match: str
+    match: Regex  # checked like a playbook trigger's match_re
 
     @field_validator("environment")
     @classmethod
@@ -73,14 +74,6 @@ class EnvironmentRule(BaseModel):
             raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}")
         return value
 
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
 
 
 class LabelsConfig(BaseModel):

@@ -51,6 +51,7 @@ NO_SERIES = "no series: the query returned nothing (the condition has cleared or
 # What reading an answer of an unexpected shape raises (a proxy's page, another API).
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
+
 class PrometheusToolConfig(BaseModel):
     """``tools.prometheus`` in the config file."""
 
