@@ -24,7 +24,6 @@ says ``env="dev"`` is prod.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
@@ -141,14 +140,19 @@ class LabelNormalizer:
         self._rules = [(rule.label, re.compile(rule.match), rule.environment) for rule in rules]
 
     def environment_of(self, labels: Mapping[str, str]) -> str:
-        found = [ENVIRONMENT_ALIASES[value.strip().lower()]
-                 for name in ("env", "environment")
-                 if (value := labels.get(name)) and value.strip().lower() in ENVIRONMENT_ALIASES]
-        found += [env for label, pattern, env in self._rules
-                  if label in labels and pattern.fullmatch(labels[label]) is not None]
-        if not found:
-            return self.default_environment
-        return max(found, key=_STRICTNESS.__getitem__)
+        # Runs for every alert at intake: ranks, not names, and no lists built on the way.
+        best = -1
+        for name in ("env", "environment"):
+            value = labels.get(name)
+            if value:
+                alias = ENVIRONMENT_ALIASES.get(value.strip().lower())
+                if alias is not None:
+                    best = max(best, _STRICTNESS[alias])
+        for label, pattern, env in self._rules:
+            value = labels.get(label)
+            if value is not None and _STRICTNESS[env] > best and pattern.fullmatch(value) is not None:
+                best = _STRICTNESS[env]
+        return ENVIRONMENTS[best] if best >= 0 else self.default_environment
 
     def labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         """``labels`` plus the derived ones."""
@@ -164,8 +168,7 @@ class LabelNormalizer:
         return out
 
     def signal(self, signal: Signal) -> Signal:
-        # replace() keeps the fingerprint (and so the stored id) the sender's labels produced.
-        return dataclasses.replace(signal, labels=self.labels(signal.labels))
+        return signal.with_labels(self.labels(signal.labels))
 
     def __call__(self, signals: list[Signal]) -> list[Signal]:
         return [self.signal(s) for s in signals]

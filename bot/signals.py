@@ -90,6 +90,16 @@ class Signal:
         object.__setattr__(self, "id", signal_id(self.source, self.fingerprint))
 
 
+    def with_labels(self, labels: dict[str, str]) -> Signal:
+        """This signal with other labels, keeping its fingerprint and id (those of the labels the
+        sender sent). Intake adds derived labels to every alert, so this copies the fields as they
+        are instead of constructing (and hashing the id) again."""
+        clone = object.__new__(Signal)
+        for name in Signal.__slots__:
+            object.__setattr__(clone, name, labels if name == "labels" else getattr(self, name))
+        return clone
+
+
 def signal_id(source: str, fingerprint: str) -> str:
     digest = hashlib.sha256(f"{source}\x00{fingerprint}".encode()).hexdigest()
     return "sig_" + digest[:20]
