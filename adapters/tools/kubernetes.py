@@ -31,11 +31,9 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 import structlog
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config import ConfigException, incluster_config, kube_config
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.tools.kubernetes_client import k8s, k8s_config
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.outbound_http import TRANSPORT_ERRORS, describe, per_phase_timeout
 from bot.ports import StepCall
@@ -137,7 +135,7 @@ def status_message(body: Any) -> str:
     return redact_text(str(message if message else text[:300]))
 
 
-def to_tool_error(op: Op, exc: ApiException) -> ToolError:
+def to_tool_error(op: Op, exc: k8s.ApiException) -> ToolError:
     """Translate an API error into words a person on call can act on."""
     status, detail = exc.status or 0, status_message(exc.body)
     if status == 404:
@@ -216,15 +214,15 @@ class KubernetesApi:
                     configuration.api_key_prefix = {"BearerToken": "Bearer"}
             elif self._kubeconfig:
                 # persist_config=False: never write refreshed credentials back into the user's file.
-                await kube_config.load_kube_config(
+                await k8s_config.kube_config.load_kube_config(
                     config_file=self._kubeconfig,
                     context=config.context,
                     client_configuration=configuration,
                     persist_config=False,
                 )
             else:
-                incluster_config.load_incluster_config(client_configuration=configuration)
-        except (ConfigException, OSError) as exc:
+                k8s_config.incluster_config.load_incluster_config(client_configuration=configuration)
+        except (k8s_config.ConfigException, OSError) as exc:
             source = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "the in-cluster service account"
             raise ToolError(
                 f"cannot load the Kubernetes connection from {source}: {redact_text(str(exc))}. Set "
@@ -267,7 +265,7 @@ class KubernetesApi:
         api_client = await self.client()
         try:
             return await request(api_client)
-        except ApiException as exc:
+        except k8s.ApiException as exc:
             error = to_tool_error(op, exc)
             log.info("k8s.api_error", verb=op.verb, kind=op.kind, namespace=op.namespace, status=exc.status)
             raise error from None

@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tools.kubernetes import ContainerName, KubernetesTool, Namespace, ObjectName, Op
+from adapters.tools.kubernetes_client import k8s
 from bot.errors import ToolError
 from bot.proposals import Category
 
@@ -110,7 +109,7 @@ class LogsTool(KubernetesTool):
             async with response:
                 data = await response.read()
             if response.status >= 400:
-                error = ApiException(status=response.status, reason=response.reason)
+                error = k8s.ApiException(status=response.status, reason=response.reason)
                 error.body = data
                 raise error
             return data

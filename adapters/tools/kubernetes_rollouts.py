@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import structlog
-from kubernetes_asyncio import client as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tools.kubernetes import (
@@ -36,6 +35,7 @@ from adapters.tools.kubernetes import (
     owned_by,
     revision_of,
 )
+from adapters.tools.kubernetes_client import k8s
 from bot.errors import ToolError
 from bot.proposals import Category
 

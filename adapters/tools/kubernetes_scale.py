@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import structlog
-from kubernetes_asyncio import client as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tools.kubernetes import KubernetesTool, Namespace, ObjectName, Op
+from adapters.tools.kubernetes_client import k8s
 from bot.ports import StepCall
 from bot.proposals import Category
 

@@ -12,7 +12,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from kubernetes_asyncio import client as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tools.kubernetes import (
@@ -25,6 +24,7 @@ from adapters.tools.kubernetes import (
     iso,
     label_selector,
 )
+from adapters.tools.kubernetes_client import k8s
 from bot.proposals import Category
 
 MAX_PODS_LISTED = 50  # a large daemonset has one pod per node; the summary still counts them all

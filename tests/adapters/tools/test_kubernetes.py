@@ -1,6 +1,9 @@
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -427,3 +430,15 @@ async def test_without_any_connection_config_the_in_cluster_failure_says_what_to
         await tool.aclose()
     assert "cannot load the Kubernetes connection from the in-cluster service account" in (outcome.error or "")
     assert "tools.kubernetes.api_url" in (outcome.error or "")
+
+
+def test_kubernetes_asyncio_is_loaded_only_when_a_tool_first_talks_to_a_cluster():
+    # Its API models cost about 60 MB: an Ooda that has made no Kubernetes call must not carry them.
+    code = ("import sys\n"
+            "from adapters.tools.kubernetes import KubernetesToolConfig\n"
+            "from adapters.tools import kubernetes_logs, kubernetes_rollouts, kubernetes_scale, kubernetes_workloads\n"
+            "kubernetes_workloads.WorkloadStatusTool(KubernetesToolConfig(api_url='http://127.0.0.1:1'), {})\n"
+            "print('kubernetes_asyncio' in sys.modules)\n")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert ran.stdout.strip() == "False", ran.stderr
