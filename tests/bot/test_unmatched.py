@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, Counter
 from structlog.testing import capture_logs
 
@@ -28,7 +27,6 @@ from bot.app import App
 from bot.audit import AuditEntry
 from bot.cli import main
 from bot.commands import UnmatchedAlert
-from bot.config import load_settings
 from bot.engine import CURSOR_KEY
 from bot.events import EventBus
 from bot.metrics import UNMATCHED_NAMES_MAX, UnmatchedCounter
@@ -38,7 +36,7 @@ from bot.sqlite_store import SqliteStore
 from bot.store import TaskOps
 from bot.wording import ZWSP
 from tests.bot.test_api import metric
-from tests.harness import ADMIN, AM, ENV, client, running_standin, test_config
+from tests.harness import ADMIN, AM, ENV, client, running_app, running_standin
 
 WATCHDOG = {
     "labels": {"alertname": "Watchdog", "prometheus": "monitoring/k8s", "severity": "none"},
@@ -122,14 +120,10 @@ def with_playbook(tmp_path: Path, overrides: dict[str, Any] | None = None) -> di
 async def served(tmp_path: Path, overrides: dict[str, Any] | None = None,
                  **app_kwargs: Any) -> AsyncIterator[tuple[App, httpx.AsyncClient]]:
     """The App on the example config, with only the target-down playbook loaded."""
-    async with running_standin() as standin:
-        path = test_config(tmp_path, int(standin.base_url.rsplit(":", 1)[1]), with_playbook(tmp_path, overrides))
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        data.pop("triggers", None)  # the example maps alert names onto shipped playbooks not loaded here
-        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        settings, doc = load_settings(path)
-        async with App(settings, doc=doc, env=ENV, **app_kwargs) as app, client(app) as http:
-            yield app, http
+    async with running_standin() as standin, \
+            running_app(tmp_path, standin, with_playbook(tmp_path, overrides), **app_kwargs) as app, \
+            client(app) as http:
+        yield app, http
 
 
 async def post(http: httpx.AsyncClient, payload: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import yaml
 
 from adapters.chat.discord_embeds import buttons_for
 from adapters.chat.slack_blocks import proposal_buttons
@@ -26,13 +25,11 @@ from adapters.standin import Standin
 from bot import events as ev
 from bot.app import App
 from bot.approvals import ClosedAsResolved
-from bot.config import load_settings
 from bot.errors import Conflict
 from bot.identity import Actor
 from bot.proposals import MessageRef, Proposal
 from bot.tasks import TaskState, clock_text
-from tests.harness import ADMIN, AM, ENV, client, running_standin
-from tests.harness import test_config as config_file
+from tests.harness import ADMIN, AM, client, running_app, running_standin
 
 RESTART = """
 id: pod-crashloop
@@ -113,15 +110,9 @@ def write_playbook(root: Path, text: str = RESTART) -> Path:
 @asynccontextmanager
 async def app_with(tmp_path: Path, standin: Standin, overrides: dict[str, Any],
                    clock: Any = None) -> AsyncIterator[tuple[App, RecordingSurface]]:
-    """The real App on the example config with only the test's playbooks (and no ``triggers:`` onto
-    shipped playbooks that are not loaded), plus a recording chat surface."""
-    port = int(standin.base_url.rsplit(":", 1)[1])
-    path = config_file(tmp_path, port, overrides)
-    data = yaml.safe_load(path.read_text())
-    data.pop("triggers", None)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    settings, doc = load_settings(path)
-    async with App(settings, doc=doc, env=ENV, **({"clock": clock} if clock else {})) as app:
+    """The real App on the example config with only the test's playbooks, plus a recording chat
+    surface."""
+    async with running_app(tmp_path, standin, overrides, **({"clock": clock} if clock else {})) as app:
         surface = RecordingSurface()
         app.notifier.surfaces.append(surface)
         yield app, surface
