@@ -28,7 +28,7 @@ sys.path.insert(0, str(BENCH.parent))  # tests.fuzz holds the strategies the tes
 
 from intake import PYTHON, proc_status, start, stop, wait_http, write_config  # noqa: E402
 
-from bot.cli import sign_headers  # noqa: E402
+from tests.fuzz.server import auth_headers  # noqa: E402
 from tests.fuzz.strategies import api_requests, webhook_bodies  # noqa: E402
 
 SOURCES = ["alertmanager", "grafana", "pagerduty", "generic"]
@@ -72,7 +72,7 @@ def run(url: str, pid: int, env: dict[str, str], cases: int) -> int:
         @quiet
         @given(source=st.sampled_from(SOURCES), body=webhook_bodies(), signed=st.booleans())
         def webhooks(source: str, body: bytes, signed: bool) -> None:
-            headers = signed_headers(source, body, tokens) if signed else {"Content-Type": "application/json"}
+            headers = auth_headers(source, body, tokens) if signed else {"Content-Type": "application/json"}
             note("webhook", http.post(f"/webhooks/{source}", content=body, headers=headers).status_code)
 
         @quiet
@@ -84,7 +84,7 @@ def run(url: str, pid: int, env: dict[str, str], cases: int) -> int:
         webhooks()
         api()
         body = (resources.files("bot") / "samples" / "alertmanager-kube-pod-crashlooping.json").read_bytes()
-        valid = http.post("/webhooks/alertmanager", content=body, headers=signed_headers("alertmanager", body, tokens))
+        valid = http.post("/webhooks/alertmanager", content=body, headers=auth_headers("alertmanager", body, tokens))
     rss["end"] = proc_status(pid, "VmRSS")
 
     elapsed = time.monotonic() - started
@@ -96,13 +96,6 @@ def run(url: str, pid: int, env: dict[str, str], cases: int) -> int:
     server_errors = sum(c for k, c in statuses.items() if k.split()[1].startswith("5"))
     print(f"5xx answers: {server_errors}")
     return 1 if server_errors or valid.status_code != 202 else 0
-
-
-def signed_headers(source: str, body: bytes, tokens: dict[str, str]) -> dict[str, str]:
-    """The headers each source accepts, with this run's generated secrets (as tests.fuzz signs)."""
-    if source in ("alertmanager", "grafana"):
-        return {"Authorization": f"Bearer {tokens[source]}", "Content-Type": "application/json"}
-    return {"Content-Type": "application/json", **sign_headers(source, body, tokens[source])}
 
 
 if __name__ == "__main__":

@@ -80,11 +80,13 @@ class ServedOoda:
         return self.run(count())
 
 
-def auth_headers(source: str, body: bytes) -> dict[str, str]:
-    """The headers each configured source accepts for ``body``."""
+def auth_headers(source: str, body: bytes, secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers each configured source accepts for ``body``; ``secrets`` (source -> bearer
+    token or signing secret) replaces the test environment's."""
+    secret = (secrets or {**TOKENS, **SECRETS})[source]
     if source in TOKENS:
-        return {"Authorization": f"Bearer {TOKENS[source]}", "Content-Type": "application/json"}
-    return {"Content-Type": "application/json", **sign_headers(source, body, SECRETS[source])}
+        return {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    return {"Content-Type": "application/json", **sign_headers(source, body, secret)}
 
 
 @contextlib.contextmanager
