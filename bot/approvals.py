@@ -146,7 +146,7 @@ class Approvals:
         """Record an approval; returns the task and whether this approval started execution."""
         if task.state not in APPROVABLE:
             raise decided_refusal(task)
-        if self.core.kill_switch:
+        if (await self.core.kill_switch()).on:
             raise Forbidden("the kill switch is on: nothing runs until someone with the operator role resumes "
                             "(`ooda resume` or /ops resume)")
         pending = await self._pending_decisions(task)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +47,7 @@ from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
 from bot.request_limits import MAX_TASK_ID
 from bot.store import TaskOps
+from bot.store_ports import KillSwitch
 from bot.tasks import ATTENTION_STATES, Task, TaskState
 
 if TYPE_CHECKING:
@@ -208,7 +210,7 @@ class Commands:
     @audited_refusals("undo")
     async def undo(self, task_id: int, actor: Actor) -> ActionResult:
         task = await self._task(task_id)
-        if self.core.kill_switch:
+        if (await self.core.kill_switch()).on:
             raise Forbidden("the kill switch is on: undo is a write too; resume first")
         proposal = await current_proposal(self.core.store, task)
         allowed = set(proposal.approver_roles) | RESUME_ROLES
@@ -235,7 +237,7 @@ class Commands:
         return await self.status()
 
     async def _set_kill_switch(self, actor: Actor, on: bool, reason: str) -> None:
-        value = {"on": on, "by": actor.display, "reason": reason}
+        value = KillSwitch(on=on, by=actor.display, reason=reason).as_setting()
 
         async def unit(t: TaskOps) -> None:
             await t.set_setting(KILL_SWITCH_KEY, value, actor.id)
@@ -244,7 +246,6 @@ class Commands:
             t.event(Event(ev.KILL_SWITCH, None, value))
 
         await self.core.store.transact(unit)
-        self.core.kill_switch = on
         self.core.metrics.kill_switch.set(1 if on else 0)
         log.warning("kill_switch.changed", on=on, actor=actor.id, reason=reason)
 
@@ -317,16 +318,15 @@ class Commands:
         return await Replayer(self.core).replay(playbooks, tasks, actor.id)
 
     async def status(self) -> Status:
-        setting = await self.core.store.get_setting("kill_switch")
-        value = setting["value"] if setting else {}
+        paused = await self.core.kill_switch()
         open_tasks = await self.core.store.list_tasks(open_only=True, limit=1000)
         since = (self.core.clock() - timedelta(days=1)).isoformat()
         failed = [t for t in await self.core.store.tasks_since(since)
                   if t.state in (TaskState.failed_terminal, TaskState.escalated_to_human)]
-        auto = autonomy_for(self.core.policy, environment=self.core.environment, kill_switch=self.core.kill_switch)
+        auto = autonomy_for(self.core.policy, environment=self.core.environment, kill_switch=paused.on)
         return Status(
-            paused=self.core.kill_switch, paused_by=value.get("by") if self.core.kill_switch else None,
-            paused_reason=value.get("reason") if self.core.kill_switch else None,
+            paused=paused.on, paused_by=paused.by if paused.on else None,
+            paused_reason=paused.reason if paused.on else None,
             environment=self.core.environment, autonomy_cap=str(auto.level),
             open_tasks=len(open_tasks), needs_approval=sum(t.state is TaskState.needs_approval for t in open_tasks),
             recent_failures=[f"#{t.id} {t.playbook_id}: {t.outcome or t.state.value}" for t in failed[-5:]],
@@ -368,7 +368,7 @@ class Commands:
         rows, names = await self.core.store.unmatched_signals(start.isoformat(), limit)
         # Labels are the alert's own text, read by people in chat and in the console: no secret
         # or personal data that a rule author templated into one goes further than the store.
-        alerts = [UnmatchedAlert.model_validate({**row, "example_labels": redact(row["example_labels"])})
+        alerts = [UnmatchedAlert.model_validate({**asdict(row), "example_labels": redact(row.example_labels)})
                   for row in rows]
         return UnmatchedReport(since=start, names=names, alerts=alerts)
 

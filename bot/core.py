@@ -18,10 +18,26 @@ from bot.proposals import Category, Decision, RiskScore
 from bot.risk import BlastRadius, RiskInputs, score_risk
 from bot.signals import Severity
 from bot.store import Store
+from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch, RunWindow
 from bot.tasks import StepRecord, Task
 
-KILL_SWITCH_KEY = "kill_switch"
+__all__ = ["KILL_SWITCH_KEY", "Core", "guard_query", "utcnow"]
+
 FAILURE_WINDOW = timedelta(days=1)
+
+
+def guard_query(policy: PolicyConfig, tool: str, playbook_id: str, now: datetime, *,
+                history: bool = True) -> GuardQuery:
+    """What a decision on a step of ``tool`` in ``playbook_id`` counts at ``now``: the rate-limit
+    windows that apply, and (``history``) the failure-rate window."""
+    tool_limit = policy.rate_limits.for_tool(tool)
+    pb_limit = policy.rate_limits.for_playbook(playbook_id)
+    return GuardQuery(
+        tool=tool, playbook_id=playbook_id,
+        tool_window=RunWindow((now - timedelta(seconds=tool_limit.per_s)).isoformat()) if tool_limit else None,
+        playbook_window=RunWindow((now - timedelta(seconds=pb_limit.per_s)).isoformat()) if pb_limit else None,
+        history=RunWindow((now - FAILURE_WINDOW).isoformat()) if history else None,
+    )
 
 
 def utcnow() -> datetime:
@@ -39,7 +55,6 @@ class Core:
     identities: IdentityDirectory
     metrics: Metrics
     clock: Callable[[], datetime] = utcnow
-    kill_switch: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,38 +64,39 @@ class Core:
     def environment_of(self, task: Task) -> str:
         return task.environment or self.settings.environment
 
-    async def load_kill_switch(self) -> bool:
+    async def kill_switch(self) -> KillSwitch:
+        """The kill switch as stored now: every process sharing the store sees the same one."""
         setting = await self.store.get_setting(KILL_SWITCH_KEY)
-        self.kill_switch = bool(setting and setting["value"].get("on"))
-        self.metrics.kill_switch.set(1 if self.kill_switch else 0)
-        return self.kill_switch
+        state = KillSwitch.from_setting(setting.value if setting else None)
+        self.metrics.kill_switch.set(1 if state.on else 0)
+        return state
+
+    async def load_kill_switch(self) -> bool:
+        return (await self.kill_switch()).on
 
     async def policy_context(self, tool: str, playbook_id: str, environment: str) -> PolicyContext:
         now = self.clock()
-        tool_limit = self.policy.rate_limits.for_tool(tool)
-        pb_limit = self.policy.rate_limits.for_playbook(playbook_id)
-        recent_tool = recent_pb = 0
-        if tool_limit:
-            since = (now - timedelta(seconds=tool_limit.per_s)).isoformat()
-            recent_tool, _ = await self.store.tool_runs_since(tool, since)
-        if pb_limit:
-            recent_pb, _ = await self.store.playbook_runs_since(
-                playbook_id, (now - timedelta(seconds=pb_limit.per_s)).isoformat()
-            )
-        runs, failures = await self.store.tool_runs_since(tool, (now - FAILURE_WINDOW).isoformat())
+        guard = await self.store.guard(guard_query(self.policy, tool, playbook_id, now))
+        return self.context_of(guard, environment, now)
+
+    def context_of(self, guard: GuardState, environment: str, now: datetime) -> PolicyContext:
+        """The policy's view of the world from what the store counted (``guard``)."""
+        self.metrics.kill_switch.set(1 if guard.kill_switch.on else 0)
+        runs, failures = guard.tool_runs, guard.tool_failures
         return PolicyContext(
-            environment=environment, now=now, kill_switch=self.kill_switch, recent_runs_tool=recent_tool,
-            recent_runs_playbook=recent_pb, tool_failure_rate=(failures / runs) if runs else 0.0, tool_runs=runs,
+            environment=environment, now=now, kill_switch=guard.kill_switch.on,
+            recent_runs_tool=guard.tool_runs_in_window, recent_runs_playbook=guard.playbook_runs_in_window,
+            tool_failure_rate=(failures / runs) if runs else 0.0, tool_runs=runs,
         )
 
     async def assess(self, playbook: Playbook, *, tool: str, category: Category, blast_radius: BlastRadius,
                      environment: str, severity: str, targets: int, counted: bool = True) -> tuple[RiskScore, Decision]:
         """Risk score and policy decision for one step, from what the store knows right now.
         ``counted=False``: a what-if (a replay), kept out of the decision metrics."""
-        ctx = await self.policy_context(tool, playbook.id, environment)
-        pb_runs, pb_failures = await self.store.playbook_runs_since(
-            playbook.id, (ctx.now - FAILURE_WINDOW).isoformat()
-        )
+        now = self.clock()
+        guard = await self.store.guard(guard_query(self.policy, tool, playbook.id, now))
+        ctx = self.context_of(guard, environment, now)
+        pb_runs, pb_failures = guard.playbook_runs, guard.playbook_failures
         risk = score_risk(RiskInputs(
             category=category, blast_radius=blast_radius, environment=environment,
             severity=Severity(severity) if severity in Severity.__members__ else Severity.info,

@@ -34,9 +34,9 @@ async def build_digest(store: Store, since: datetime, now: datetime) -> str:
     for task in tasks:
         by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
         events = await store.events_of_task(task.id)
-        approved = next((e for e in events if e["name"].endswith(".approved")), None)
+        approved = next((e for e in events if e.name.endswith(".approved")), None)
         if approved:
-            to_approve.append((datetime.fromisoformat(approved["at"]) - task.created_at).total_seconds())
+            to_approve.append((datetime.fromisoformat(approved.at) - task.created_at).total_seconds())
         if task.state is TaskState.completed and task.closed_at:
             to_resolve.append((task.closed_at - task.created_at).total_seconds())
         if task.outcome and "policy denied" in task.outcome:
@@ -54,7 +54,7 @@ async def build_digest(store: Store, since: datetime, now: datetime) -> str:
     unmatched, names = await store.unmatched_signals(since.isoformat(), UNMATCHED_IN_DIGEST)
     if unmatched:
         more = f" and {names - len(unmatched)} more" if names > len(unmatched) else ""
-        named = (f"{_alert_name(a['alertname'])} \N{MULTIPLICATION SIGN}{a['count']}" for a in unmatched)
+        named = (f"{_alert_name(a.alertname)} \N{MULTIPLICATION SIGN}{a.count}" for a in unmatched)
         lines.append("Unmatched alerts (no playbook): " + ", ".join(named) + more)
     noisy = await store.noisiest_alerts(since.isoformat())
     if noisy:

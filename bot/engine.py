@@ -41,7 +41,7 @@ from bot.executor import Executor
 from bot.planner import Planner, more_alerts
 from bot.playbooks import Playbook
 from bot.redaction import redact_text
-from bot.signals import Signal, SignalStatus, signal_from_row
+from bot.signals import Signal, SignalStatus
 from bot.store import TaskOps
 from bot.tasks import (
     ENDED_BY_RESOLUTION,
@@ -231,7 +231,7 @@ class Engine:
             if task.plan_is_stale:
                 await self.submit(task.id)
         setting = await self.core.store.get_setting(CURSOR_KEY)
-        self._cursor = self._saved_cursor = int(setting["value"]) if setting else 0
+        self._cursor = self._saved_cursor = int(setting.value) if setting else 0
         self._saved_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._observe(), name="engine-observe"))
         self._tasks += [asyncio.create_task(self._worker(), name=f"engine-worker-{i}")
@@ -285,7 +285,7 @@ class Engine:
         if self._catch_up:
             rows = await self.core.store.signals_after(self._cursor, BATCH)
             if rows:
-                return [(row["seq"], signal_from_row(row), row["task_id"]) for row in rows]
+                return [(row.seq, row.signal, row.task_id) for row in rows]
             self._catch_up = False
         # Everything that arrived while the last group was being committed becomes one batch, so
         # a busy engine commits fewer, larger transactions instead of falling behind one by one.

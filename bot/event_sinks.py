@@ -34,6 +34,7 @@ from bot.metrics import Metrics
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe
 from bot.signing import signature_headers
 from bot.store import Store, TaskOps
+from bot.store_ports import StoredEvent
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,7 @@ class WebhookSink:
     async def start(self) -> None:
         saved = await self._store.get_setting(self.cursor_key)
         if saved is not None:
-            self.cursor = int(saved["value"])
+            self.cursor = int(saved.value)
         elif self.config.start_at == "now":
             await self._save_cursor(await self._store.last_event_id())
         self._unsubscribe = self._bus.subscribe(PREFIX, lambda _: self._wake.set())
@@ -119,15 +120,15 @@ class WebhookSink:
         events = await self._store.events_after(self.cursor, self.config.batch)
         if not events:
             return False
-        wanted = [e for e in events if e["name"].startswith(tuple(self.config.events))]
+        wanted = [e for e in events if e.name.startswith(tuple(self.config.events))]
         if wanted:
             await self._post(wanted)
             self._metrics.event_deliveries.labels(self.config.name, "delivered").inc()
-        await self._save_cursor(events[-1]["id"])
+        await self._save_cursor(events[-1].id)
         return True
 
-    async def _post(self, events: list[dict[str, Any]]) -> None:
-        body = dumps({"sink": self.config.name, "events": events}).encode()
+    async def _post(self, events: list[StoredEvent]) -> None:
+        body = dumps({"sink": self.config.name, "events": [e.as_json() for e in events]}).encode()
         headers = signature_headers(body, self._secret) if self._secret else {}
         try:
             async with self._http.session.post(self.config.url, data=body, headers=headers,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.audit import AUDIT_COLUMNS
 from bot.errors import UnknownTask
 from bot.proposal_view import current_proposal
 from bot.store import Store
@@ -20,14 +19,15 @@ async def export_bundle(store: Store, task_id: int) -> dict[str, Any]:
     task = await store.get_task(task_id)
     if task is None:
         raise UnknownTask(f"there is no task {task_id}")
-    columns = [c.strip() for c in AUDIT_COLUMNS.split(",")]
     return {
         "format": BUNDLE_FORMAT,
         "task": task.model_dump(mode="json", exclude={"proposal"}),
         "proposal": (await current_proposal(store, task)).model_dump(mode="json"),
-        "signals": await store.raw_signals_of_task(task_id),
+        "signals": [s.as_json() for s in await store.raw_signals_of_task(task_id)],
         "steps": [s.model_dump(mode="json") for s in await store.steps_of_task(task_id)],
         "approvals": [a.model_dump(mode="json") for a in await store.approvals_of_task(task_id)],
-        "events": await store.events_of_task(task_id),
-        "audit": [dict(zip(columns, row, strict=True)) async for row in store.audit_rows(task_id)],
+        # As the bundle always had them: the task id is the bundle's own.
+        "events": [{k: v for k, v in e.as_json().items() if k != "task_id"}
+                   for e in await store.events_of_task(task_id)],
+        "audit": [row._asdict() async for row in store.audit_rows(task_id)],
     }

@@ -28,6 +28,7 @@ from bot.playbooks import Playbook
 from bot.policy import quorum_reached
 from bot.ports import StepCall
 from bot.proposals import Decision
+from bot.step_claim import claim_step
 from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
 from bot.templates import TemplateRenderError, evaluate, render_params
@@ -71,14 +72,7 @@ class Executor:
         _, decision = await self.core.assess_step(task, step)
         step.decision = decision.model_dump()
         if decision.verdict == "deny":
-            reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
-
-            async def deny(t: TaskOps) -> Task:
-                await t.update_step(step.id, state="denied", decision=decision.model_dump())
-                return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
-                                         actor="system", reason=reason, outcome=reason)
-
-            return await self.core.store.transact(deny)
+            return await self._deny(task, step, decision)
         if decision.verdict == "needs_approval" and not quorum_reached(decision, approvers):
             async def wait(t: TaskOps) -> Task:
                 await t.update_step(step.id, decision=decision.model_dump(), state="pending")
@@ -88,14 +82,27 @@ class Executor:
             return await self.core.store.transact(wait)
         return None
 
+    async def _deny(self, task: Task, step: StepRecord, decision: Decision) -> Task:
+        reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
+
+        async def deny(t: TaskOps) -> Task:
+            await t.update_step(step.id, state="denied", decision=decision.model_dump())
+            return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
+                                     actor="system", reason=reason, outcome=reason)
+
+        return await self.core.store.transact(deny)
+
     async def _run_step(self, task: Task, playbook: Playbook, step: StepRecord, approvers: set[str]) -> bool:
         core = self.core
         decision = Decision.model_validate(step.decision)
-        started = core.clock().isoformat()
+        now = core.clock()
         if step.state == "denied":
             await core.store.transact(lambda t: t.update_step(step.id, state="pending"))
-        claimed = await core.store.transact(lambda t: t.claim_step(step.id, started))
-        if not claimed:
+        claim = await core.store.transact(lambda t: claim_step(t, core, task, step, now))
+        if claim.refusal is not None:  # paused or rate-limited since the decision, maybe by another process
+            await self._deny(task, step, claim.refusal)
+            return False
+        if not claim.claimed:
             return True  # another worker has it
         if self.on_step_started:
             self.on_step_started(task.id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any
 
 import structlog
 
@@ -23,6 +22,7 @@ from bot.ports import ChatSurface
 from bot.proposal_view import current_proposal
 from bot.proposals import MessageRef
 from bot.store import TaskOps
+from bot.store_ports import OutboxItem
 
 log = structlog.get_logger(__name__)
 
@@ -142,15 +142,15 @@ class Notifier:
         items = await self.core.store.outbox_items()
         waiting = 0
         for item in items:
-            before = len(await self._failures(item["task_id"]))
-            await self._drop(item["id"])
-            await self.sync(item["task_id"], item["note"])
-            if len(await self._failures(item["task_id"])) > before:
+            before = len(await self._failures(item.task_id))
+            await self._drop(item.id)
+            await self.sync(item.task_id, item.note)
+            if len(await self._failures(item.task_id)) > before:
                 waiting += 1
         return waiting
 
-    async def _failures(self, task_id: int) -> list[dict[str, Any]]:
-        return [i for i in await self.core.store.outbox_items(1000) if i["task_id"] == task_id]
+    async def _failures(self, task_id: int) -> list[OutboxItem]:
+        return [i for i in await self.core.store.outbox_items(1000) if i.task_id == task_id]
 
     async def _drop(self, outbox_id: int) -> None:
         async def unit(t: TaskOps) -> None:

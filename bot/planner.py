@@ -30,7 +30,7 @@ from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
 from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
-from bot.signals import Signal, signal_from_row
+from bot.signals import Signal
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState, redecidable
 from bot.templates import build_context, evaluate, render_params
@@ -52,7 +52,7 @@ def step_key(task_id: int, kind: str, index: int, name: str) -> str:
 
 async def load_signals(core: Core, task_id: int) -> list[Signal]:
     rows = await core.store.signals_of_task(task_id, limit=20)
-    return [signal_from_row(row) for row in rows]
+    return [row.signal for row in rows]
 
 
 def template_context(core: Core, task: Task, signals: list[Signal], evidence: dict[str, Any]) -> dict[str, Any]:

@@ -298,9 +298,18 @@ def _deny(rule: str, reason: str) -> Decision:
 
 
 def _rate_limited(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Decision | None:
+    return rate_limit_refusal(cfg, facts.tool, facts.playbook_id, ctx)
+
+
+def kill_switch_refusal() -> Decision:
+    return _deny("kill_switch", "The kill switch is on: no write runs until someone resumes the bot.")
+
+
+def rate_limit_refusal(cfg: PolicyConfig, tool: str, playbook_id: str, ctx: PolicyContext) -> Decision | None:
+    """The deny of the first rate limit ``ctx``'s run counts reach, or None."""
     checks = (
-        ("tool", facts.tool, cfg.rate_limits.for_tool(facts.tool), ctx.recent_runs_tool),
-        ("playbook", facts.playbook_id, cfg.rate_limits.for_playbook(facts.playbook_id), ctx.recent_runs_playbook),
+        ("tool", tool, cfg.rate_limits.for_tool(tool), ctx.recent_runs_tool),
+        ("playbook", playbook_id, cfg.rate_limits.for_playbook(playbook_id), ctx.recent_runs_playbook),
     )
     for kind, name, limit, recent in checks:
         if limit is not None and recent >= limit.max:
@@ -327,7 +336,7 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
         return Decision(verdict="allow", rule="read", reason=f"Read steps only observe, so they run{also}.")
 
     if ctx.kill_switch:
-        return _deny("kill_switch", "The kill switch is on: no write runs until someone resumes the bot.")
+        return kill_switch_refusal()
     auto = autonomy_for(
         cfg,
         environment=ctx.environment,

@@ -180,8 +180,8 @@ class Scheduler:
             key = f"unmatched_fyi.{alert.alertname[:100]}"
             told = await self.core.store.get_setting(key)
             # Each time against its own clock: ``at`` is ours, ``last_seen`` is the store's.
-            if told and (now - datetime.fromisoformat(told["value"]["at"]) < window
-                         or alert.last_seen <= datetime.fromisoformat(told["value"]["last_seen"])):
+            if told and (now - datetime.fromisoformat(told.value["at"]) < window
+                         or alert.last_seen <= datetime.fromisoformat(told.value["last_seen"])):
                 continue
             due.append((alert, key))
         texts = [unmatched_fyi_text(alert, config.min_interval_s) for alert, _ in due[:UNMATCHED_FYI_PER_RUN]]

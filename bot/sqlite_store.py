@@ -22,17 +22,32 @@ from bot.errors import StoreUnavailable
 from bot.events import EventBus
 from bot.jsoncodec import dumps, loads
 from bot.migrations import MIGRATIONS
-from bot.signals import Signal
+from bot.signals import Signal, signal_from_row
 from bot.sqlite_tasks import (
     APPROVAL_COLUMNS,
+    PLAYBOOK_RUNS_SQL,
     TASK_COLUMNS,
+    TOOL_RUNS_SQL,
     TaskTx,
     approval_from_row,
+    read_guard,
     step_from_row,
     steps_query,
     task_from_row,
 )
 from bot.sqlite_writer import GroupCommitWriter, Tx
+from bot.store_ports import (
+    AuditRow,
+    GuardQuery,
+    GuardState,
+    OutboxItem,
+    RawSignal,
+    Setting,
+    StoredEvent,
+    StoredSignal,
+    TaskOps,
+    UnmatchedAlertRow,
+)
 from bot.tasks import ATTENTION_STATES, ApprovalRecord, StepRecord, Task
 
 log = structlog.get_logger(__name__)
@@ -179,7 +194,7 @@ class SqliteStore:
     def queue_depth(self) -> int:
         return self._writer.depth if self._writer else 0
 
-    async def transact(self, fn: Callable[[TaskTx], Awaitable[T]]) -> T:
+    async def transact(self, fn: Callable[[TaskOps], Awaitable[T]]) -> T:
         """Run ``fn`` with domain operations inside the next transaction; returns after the commit."""
 
         async def unit(tx: Tx) -> T:
@@ -242,23 +257,23 @@ class SqliteStore:
     async def signal_count(self) -> int:
         return (await self._one("SELECT count(*) FROM signals"))[0]
 
-    async def signals_after(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
+    async def signals_after(self, seq: int, limit: int = 500) -> list[StoredSignal]:
         rows = await self._all(
             "SELECT id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
             "ends_at, url, task_id FROM signals WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [_signal_dict(r) for r in rows]
+        return [_stored_signal(r) for r in rows]
 
-    async def signals_of_task(self, task_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    async def signals_of_task(self, task_id: int, limit: int = 50) -> list[StoredSignal]:
         rows = await self._all(
             "SELECT id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
             "ends_at, url, task_id FROM signals WHERE task_id = ? ORDER BY seq LIMIT ?",
             (task_id, limit),
         )
-        return [_signal_dict(r) for r in rows]
+        return [_stored_signal(r) for r in rows]
 
-    async def raw_signals_of_task(self, task_id: int) -> list[dict[str, Any]]:
+    async def raw_signals_of_task(self, task_id: int) -> list[RawSignal]:
         """Each signal's raw payload as the source sent it (labels and annotations put back)."""
         rows = await self._all(
             "SELECT id, raw, labels, annotations FROM signals WHERE task_id = ? ORDER BY seq", (task_id,))
@@ -268,14 +283,21 @@ class SqliteStore:
             columns = {"labels": labels_text, "annotations": annotations_text}
             for key in raw.pop(_MOVED, []):
                 raw[key] = loads(columns[key])
-            out.append({"id": signal_id, "raw": raw})
+            out.append(RawSignal(signal_id, raw))
         return out
 
     # -- settings ------------------------------------------------------------------------------
 
-    async def get_setting(self, key: str) -> dict[str, Any] | None:
+    async def get_setting(self, key: str) -> Setting | None:
         row = await self._one("SELECT value, updated_at, updated_by FROM settings WHERE key = ?", (key,))
-        return {"value": loads(row[0]), "updated_at": row[1], "updated_by": row[2]} if row else None
+        return Setting(key, loads(row[0]), row[1], row[2]) if row else None
+
+    async def guard(self, query: GuardQuery) -> GuardState:
+        """The kill switch and run counts as committed now (inside a unit of work: ``TaskOps.guard``)."""
+        conn = self._read_conn
+        if conn is None:
+            raise StoreUnavailable("the store is not open")
+        return await read_guard(conn, query)
 
     async def heartbeat(self) -> None:
         """A real write through the writer: what /readyz checks."""
@@ -291,7 +313,7 @@ class SqliteStore:
 
     # -- audit and events ----------------------------------------------------------------------
 
-    async def audit_rows(self, task_id: int | None = None) -> AsyncIterator[tuple[Any, ...]]:
+    async def audit_rows(self, task_id: int | None = None) -> AsyncIterator[AuditRow]:
         """Audit records in storage order; all of them, or one task's."""
         conn = self._read_conn
         if conn is None:
@@ -303,27 +325,25 @@ class SqliteStore:
             params = (task_id,)
         async with conn.execute(sql + " ORDER BY rowid", params) as cur:
             async for row in cur:
-                yield tuple(row)
+                yield AuditRow(*row)
 
     async def last_event_id(self) -> int:
         return int((await self._one("SELECT coalesce(max(id), 0) FROM events"))[0])
 
-    async def events_after(self, event_id: int, limit: int) -> list[dict[str, Any]]:
+    async def events_after(self, event_id: int, limit: int) -> list[StoredEvent]:
         rows = await self._all(
             "SELECT id, task_id, name, payload, correlation_id, created_at FROM events "
             "WHERE id > ? ORDER BY id LIMIT ?",
             (event_id, limit),
         )
-        return [{"id": r[0], "task_id": r[1], "name": r[2], "payload": loads(r[3]), "correlation_id": r[4],
-                 "at": r[5]} for r in rows]
+        return [StoredEvent(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in rows]
 
-    async def events_of_task(self, task_id: int) -> list[dict[str, Any]]:
+    async def events_of_task(self, task_id: int) -> list[StoredEvent]:
         rows = await self._all(
-            "SELECT id, name, payload, correlation_id, created_at FROM events WHERE task_id = ? ORDER BY id",
+            "SELECT id, task_id, name, payload, correlation_id, created_at FROM events WHERE task_id = ? ORDER BY id",
             (task_id,),
         )
-        return [{"id": r[0], "name": r[1], "payload": loads(r[2]), "correlation_id": r[3], "at": r[4]}
-                for r in rows]
+        return [StoredEvent(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in rows]
 
 
     # -- tasks (reads) --------------------------------------------------------------------------
@@ -367,11 +387,7 @@ class SqliteStore:
 
     async def tool_runs_since(self, tool: str, since: str) -> tuple[int, int]:
         """(runs, failures) of write/read steps of ``tool`` started since ``since`` (not dry runs)."""
-        row = await self._one(
-            "SELECT count(*), coalesce(sum(state = 'failed'), 0) FROM steps "
-            "WHERE tool = ? AND kind IN ('step', 'rollback') AND started_at >= ?",
-            (tool, since),
-        )
+        row = await self._one(TOOL_RUNS_SQL, (tool, since))
         return int(row[0]), int(row[1])
 
     async def playbook_runs_since(self, playbook_id: str, since: str) -> tuple[int, int]:
@@ -379,20 +395,14 @@ class SqliteStore:
 
         A run is a task, not a step, so a rate limit of "3 per hour" means three incidents.
         """
-        row = await self._one(
-            "SELECT count(DISTINCT s.task_id), count(DISTINCT CASE WHEN s.state = 'failed' THEN s.task_id END) "
-            "FROM steps s JOIN tasks t ON t.id = s.task_id "
-            "WHERE t.playbook_id = ? AND s.kind = 'step' AND s.started_at >= ?",
-            (playbook_id, since),
-        )
+        row = await self._one(PLAYBOOK_RUNS_SQL, (playbook_id, since))
         return int(row[0]), int(row[1])
 
-    async def outbox_items(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def outbox_items(self, limit: int = 100) -> list[OutboxItem]:
         rows = await self._all(
             "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT ?", (limit,)
         )
-        return [{"id": r[0], "task_id": r[1], "surface": r[2], "note": r[3], "attempts": r[4], "error": r[5]}
-                for r in rows]
+        return [OutboxItem(*r) for r in rows]
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]:
         rows = await self._all(
@@ -402,7 +412,7 @@ class SqliteStore:
         )
         return [(r[0] or "(untitled)", int(r[1])) for r in rows]
 
-    async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+    async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[UnmatchedAlertRow], int]:
         """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).
 
         Unmatched means: in no task, and at or behind the engine's saved cursor, so the engine
@@ -429,18 +439,18 @@ class SqliteStore:
             " ORDER BY u.n DESC, u.last_seen DESC, u.alertname",
             (since, ENGINE_CURSOR, limit),
         )
-        alerts = [{"alertname": r[0], "count": int(r[1]), "deliveries": int(r[2]), "first_seen": r[3],
-                   "last_seen": r[4], "source": ", ".join(sorted(set(r[5].split(",")))), "severity": r[7],
-                   "example_labels": loads(r[8])} for r in rows]
+        alerts = [UnmatchedAlertRow(alertname=r[0], count=int(r[1]), deliveries=int(r[2]), first_seen=r[3],
+                                    last_seen=r[4], source=", ".join(sorted(set(r[5].split(",")))), severity=r[7],
+                                    example_labels=loads(r[8])) for r in rows]
         return alerts, int(rows[0][6]) if rows else 0
 
 
-def _signal_dict(row: Any) -> dict[str, Any]:
-    return {
-        "id": row[0], "seq": row[1], "source": row[2], "fingerprint": row[3], "status": row[4],
-        "severity": row[5], "title": row[6], "labels": loads(row[7]), "annotations": loads(row[8]),
-        "starts_at": row[9], "ends_at": row[10], "url": row[11], "task_id": row[12],
-    }
+def _stored_signal(row: Any) -> StoredSignal:
+    return StoredSignal(seq=row[1], task_id=row[12], signal=signal_from_row({
+        "source": row[2], "fingerprint": row[3], "status": row[4], "severity": row[5], "title": row[6],
+        "labels": loads(row[7]), "annotations": loads(row[8]), "starts_at": row[9], "ends_at": row[10],
+        "url": row[11],
+    }))
 
 
 def _split_sql(script: str) -> list[str]:

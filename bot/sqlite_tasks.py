@@ -7,8 +7,11 @@ current state, so two concurrent commands cannot both move a task out of the sam
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import aiosqlite
 
 from bot import events as ev
 from bot.audit import AuditEntry
@@ -16,6 +19,7 @@ from bot.errors import Conflict, UnknownTask
 from bot.events import Event
 from bot.jsoncodec import dumps, loads
 from bot.sqlite_writer import Tx
+from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch
 from bot.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState, check_transition
 
 TASK_COLUMNS = (
@@ -68,6 +72,49 @@ def approval_from_row(row: Any) -> ApprovalRecord:
         id=row[0], task_id=row[1], actor=row[2], display=row[3], verdict=row[4], reason=row[5],
         edits=loads(row[6]) if row[6] else None, created_at=row[7],
     )
+
+
+# Runs of a tool: write and rollback steps started since a time (dry runs and reads are not runs).
+TOOL_RUNS_SQL = ("SELECT count(*), coalesce(sum(state = 'failed'), 0) FROM steps "
+                 "WHERE tool = ? AND kind IN ('step', 'rollback') AND started_at >= ?")
+# Runs of a playbook: tasks that started a step since a time, and those where one failed.
+PLAYBOOK_RUNS_SQL = (
+    "SELECT count(DISTINCT s.task_id), count(DISTINCT CASE WHEN s.state = 'failed' THEN s.task_id END) "
+    "FROM steps s JOIN tasks t ON t.id = s.task_id "
+    "WHERE t.playbook_id = ? AND s.kind = 'step' AND s.started_at >= ?"
+)
+
+FetchOne = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
+
+
+async def read_guard(source: aiosqlite.Connection | Tx, query: GuardQuery) -> GuardState:
+    """The kill switch and the run counts of ``query`` from one connection's view of the store.
+
+    Inside a unit of work this is the writer's transaction, so a step claimed in the same unit is
+    counted against what every process committed before it, and a pause committed by another
+    process is seen.
+    """
+    fetchone: FetchOne
+    if isinstance(source, Tx):
+        fetchone = source.fetchone
+    else:
+        async def fetchone(sql: str, params: tuple[Any, ...]) -> Any:
+            async with source.execute(sql, params) as cur:
+                return await cur.fetchone()
+
+    row = await fetchone("SELECT value FROM settings WHERE key = ?", (KILL_SWITCH_KEY,))
+    kill = KillSwitch.from_setting(loads(row[0]) if row else None)
+    tool_window = pb_window = tool_runs = tool_failures = pb_runs = pb_failures = 0
+    if query.tool_window is not None:
+        tool_window = int((await fetchone(TOOL_RUNS_SQL, (query.tool, query.tool_window.since)))[0])
+    if query.playbook_window is not None:
+        pb_window = int((await fetchone(PLAYBOOK_RUNS_SQL, (query.playbook_id, query.playbook_window.since)))[0])
+    if query.history is not None:
+        tool_runs, tool_failures = await fetchone(TOOL_RUNS_SQL, (query.tool, query.history.since))
+        pb_runs, pb_failures = await fetchone(PLAYBOOK_RUNS_SQL, (query.playbook_id, query.history.since))
+    return GuardState(kill_switch=kill, tool_runs_in_window=tool_window, playbook_runs_in_window=pb_window,
+                      tool_runs=int(tool_runs), tool_failures=int(tool_failures), playbook_runs=int(pb_runs),
+                      playbook_failures=int(pb_failures))
 
 
 _STATE_EVENTS = {
@@ -281,6 +328,9 @@ class TaskTx:
     async def get_setting(self, key: str) -> Any:
         row = await self._tx.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
         return loads(row[0]) if row else None
+
+    async def guard(self, query: GuardQuery) -> GuardState:
+        return await read_guard(self._tx, query)
 
     # -- outbox (chat deliveries that failed and wait for a retry) ---------------------------
 

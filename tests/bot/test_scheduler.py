@@ -90,7 +90,7 @@ async def test_the_digest_is_sent_once_per_day(tmp_path):
         assert len(surface.notices) == 1
         assert surface.notices[0][1].startswith("Ooda digest")
         today = clock().date().isoformat()
-        assert (await app.store.get_setting(f"digest.sent.{today}"))["value"] is True
+        assert (await app.store.get_setting(f"digest.sent.{today}")).value is True
 
         clock.offset = timedelta(days=1)
         assert await app.scheduler.send_digest() is True

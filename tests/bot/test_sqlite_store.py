@@ -210,7 +210,7 @@ async def test_one_batch_with_two_deliveries_of_an_alert_keeps_one_row(store):
 
 async def test_heartbeat_is_a_real_committed_write(store):
     await store.heartbeat()
-    assert (await store.get_setting("heartbeat"))["updated_by"] == "readyz"
+    assert (await store.get_setting("heartbeat")).updated_by == "readyz"
     assert await query(store, "SELECT key FROM settings") == [("heartbeat",)]
 
 

@@ -357,9 +357,9 @@ async def test_only_signals_behind_the_engine_cursor_and_in_no_task_are_unmatche
 
         await store.transact(lambda t: cursor_at(t, 3))
         rows, names = await store.unmatched_signals(since)
-        assert names == 2 and [(r["alertname"], r["count"]) for r in rows] == [
+        assert names == 2 and [(r.alertname, r.count) for r in rows] == [
             ("Watchdog", 2), ("NodeClockSkewDetected", 1)]
-        assert rows[0]["example_labels"] == {"alertname": "Watchdog", "instance": "h1"}
+        assert rows[0].example_labels == {"alertname": "Watchdog", "instance": "h1"}
 
         async def grouped(t: TaskOps) -> None:
             await t.create_task(playbook_id="p", playbook_version="1", group_key="g", title="t", environment="dev",
@@ -369,6 +369,6 @@ async def test_only_signals_behind_the_engine_cursor_and_in_no_task_are_unmatche
         await store.transact(grouped)
         await store.transact(lambda t: cursor_at(t, 4))
         rows, names = await store.unmatched_signals(since, limit=1)
-        assert names == 2 and [r["alertname"] for r in rows] == ["Watchdog"]
+        assert names == 2 and [r.alertname for r in rows] == ["Watchdog"]
     finally:
         await store.close()

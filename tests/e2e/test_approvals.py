@@ -277,8 +277,8 @@ async def test_an_in_bounds_edit_changes_what_runs_and_is_audited_as_a_diff(env)
     edited = [json.loads(row[6]) for row in [r async for r in app.store.audit_rows(task.id)]
               if row[3] == "step.edited"]
     assert edited == [{"step": "throttle", "diff": {"rollout": {"from": 50, "to": 30}}}]
-    approved = [e for e in await app.store.events_of_task(task.id) if e["name"].endswith(".approved")]
-    assert [e["payload"]["edits"] for e in approved] == [{"throttle.rollout": [50, 30]}]
+    approved = [e for e in await app.store.events_of_task(task.id) if e.name.endswith(".approved")]
+    assert [e.payload["edits"] for e in approved] == [{"throttle.rollout": [50, 30]}]
 
 
 async def test_an_edit_may_name_a_key_inside_a_param(env):

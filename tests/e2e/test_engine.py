@@ -109,7 +109,7 @@ async def test_a_resolved_alert_is_recorded_on_its_task(tmp_path, playbooks):
         await app.engine.wait_idle()
         [task] = await app.store.list_tasks(open_only=False)
         events = await app.store.events_of_task(task.id)
-    resolved = [e for e in events if e["name"].endswith("signals_resolved")]
+    resolved = [e for e in events if e.name.endswith("signals_resolved")]
     assert len(resolved) == 1
     assert task.signal_count == 1  # the resolution updates the task; it is not a new signal of it
 

@@ -52,10 +52,10 @@ async def test_events_leave_in_order_signed_and_only_those_asked_for(tmp_path):
         for headers, body in receiver.requests:
             mac = hmac.new(SECRET.encode(), headers["X-Ooda-Timestamp"].encode() + b":" + body, hashlib.sha256)
             assert headers["X-Ooda-Signature"] == f"v1={mac.hexdigest()}"
-        last = (await app.store.events_of_task(task_id))[-1]["id"]
+        last = (await app.store.events_of_task(task_id))[-1].id
         async with asyncio.timeout(10):
             await app.event_sinks[0].wait_delivered(last)
-        assert (await app.store.get_setting("event_sink.tracker.cursor"))["value"] == last
+        assert (await app.store.get_setting("event_sink.tracker.cursor")).value == last
 
 
 async def test_a_failing_receiver_gets_the_same_events_again_until_it_acknowledges_them(tmp_path):
@@ -69,7 +69,7 @@ async def test_a_failing_receiver_gets_the_same_events_again_until_it_acknowledg
 
         first_ids = [json.loads(body)["events"][0]["id"] for _, body in receiver.requests[:3]]
         assert first_ids[0] == first_ids[1] == first_ids[2]  # the batch the receiver refused, sent again
-        stored = [e["id"] for e in await app.store.events_of_task(task_id)]
+        stored = [e.id for e in await app.store.events_of_task(task_id)]
         assert [e["id"] for e in receiver.acknowledged][:len(stored)] == stored  # none lost, none twice
         failures = [entry for entry in logs if entry["event"] == "event_sink.delivery_failed"]
         assert [f["reason"].rsplit(" ", 1)[-1] for f in failures] == ["503", "500"]
@@ -82,12 +82,12 @@ async def test_after_a_restart_delivery_resumes_where_the_receiver_left_off(tmp_
         async with running_app(tmp_path, standin, config, env={"OODA_EVENTS_SECRET": SECRET}) as app:
             first = await run_crash_loop(app, "api")
             async with asyncio.timeout(10):
-                await app.event_sinks[0].wait_delivered((await app.store.events_of_task(first))[-1]["id"])
+                await app.event_sinks[0].wait_delivered((await app.store.events_of_task(first))[-1].id)
         async with running_app(tmp_path, standin, config, env={"OODA_EVENTS_SECRET": SECRET}) as app:
             second = await run_crash_loop(app, "web")
             async with asyncio.timeout(10):
                 await receiver.wait_for(proposed(second))
-            everything = [e["id"] for t in (first, second) for e in await app.store.events_of_task(t)]
+            everything = [e.id for t in (first, second) for e in await app.store.events_of_task(t)]
 
     delivered = [e["id"] for e in receiver.acknowledged]
     assert sorted(delivered) == delivered and len(set(delivered)) == len(delivered)

@@ -57,10 +57,10 @@ async def test_a_storm_in_two_webhooks_is_decided_again_once_with_the_higher_cou
         assert targets(first) == "2 targets" and targets(again) == "5 targets"
         assert again.risk.score > first.risk.score
 
-        redecided = [e for e in await app.store.events_of_task(task.id) if e["name"] == ev.REDECIDED]
+        redecided = [e for e in await app.store.events_of_task(task.id) if e.name == ev.REDECIDED]
         assert len(redecided) == 1
         note = f"3 more alerts joined; risk {first.risk.score} → {again.risk.score}"
-        assert redecided[0]["payload"]["note"] == note
+        assert redecided[0].payload["note"] == note
         assert note in chat.notes(task.id)
         assert chat.last(task.id).signal_count == 5
 
@@ -75,7 +75,7 @@ async def test_a_storm_in_two_webhooks_is_decided_again_once_with_the_higher_cou
 
         # A redelivery of the storm is not news: nothing is decided again.
         await deliver(app, http, [crashloop(pod) for pod in PODS])
-        assert [e["name"] for e in await app.store.events_of_task(task.id)].count(ev.REDECIDED) == 1
+        assert [e.name for e in await app.store.events_of_task(task.id)].count(ev.REDECIDED) == 1
 
         assert (await app.commands.approve(task.id, ONCALL)).executed
         await app.engine.wait_idle()
@@ -101,7 +101,7 @@ async def test_after_one_approval_the_plan_stands_and_a_note_says_so(tmp_path):
         assert task.state is TaskState.needs_approval and task.signal_count == 4
         assert task.proposal["signal_count"] == 1 and task.proposal["risk"] == proposal.risk.model_dump(mode="json")
         assert await app.store.steps_of_task(task.id, "step") == [step]
-        names = [e["name"] for e in await app.store.events_of_task(task.id)]
+        names = [e.name for e in await app.store.events_of_task(task.id)]
         assert ev.REDECIDED not in names and names.count(ev.PLAN_STANDS) == 1
         note = "3 more alerts joined after the first approval; the approved plan stands"
         assert note in chat.notes(task.id)

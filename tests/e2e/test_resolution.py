@@ -160,7 +160,7 @@ def restarts(standin: Standin, workload: str = "checkout") -> list[dict[str, Any
 
 
 async def event_names(app: App, task_id: int) -> list[str]:
-    return [e["name"] for e in await app.store.events_of_task(task_id)]
+    return [e.name for e in await app.store.events_of_task(task_id)]
 
 
 async def the_task(app: App, workload: str = "checkout"):
@@ -253,10 +253,10 @@ async def test_a_resolution_after_the_fix_ran_is_recorded_and_changes_nothing_el
         after = await app.store.get_task(task.id)
         assert after.state is TaskState.completed and after.outcome == task.outcome
         assert after.resolved_at == ended
-        [event] = [e for e in await app.store.events_of_task(task.id) if e["name"] == ev.RESOLVED]
-        assert event["payload"]["closed"] is False and event["payload"]["fix_step"] == "restart"
-        assert event["payload"]["after_fix_s"] == pytest.approx((ended - restart.finished_at).total_seconds())
-        assert event["payload"]["after_fix_s"] >= 0
+        [event] = [e for e in await app.store.events_of_task(task.id) if e.name == ev.RESOLVED]
+        assert event.payload["closed"] is False and event.payload["fix_step"] == "restart"
+        assert event.payload["after_fix_s"] == pytest.approx((ended - restart.finished_at).total_seconds())
+        assert event.payload["after_fix_s"] >= 0
         assert f"every alert resolved at {clock_text(ended)}" in chat.notes(task.id)[-1]
         assert "after restart ran" in chat.notes(task.id)[-1]
         assert len(restarts(standin)) == 1
@@ -345,8 +345,8 @@ async def test_an_alert_firing_again_after_the_resolution_joins_within_the_coold
         assert [t.id for t in await app.store.list_tasks(open_only=False)] == [first.id]
         closed = await app.store.get_task(first.id)
         assert closed.state is TaskState.cancelled and not closed.alerts_resolved
-        [refired] = [e for e in await app.store.events_of_task(first.id) if e["name"] == ev.SIGNALS_REFIRED]
-        note = refired["payload"]["note"]
+        [refired] = [e for e in await app.store.events_of_task(first.id) if e.name == ev.SIGNALS_REFIRED]
+        note = refired.payload["note"]
         assert note.startswith("1 alert fired again 5 min after every alert of this task resolved")
         assert "they join this cancelled task instead of opening a new one" in note
         assert "600 s after it closes" in note

@@ -185,7 +185,7 @@ async def test_a_write_runs_only_when_policy_or_enough_distinct_authorized_appro
         world, policy, kill, category, blast, env, cap, requester, attempts):
     app, standin = world
     app.core.policy = PolicyConfig.model_validate(policy)
-    if kill != app.core.kill_switch:
+    if kill != (await app.core.kill_switch()).on:
         await (app.commands.pause(ADMIN, "drill") if kill else app.commands.resume(ADMIN))
     token = f"t{next(tokens)}"
     standin.flags[f"prop-{token}"] = new_feature(f"prop-{token}")

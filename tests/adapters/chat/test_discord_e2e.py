@@ -319,7 +319,7 @@ async def test_a_refused_post_waits_in_the_outbox_and_the_retry_posts_it_once(ap
     await app.notifier.sync(task.id, None)  # queues behind the failed delivery, and fails too
 
     waiting = await app.store.outbox_items()
-    assert waiting and {(i["task_id"], i["surface"]) for i in waiting} == {(task.id, "discord")}
+    assert waiting and {(i.task_id, i.surface) for i in waiting} == {(task.id, "discord")}
     assert fake.channel_messages(CHANNEL_ID) == []
     assert (await app.store.get_task(task.id)).state is TaskState.needs_approval  # still approvable elsewhere
 

@@ -236,11 +236,11 @@ async def test_ops_status_and_tasks_reflect_the_real_core(rig):
 
     paused = await ops(rig, "pause maintenance", "U_BOB")
     assert paused["response_type"] == "in_channel" and "Kill switch ON (paused by Bob: maintenance)" in paused["text"]
-    assert rig.app.core.kill_switch is True
+    assert (await rig.app.core.kill_switch()).on is True
     assert "Kill switch ON" in (await ops(rig, "status"))["text"]
     refused = await ops(rig, "resume", "U_BOB")  # resuming needs admin or operator
     assert refused["text"].startswith("Not done: resuming needs the role admin or operator")
-    assert rig.app.core.kill_switch is True
+    assert (await rig.app.core.kill_switch()).on is True
 
 
 async def test_slack_down_keeps_the_task_approvable_and_posts_the_proposal_when_back(tmp_path):
@@ -250,7 +250,7 @@ async def test_slack_down_keeps_the_task_approvable_and_posts_the_proposal_when_
         await rig.fake.wait_for("chat.postMessage")  # the notifier tried and failed
         # Runs behind the notifier's own attempt (one lock), so the outbox holds the failure after it.
         await rig.app.notifier.sync(task_id, None)
-        assert [i["task_id"] for i in await rig.app.store.outbox_items()] != []
+        assert [i.task_id for i in await rig.app.store.outbox_items()] != []
         assert proposals(rig.fake) == []
         r = await rig.http.get(f"/api/v1/tasks/{task_id}", headers=ADMIN)
         assert r.json()["proposal"]["state"] == "needs_approval"
