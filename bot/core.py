@@ -21,7 +21,7 @@ from bot.store import Store
 from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch, RunWindow
 from bot.tasks import StepRecord, Task
 
-__all__ = ["KILL_SWITCH_KEY", "Core", "guard_query", "utcnow"]
+__all__ = ["KILL_SWITCH_KEY", "Core", "guard_query", "policy_context_of", "utcnow"]
 
 FAILURE_WINDOW = timedelta(days=1)
 
@@ -42,6 +42,16 @@ def guard_query(policy: PolicyConfig, tool: str, playbook_id: str, now: datetime
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def policy_context_of(guard: GuardState, environment: str, now: datetime) -> PolicyContext:
+    """The policy's view of the world from what the store counted (``guard``)."""
+    runs, failures = guard.tool_runs, guard.tool_failures
+    return PolicyContext(
+        environment=environment, now=now, kill_switch=guard.kill_switch.on,
+        recent_runs_tool=guard.tool_runs_in_window, recent_runs_playbook=guard.playbook_runs_in_window,
+        tool_failure_rate=(failures / runs) if runs else 0.0, tool_runs=runs,
+    )
 
 
 @dataclass
@@ -80,14 +90,8 @@ class Core:
         return self.context_of(guard, environment, now)
 
     def context_of(self, guard: GuardState, environment: str, now: datetime) -> PolicyContext:
-        """The policy's view of the world from what the store counted (``guard``)."""
         self.metrics.kill_switch.set(1 if guard.kill_switch.on else 0)
-        runs, failures = guard.tool_runs, guard.tool_failures
-        return PolicyContext(
-            environment=environment, now=now, kill_switch=guard.kill_switch.on,
-            recent_runs_tool=guard.tool_runs_in_window, recent_runs_playbook=guard.playbook_runs_in_window,
-            tool_failure_rate=(failures / runs) if runs else 0.0, tool_runs=runs,
-        )
+        return policy_context_of(guard, environment, now)
 
     async def assess(self, playbook: Playbook, *, tool: str, category: Category, blast_radius: BlastRadius,
                      environment: str, severity: str, targets: int, counted: bool = True) -> tuple[RiskScore, Decision]:

@@ -98,7 +98,7 @@ class Executor:
         now = core.clock()
         if step.state == "denied":
             await core.store.transact(lambda t: t.update_step(step.id, state="pending"))
-        claim = await core.store.transact(lambda t: claim_step(t, core, task, step, now))
+        claim = await core.store.transact(lambda t: claim_step(t, core.policy, task, step, now))
         if claim.refusal is not None:  # paused or rate-limited since the decision, maybe by another process
             await self._deny(task, step, claim.refusal)
             return False

@@ -63,6 +63,11 @@ ON CONFLICT(id) DO UPDATE SET
 """
 
 
+# The heads another process sharing the file may have moved: the last signal seq and the audit
+# chain's last record. One indexed look-up each, in one round trip per transaction.
+HEADS_SQL = ("SELECT (SELECT coalesce(max(seq), 0) FROM signals), "
+             "(SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)")
+
 # What an item can carry that SQLite refuses; anything else (OperationalError: disk, lock, I/O)
 # is the store's own failure and no split would help.
 ITEM_ERRORS: tuple[type[BaseException], ...] = (
@@ -209,6 +214,7 @@ class GroupCommitWriter:
         try:
             # On aiosqlite's thread: waiting for the write lock must not hold up the event loop.
             await self._conn.execute("BEGIN IMMEDIATE")
+            await self._follow_other_writers()
             for i, work in enumerate(batch):
                 if work.fn is not None:
                     tx = Tx(self._conn)
@@ -276,6 +282,21 @@ class GroupCommitWriter:
             self._bus.publish(event)
         if signal_rows:
             self._bus.publish(Event(SIGNALS_STORED, payload={"max_seq": self._signal_seq, "signals": stored}))
+
+    async def _follow_other_writers(self) -> None:
+        """Continue the signal numbering and the audit chain from what is committed now.
+
+        Inside the write lock, so nobody moves them until this transaction ends. Only another
+        process writing the same file (a second ``ooda serve``, an ``ooda`` command) moves them;
+        without this its records and ours would claim the same seq.
+        """
+        async with self._conn.execute(HEADS_SQL) as cur:
+            row = await cur.fetchone()
+        assert row is not None  # a SELECT of scalar subqueries always returns one row
+        signal_seq, audit_seq, audit_hash = row
+        self._signal_seq = max(self._signal_seq, int(signal_seq))
+        if audit_seq is not None and audit_seq != self._chain.last_seq:
+            self._chain.restore((int(audit_seq), str(audit_hash)))
 
     async def _isolate(self, batch: list[_Work], exc: BaseException) -> None:
         """Commit ``batch`` without the item(s) that made it fail with ``exc``, by halves."""

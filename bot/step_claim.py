@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from bot.core import Core, guard_query
-from bot.policy import kill_switch_refusal, rate_limit_refusal
+from bot.core import guard_query, policy_context_of
+from bot.policy import PolicyConfig, kill_switch_refusal, rate_limit_refusal
 from bot.proposals import Category, Decision
 from bot.store_ports import GuardReads, StepWrites
 from bot.tasks import StepRecord, Task
@@ -31,12 +31,12 @@ class Claim:
     refusal: Decision | None = None
 
 
-async def claim_step(t: ClaimPorts, core: Core, task: Task, step: StepRecord, now: datetime) -> Claim:
+async def claim_step(t: ClaimPorts, policy: PolicyConfig, task: Task, step: StepRecord, now: datetime) -> Claim:
     """pending -> running unless the stored kill switch or a rate limit now refuses the step."""
-    guard = await t.guard(guard_query(core.policy, step.tool, task.playbook_id, now, history=False))
-    ctx = core.context_of(guard, task.environment, now)
+    guard = await t.guard(guard_query(policy, step.tool, task.playbook_id, now, history=False))
+    ctx = policy_context_of(guard, task.environment, now)
     refusal = kill_switch_refusal() if ctx.kill_switch and Category(step.category).writes else None
-    refusal = refusal or rate_limit_refusal(core.policy, step.tool, task.playbook_id, ctx)
+    refusal = refusal or rate_limit_refusal(policy, step.tool, task.playbook_id, ctx)
     if refusal is not None:
         return Claim(claimed=False, refusal=refusal)
     return Claim(claimed=await t.claim_step(step.id, now.isoformat()))
