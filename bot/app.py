@@ -143,8 +143,10 @@ class App:
 
     def __init__(self, settings: Settings, *, doc: YamlDocument | None = None,
                  env: Mapping[str, str] | None = None, clock: Any = utcnow,
-                 sleep: Any = asyncio.sleep) -> None:
+                 sleep: Any = asyncio.sleep, wrap_tools: Any = None, playbooks: PlaybookSet | None = None) -> None:
         self.settings = settings
+        self.wrap_tools = wrap_tools  # ``ooda eval``: tools answered from a recording (bot/eval_tools.py)
+        self.playbooks = playbooks  # ``ooda eval``: loaded once for every incident of a suite
         self.doc = doc
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
@@ -178,7 +180,9 @@ class App:
         self.bus = EventBus()
         policy = build_policy(s, self.doc)
         tools = build_tools(s, self.doc, env)
-        playbooks = load_all_playbooks(s, tools)
+        playbooks = self.playbooks or load_all_playbooks(s, tools)
+        if self.wrap_tools is not None:
+            tools = self.wrap_tools(tools)
 
         if s.standin.enabled:
             await self._start_standin(env)

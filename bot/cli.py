@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import httpx
 
 from bot.errors import BotError, ConfigError
+from bot.eval_cli import register as register_eval
 from bot.signing import signature_headers
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
@@ -570,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="policy_command", required=True)
     psub.add_parser("show", parents=[nested])
     psub.add_parser("explain", parents=[nested]).add_argument("id")
+    register_eval(add)
     p = add("audit", cmd_audit, "verify the audit chain or export a task's evidence bundle")
     asub = p.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", parents=[nested])
