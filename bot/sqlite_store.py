@@ -402,6 +402,32 @@ class SqliteStore:
         )
         return [(r[0] or "(untitled)", int(r[1])) for r in rows]
 
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """Audit records newest first (the console's audit viewer), each filter optional.
+
+        Walks the primary key backwards from ``before_seq``, so a page costs ``limit`` rows when
+        nothing is filtered; a task filter uses ``audit_by_task``.
+        """
+        clauses, params = [], []
+        filters = (("task_id = ?", task_id), ("actor = ?", actor), ("json_extract(data, '$.tool') = ?", tool),
+                   ("seq < ?", before_seq))
+        for clause, value in filters:
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._all(f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT ?",
+                               (*params, limit))
+        return [tuple(r) for r in rows]
+
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for playbook_id, state, n in await self._all(
+                "SELECT playbook_id, state, count(*) FROM tasks GROUP BY playbook_id, state"):
+            counts.setdefault(playbook_id, {})[state] = int(n)
+        return counts
+
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).
 

@@ -180,6 +180,15 @@ class Store(Protocol):
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]: ...
 
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """Audit records newest first, filtered by task, actor and tool (``data.tool``), below ``before_seq``."""
+        ...
+
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        """How many tasks of each playbook are in each state: ``{playbook_id: {state: count}}``."""
+        ...
+
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Signals no playbook matched, by alert name, since an ISO time: (up to ``limit`` rows, how many names)."""
         ...

@@ -1,0 +1,142 @@
+"""What the console's pages show, read from the store and shaped for the templates.
+
+Nothing here renders HTML or decides anything: the inbox rows, a task's trace timeline, a
+playbook's recent runs. The templates escape every value (labels, outputs, reasons are whatever
+an alert sender or a tool wrote).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.audit import AUDIT_COLUMNS
+from bot.core import Core
+from bot.jsoncodec import loads
+from bot.proposals import Proposal, RiskBand
+from bot.store import Store
+from bot.tasks import StepRecord, Task, TaskState
+
+WAITING = (TaskState.needs_approval, TaskState.escalated_to_human)
+IN_PROGRESS = (TaskState.queued, TaskState.running, TaskState.executing, TaskState.failed_retryable)
+BAND_RANK = {RiskBand.critical: 4, RiskBand.high: 3, RiskBand.medium: 2, RiskBand.low: 1}
+SIGNALS_SHOWN = 50
+AUDIT_FIELDS = AUDIT_COLUMNS.split(", ")
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    task: Task
+    risk_score: int
+    risk_band: str
+    summary: str
+    approvals_required: int
+    age: timedelta
+    expires_at: datetime | None  # when the scheduler cancels it undecided; None: it does not expire
+
+    @property
+    def sort_key(self) -> tuple[int, int, datetime]:
+        # Riskiest first, and among equals the one waiting longest.
+        return (-BAND_RANK.get(RiskBand(self.risk_band), 0), -self.risk_score, self.task.created_at)
+
+
+def inbox_row(task: Task, now: datetime, expiry: timedelta) -> InboxRow:
+    proposal = task.proposal or {}
+    risk = proposal.get("risk") or {}
+    return InboxRow(
+        task=task, risk_score=int(risk.get("score", 0)), risk_band=str(risk.get("band", "low")),
+        summary=str(proposal.get("summary", "")), approvals_required=int(proposal.get("approvals_required", 0)),
+        age=now - task.created_at,
+        # Expiry counts from the task's last change, as bot/scheduler.py's expire_approvals does.
+        expires_at=task.updated_at + expiry if task.state is TaskState.needs_approval else None,
+    )
+
+
+async def inbox(core: Core) -> tuple[list[InboxRow], list[Task]]:
+    """(tasks waiting for a decision, riskiest and oldest first; tasks under way, newest first)."""
+    now = core.clock()
+    expiry = timedelta(seconds=core.settings.engine.approval_expiry_s)
+    tasks = await core.store.tasks_in_states([s.value for s in (*WAITING, *IN_PROGRESS)])
+    waiting = sorted((inbox_row(t, now, expiry) for t in tasks if t.state in WAITING), key=lambda r: r.sort_key)
+    busy = sorted((t for t in tasks if t.state in IN_PROGRESS), key=lambda t: t.id, reverse=True)
+    return waiting, busy
+
+
+@dataclass
+class TimedStep:
+    step: StepRecord
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.step.started_at and self.step.finished_at:
+            return (self.step.finished_at - self.step.started_at).total_seconds()
+        return None
+
+
+@dataclass
+class Timeline:
+    """One task's trace, in the order the loop went: signals, evidence, proposal, decisions, steps,
+    verify, undo. Each part keeps the times it happened at."""
+
+    task: Task
+    proposal: Proposal
+    signals: list[dict[str, Any]]
+    evidence: list[TimedStep]
+    decisions: list[dict[str, Any]]  # approvals, rejections, refusals and every state change, in time order
+    steps: list[TimedStep]
+    verify: dict[str, Any] | None
+    rollbacks: list[TimedStep]
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def more_signals(self) -> int:
+        return max(0, self.task.signal_count - len(self.signals))
+
+
+def audit_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(AUDIT_FIELDS, row, strict=True))
+    record["data"] = loads(record["data"]) if record["data"] else {}
+    return record
+
+
+async def timeline(store: Store, core: Core, task: Task, proposal: Proposal) -> Timeline:
+    signals = await store.signals_of_task(task.id, SIGNALS_SHOWN)
+    steps = await store.steps_of_task(task.id)
+    decisions: list[dict[str, Any]] = []
+    for approval in await store.approvals_of_task(task.id):
+        decisions.append({"at": approval.created_at, "kind": approval.verdict, "who": approval.display,
+                          "why": approval.reason or "", "edits": approval.edits or {}})
+    audit = [audit_record(r) async for r in store.audit_rows(task.id)]
+    for record in audit:
+        if record["action"] == "command.refused":
+            data = record["data"]
+            decisions.append({"at": datetime.fromisoformat(record["at"]), "kind": "refused", "who": record["actor"],
+                              "why": f"{data.get('command', '')}: {data.get('reason', '')}", "edits": {}})
+    verify_event = None
+    for event in await store.events_of_task(task.id):
+        if event["name"].endswith(".state_changed"):
+            payload = event["payload"]
+            decisions.append({"at": datetime.fromisoformat(event["at"]), "kind": "state", "who": payload.get("actor"),
+                              "why": payload.get("reason", ""), "from": payload.get("from"), "to": payload.get("to")})
+            if "verif" in str(payload.get("reason", "")):
+                verify_event = payload | {"at": datetime.fromisoformat(event["at"])}
+    decisions.sort(key=lambda d: d["at"])
+    playbook = core.playbooks.get(task.playbook_id) if task.playbook_id in core.playbooks else None
+    verify = None
+    if playbook is not None and playbook.verify is not None:
+        verify = {"tool": playbook.verify.tool, "expect": playbook.verify.expect,
+                  "within_s": playbook.verify.within_s, "result": verify_event}
+    return Timeline(
+        task=task, proposal=proposal, signals=signals,
+        evidence=[TimedStep(s) for s in steps if s.kind == "evidence"],
+        decisions=decisions,
+        steps=[TimedStep(s) for s in sorted((s for s in steps if s.kind == "step"), key=lambda s: s.idx)],
+        verify=verify,
+        rollbacks=[TimedStep(s) for s in steps if s.kind == "rollback"],
+        audit=audit,
+    )
+
+
+async def recent_runs(store: Store, playbook_id: str, limit: int = 5) -> list[Task]:
+    return await store.list_tasks(open_only=False, limit=limit, playbook_ids=[playbook_id])
