@@ -159,7 +159,7 @@ class Console:
                     request[FORM] = await self._form(request)
                     self._check_csrf(request, session.csrf)
                     if not actor.roles:
-                        raise Forbidden(f"{actor.display} has no role in Ooda's config, so can read but not act")
+                        await self._refuse_roleless(request, actor)
                 response = await handler(request, visit)
             except InvalidParameter as exc:
                 response = self._error(visit, 400, str(exc))
@@ -181,6 +181,23 @@ class Console:
                             f"{request.content_type or 'a body without a Content-Type'}")
         form = await request.post()
         return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+
+    async def _refuse_roleless(self, request: web.Request, actor: Actor) -> None:
+        """A person without any role posted a form no page showed them: refused before any command,
+        and, for a task, written to its audit trail as the core writes its own policy refusals."""
+        refusal = Forbidden(f"{actor.display} has no role in Ooda's config, so can read but not act")
+        if "id" in request.match_info:
+            task_id = task_id_from_path(request.match_info["id"])
+            if await self.store.get_task(task_id) is not None:
+                entry = AuditEntry(actor.id, "command.refused", task_id,
+                                   {"command": request.path.rsplit("/", 1)[-1], "reason": str(refusal),
+                                    "via": "console"})
+
+                async def unit(t: TaskOps) -> None:
+                    t.audit(entry)
+
+                await self.store.transact(unit)
+        raise refusal
 
     @staticmethod
     def _check_csrf(request: web.Request, expected: str) -> None:
