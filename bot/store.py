@@ -185,6 +185,11 @@ class Store(Protocol):
         """Audit records newest first, filtered by task, actor and tool (``data.tool``), below ``before_seq``."""
         ...
 
+    async def task_summaries(self, states: list[str], limit: int = 500) -> list[dict[str, Any]]:
+        """Tasks in ``states`` without their plans, riskiest first and then oldest: the task's own
+        columns plus the proposal's ``risk_score``, ``risk_band`` and ``approvals_required``."""
+        ...
+
     async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
         """How many tasks of each playbook are in each state: ``{playbook_id: {state: count}}``."""
         ...

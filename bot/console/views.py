@@ -14,52 +14,61 @@ from typing import Any
 from bot.audit import AUDIT_COLUMNS
 from bot.core import Core
 from bot.jsoncodec import loads
-from bot.proposals import Proposal, RiskBand
+from bot.proposals import Proposal
 from bot.store import Store
 from bot.tasks import StepRecord, Task, TaskState
 
 WAITING = (TaskState.needs_approval, TaskState.escalated_to_human)
 IN_PROGRESS = (TaskState.queued, TaskState.running, TaskState.executing, TaskState.failed_retryable)
-BAND_RANK = {RiskBand.critical: 4, RiskBand.high: 3, RiskBand.medium: 2, RiskBand.low: 1}
 SIGNALS_SHOWN = 50
 AUDIT_FIELDS = AUDIT_COLUMNS.split(", ")
 
 
+INBOX_LIMIT = 500
+
+
 @dataclass(frozen=True)
 class InboxRow:
-    task: Task
+    """A task in a list, without its plan."""
+
+    id: int
+    playbook_id: str
+    state: TaskState
+    title: str
+    environment: str
+    severity: str
+    signal_count: int
+    created_at: datetime
+    updated_at: datetime
+    outcome: str | None
     risk_score: int
     risk_band: str
-    summary: str
     approvals_required: int
     age: timedelta
     expires_at: datetime | None  # when the scheduler cancels it undecided; None: it does not expire
 
-    @property
-    def sort_key(self) -> tuple[int, int, datetime]:
-        # Riskiest first, and among equals the one waiting longest.
-        return (-BAND_RANK.get(RiskBand(self.risk_band), 0), -self.risk_score, self.task.created_at)
 
-
-def inbox_row(task: Task, now: datetime, expiry: timedelta) -> InboxRow:
-    proposal = task.proposal or {}
-    risk = proposal.get("risk") or {}
+def inbox_row(row: dict[str, Any], now: datetime, expiry: timedelta) -> InboxRow:
+    state = TaskState(row["state"])
+    created, updated = datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["updated_at"])
     return InboxRow(
-        task=task, risk_score=int(risk.get("score", 0)), risk_band=str(risk.get("band", "low")),
-        summary=str(proposal.get("summary", "")), approvals_required=int(proposal.get("approvals_required", 0)),
-        age=now - task.created_at,
+        id=row["id"], playbook_id=row["playbook_id"], state=state, title=row["title"],
+        environment=row["environment"], severity=row["severity"], signal_count=row["signal_count"],
+        created_at=created, updated_at=updated, outcome=row["outcome"], risk_score=int(row["risk_score"]),
+        risk_band=str(row["risk_band"]), approvals_required=int(row["approvals_required"]), age=now - created,
         # Expiry counts from the task's last change, as bot/scheduler.py's expire_approvals does.
-        expires_at=task.updated_at + expiry if task.state is TaskState.needs_approval else None,
+        expires_at=updated + expiry if state is TaskState.needs_approval else None,
     )
 
 
-async def inbox(core: Core) -> tuple[list[InboxRow], list[Task]]:
+async def inbox(core: Core) -> tuple[list[InboxRow], list[InboxRow]]:
     """(tasks waiting for a decision, riskiest and oldest first; tasks under way, newest first)."""
     now = core.clock()
     expiry = timedelta(seconds=core.settings.engine.approval_expiry_s)
-    tasks = await core.store.tasks_in_states([s.value for s in (*WAITING, *IN_PROGRESS)])
-    waiting = sorted((inbox_row(t, now, expiry) for t in tasks if t.state in WAITING), key=lambda r: r.sort_key)
-    busy = sorted((t for t in tasks if t.state in IN_PROGRESS), key=lambda t: t.id, reverse=True)
+    rows = [inbox_row(r, now, expiry) for r in await core.store.task_summaries(
+        [s.value for s in (*WAITING, *IN_PROGRESS)], INBOX_LIMIT)]
+    waiting = [r for r in rows if r.state in WAITING]
+    busy = sorted((r for r in rows if r.state in IN_PROGRESS), key=lambda r: r.id, reverse=True)
     return waiting, busy
 
 

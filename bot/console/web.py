@@ -39,7 +39,7 @@ from bot.identity import Actor, IdentityDirectory
 from bot.param_paths import param_at
 from bot.policy import autonomy_for, tier_of
 from bot.proposals import Category, Proposal, RiskBand
-from bot.request_limits import InvalidParameter, QuerySpec, free_text, task_id_from_path
+from bot.request_limits import InvalidParameter, QuerySpec, free_text, one_of, task_id_from_path
 from bot.store import Store, TaskOps
 from bot.tasks import TaskState
 
@@ -69,6 +69,8 @@ def _seq(name: str, text: str) -> int:
 AUDIT_QUERY = QuerySpec({"task": _task_filter, "actor": free_text(200), "tool": free_text(200), "before": _seq,
                          "verify": free_text(1)})
 LOGIN_QUERY = QuerySpec({"next": free_text(500)})
+INBOX_QUERY = QuerySpec({"all": one_of("true", "false")})
+INBOX_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -284,12 +286,18 @@ class Console:
     # -- inbox -----------------------------------------------------------------------------------
 
     async def inbox(self, request: web.Request, visit: Visit) -> web.StreamResponse:
-        waiting, busy = await views.inbox(self.core)
-        return self._render("inbox.html", visit, waiting=waiting, busy=busy)
+        return await self._inbox(request, visit, "inbox.html")
 
     async def inbox_live(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        return await self._inbox(request, visit, "_inbox_body.html")
+
+    async def _inbox(self, request: web.Request, visit: Visit, template: str) -> web.StreamResponse:
+        # The riskiest INBOX_SHOWN by default: a person works from the top, and the page stays
+        # quick to refresh every few seconds even when hundreds wait (``?all=true`` lists them all).
+        show_all = INBOX_QUERY.parse(request.query).get("all") == "true"
         waiting, busy = await views.inbox(self.core)
-        return self._render("_inbox_body.html", visit, waiting=waiting, busy=busy)
+        return self._render(template, visit, waiting=waiting, busy=busy, show_all=show_all,
+                            shown=views.INBOX_LIMIT if show_all else INBOX_SHOWN, limit=views.INBOX_LIMIT)
 
     # -- task ------------------------------------------------------------------------------------
 
