@@ -24,6 +24,7 @@ from bot.api import Api
 from bot.approvals import Approvals
 from bot.commands import Commands
 from bot.config import Settings
+from bot.console import Console
 from bot.core import Core, utcnow
 from bot.engine import Engine
 from bot.errors import ConfigError
@@ -228,6 +229,8 @@ class App:
         routes: list[web.RouteDef] = []
         routes += self._intake(env).routes()
         routes += Api(self.commands, self.identities, self.store, self.metrics, audit_key).routes()
+        self.console = Console(self.commands, self.identities, self.store, audit_key)
+        routes += self.console.routes()
         for surface in self.surfaces:
             if hasattr(surface, "web_routes"):
                 routes += surface.web_routes()

@@ -412,6 +412,51 @@ class SqliteStore:
         )
         return [(r[0] or "(untitled)", int(r[1])) for r in rows]
 
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """Audit records newest first (the console's audit viewer), each filter optional.
+
+        Walks the primary key backwards from ``before_seq``, so a page costs ``limit`` rows when
+        nothing is filtered; a task filter uses ``audit_by_task``.
+        """
+        clauses, params = [], []
+        filters = (("task_id = ?", task_id), ("actor = ?", actor), ("json_extract(data, '$.tool') = ?", tool),
+                   ("seq < ?", before_seq))
+        for clause, value in filters:
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._all(f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT ?",
+                               (*params, limit))
+        return [tuple(r) for r in rows]
+
+    async def task_summaries(self, states: list[str], limit: int = 500) -> list[dict[str, Any]]:
+        """Riskiest first, then oldest. Three fields of each plan are read inside SQLite, with one
+        parse of the plan per task (one ``json_extract`` with three paths), instead of decoding
+        whole plans (evidence, dry runs) in Python: the console's inbox lists hundreds of tasks
+        every few seconds."""
+        rows = await self._all(
+            "SELECT id, playbook_id, state, title, environment, severity, signal_count, created_at, updated_at, "
+            "outcome, json_extract(proposal, '$.risk.score', '$.risk.band', '$.approvals_required') "
+            f"FROM tasks WHERE state IN ({', '.join('?' * len(states))})", tuple(states))
+        keys = ("id", "playbook_id", "state", "title", "environment", "severity", "signal_count", "created_at",
+                "updated_at", "outcome")
+        summaries = []
+        for row in rows:
+            score, band, approvals = loads(row[10]) if row[10] else (None, None, None)
+            summaries.append({**dict(zip(keys, row[:10], strict=True)), "risk_score": score or 0,
+                              "risk_band": band or "low", "approvals_required": approvals or 0})
+        summaries.sort(key=lambda t: (-_BAND_RANK.get(t["risk_band"], 0), -t["risk_score"], t["id"]))
+        return summaries[:limit]
+
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for playbook_id, state, n in await self._all(
+                "SELECT playbook_id, state, count(*) FROM tasks GROUP BY playbook_id, state"):
+            counts.setdefault(playbook_id, {})[state] = int(n)
+        return counts
+
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[UnmatchedAlertRow], int]:
         """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).
 
@@ -443,6 +488,9 @@ class SqliteStore:
                                     last_seen=r[4], source=", ".join(sorted(set(r[5].split(",")))), severity=r[7],
                                     example_labels=loads(r[8])) for r in rows]
         return alerts, int(rows[0][6]) if rows else 0
+
+
+_BAND_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 
 
 def _stored_signal(row: Any) -> StoredSignal:

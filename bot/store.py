@@ -12,6 +12,7 @@ from typing import Protocol
 from bot.store_ports import (
     ApprovalReads,
     AuditReads,
+    ConsoleReads,
     EventReads,
     Lifecycle,
     OutboxReads,
@@ -28,5 +29,5 @@ __all__ = ["Store", "TaskOps"]
 
 
 class Store(Lifecycle, SignalIntake, SignalReads, TaskReads, StepReads, ApprovalReads, AuditReads, EventReads,
-            OutboxReads, SettingReads, UnitOfWork, Protocol):
+            OutboxReads, SettingReads, ConsoleReads, UnitOfWork, Protocol):
     """**Protocol:** every read port and the unit of work: the store as the app wires it."""

@@ -407,6 +407,20 @@ class EventReads(Protocol):
         ...
 
 
+class ConsoleReads(Protocol):
+    """**Protocol:** the web console's list views, shaped in the database so a page stays cheap."""
+
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """Audit records newest first, each filter optional."""
+
+    async def task_summaries(self, states: list[str], limit: int = 500) -> list[dict[str, Any]]:
+        """Tasks in ``states`` without their plans, riskiest first, then oldest."""
+
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        """Per playbook, how many tasks ended in each state."""
+
+
 class OutboxReads(Protocol):
     """**Port:** chat deliveries waiting for a retry."""
 
