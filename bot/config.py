@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bot.cron import cron_trigger, digest_days_trigger
 from bot.errors import ConfigError
 from bot.identity import IdentityConfig
 from bot.labels import LabelsConfig
@@ -141,12 +142,39 @@ class ToolsConfig(_Strict):
     ssh: dict[str, Any] | None = None
 
 
-class DigestConfig(_Strict):
+class DigestChartConfig(_Strict):
     enabled: bool = True
+    width_px: int = Field(1200, ge=300, le=4000)
+    height_px: int = Field(900, ge=200, le=4000)
+    dpi: int = Field(100, ge=50, le=300)
+
+
+class DigestConfig(_Strict):
+    """When and where the daily digest goes: bot/digest_schedule.py."""
+
+    enabled: bool = True
+    # A five-field crontab line in ``timezone``; when set it replaces ``at`` and ``days``.
+    cron: str | None = None
     at: str = Field("09:00", pattern=r"^\d{2}:\d{2}$")
     timezone: str = "UTC"
     days: str = "mon-fri"
-    channel: str | None = None
+    channel: str | None = None  # every surface's channel unless ``channels`` names one for it
+    channels: dict[str, str] = Field(default_factory=dict)  # surface name (slack, discord, local) -> channel
+    chart: DigestChartConfig = DigestChartConfig()
+
+    @model_validator(mode="after")
+    def _schedule_parses(self) -> DigestConfig:
+        # cron_trigger names an unknown zone or a bad cron line the way a playbook schedule's error does.
+        try:
+            cron_trigger(self.cron or "0 9 * * *", self.timezone)
+            if self.cron is None:
+                digest_days_trigger(self.at, self.days, self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"digest schedule: {exc}") from None
+        return self
+
+    def channel_for(self, surface: str) -> str | None:
+        return self.channels.get(surface, self.channel)
 
 
 class StandinConfig(_Strict):

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from bot.audit import AuditEntry
+from bot.digest_figures import DayWindow, Figures
 from bot.events import Event
 from bot.signals import Signal
 from bot.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState
@@ -179,6 +180,10 @@ class Store(Protocol):
     async def outbox_items(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]: ...
+
+    async def digest_figures(self, days: list[DayWindow]) -> Figures:
+        """Every figure of the digest over ``days`` (oldest first), one query per figure."""
+        ...
 
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Signals no playbook matched, by alert name, since an ISO time: (up to ``limit`` rows, how many names)."""
