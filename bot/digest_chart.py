@@ -17,7 +17,7 @@ from typing import Any
 from bot.digest_figures import Figures
 
 # Series colours (Okabe-Ito, readable with the common colour-vision deficiencies).
-SOURCE_COLOURS = ["#0072B2", "#56B4E9", "#009E73", "#CC79A7", "#999999"]
+SOURCE_COLOURS = ["#0072B2", "#56B4E9", "#332288", "#88CCEE", "#44AA99"]
 COLOURS = {
     "completed": "#009E73", "failed": "#D55E00", "rejected": "#999999", "escalated": "#E69F00",
     "p50": "#0072B2", "p90": "#CC79A7",
@@ -49,14 +49,14 @@ def render_chart(figures: Figures, *, width_px: int = 1200, height_px: int = 900
         counts = figures.alerts_by_source[source]
         alerts.bar(x, counts, bottom=bottom, color=colour, label=source, width=0.7)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-    _panel(alerts, "Alerts received", "alerts")
+    _panel(alerts, "Alerts received", "alerts", integer=True)
 
     width = 0.8 / len(OUTCOMES)
     for n, outcome in enumerate(OUTCOMES):
         offsets = [i - 0.4 + width * (n + 0.5) for i in x]
         tasks.bar(offsets, figures.tasks.get(outcome, [0] * len(x)), width=width, color=COLOURS[outcome],
                   label=outcome)
-    _panel(tasks, "Tasks by outcome", "tasks")
+    _panel(tasks, "Tasks by outcome", "tasks", integer=True)
 
     resolution = figures.time_to_resolution
     for key in ("p50", "p90"):
@@ -76,10 +76,15 @@ def render_chart(figures: Figures, *, width_px: int = 1200, height_px: int = 900
     return out.getvalue()
 
 
-def _panel(ax: Any, title: str, unit: str) -> None:
+def _panel(ax: Any, title: str, unit: str, *, integer: bool = False) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title, loc="left", fontsize=11)
     ax.set_ylabel(unit)
-    ax.set_ylim(bottom=0)
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, max(top * 1.25, 1))  # headroom for the legend above the tallest bar
+    if integer:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if ax.get_legend_handles_labels()[0]:

@@ -170,7 +170,7 @@ EXPECTED: dict[str, Any] = {
 
 
 async def seed_busy_week(path: Path, *, seed: int = 7) -> None:
-    """A plausible week ending on DAY for the README's chart: a noisy Tuesday, a quiet weekend."""
+    """A plausible week ending on DAY for the README's chart: one noisy day, then quieter ones."""
     await migrated_store(path)
     rng = random.Random(seed)
     volume = [38, 52, 140, 61, 44, 12, 9]  # alerts per day, oldest first
