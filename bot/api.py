@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import structlog
@@ -103,6 +103,21 @@ TASKS_QUERY = QuerySpec({"state": one_of("open", "all"), "all": one_of("true", "
 UNMATCHED_HINT = ("unmatched: the allowed value is true (this endpoint lists the alerts no playbook matched: "
                   "/api/v1/signals?unmatched=true&since=24h)")
 VERIFY_QUERY = QuerySpec({"expect_head": lambda name, text: _head(free_text(200)(name, text))})
+
+
+def digest_date(name: str, text: str) -> date:
+    """A digest's ``date``: one calendar day, YYYY-MM-DD."""
+    try:
+        day = date.fromisoformat(free_text(10)(name, text))
+    except ValueError:
+        raise InvalidParameter(name, f"{name}: give a day as YYYY-MM-DD, for example 2026-01-15; "
+                                     f"got {text[:20]!r}") from None
+    if not date(2000, 1, 1) <= day <= date(9998, 12, 31):
+        raise InvalidParameter(name, f"{name}: {day} is outside the days a store can hold")
+    return day
+
+
+DIGEST_QUERY = QuerySpec({"date": digest_date})
 
 
 def _head(text: str) -> tuple[int, str]:
@@ -196,7 +211,8 @@ class Api:
             _Route("POST", "/api/v1/resume", self.resume),
             _Route("GET", "/api/v1/audit/verify", self.audit_verify, VERIFY_QUERY),
             _Route("GET", "/api/v1/policy", self.policy),
-            _Route("GET", "/api/v1/digest", self.digest),
+            _Route("GET", "/api/v1/digest", self.digest, DIGEST_QUERY),
+            _Route("GET", "/api/v1/digest/chart.png", self.digest_chart, DIGEST_QUERY),
             _Route("GET", "/api/v1/signals", self.signals, signals_query(self._commands.core.clock)),
         )
 
@@ -357,4 +373,11 @@ class Api:
         return web.json_response(report.model_dump(mode="json"))
 
     async def digest(self, request: web.Request, actor: Actor) -> web.Response:
-        return web.json_response({"digest": await self._commands.digest()})
+        """The digest of ``date`` (a calendar day in ``digest.timezone``) or of the 24 hours to now."""
+        digest = await self._commands.digest(day=request[PARAMS].get("date"))
+        return web.json_response(digest.as_json())
+
+    async def digest_chart(self, request: web.Request, actor: Actor) -> web.Response:
+        digest = await self._commands.digest(day=request[PARAMS].get("date"), chart=True)
+        return web.Response(body=digest.chart_png, content_type="image/png",
+                            headers={"Content-Disposition": f'inline; filename="ooda-digest-{digest.day}.png"'})

@@ -216,6 +216,7 @@ class App:
         self.commands = Commands(self.core, self.engine, Approvals(self.core), self.executor)
 
         self.surfaces = self._build_surfaces(surface_configs, env)
+        self.commands.surfaces = self.surfaces
         registry.register(import_string(NOTIFY_TOOL)(self._notify))
         self.notifier = Notifier(self.core, self.surfaces)
         self.event_sinks: list[WebhookSink] = []
@@ -275,7 +276,7 @@ class App:
     def _build_surfaces(self, configs: dict[str, Any], env: Mapping[str, str]) -> list[Any]:
         surfaces = []
         if self.settings.chat.local.enabled:
-            surfaces.append(import_string(LOCAL_SURFACE)())
+            surfaces.append(import_string(LOCAL_SURFACE)(digest_dir=self.settings.data_path / "digests"))
         for name, config in configs.items():
             cls = import_string(SURFACES[name][0])
             surfaces.append(cls(config, commands=self.commands, identities=self.identities, env=env))

@@ -380,8 +380,26 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    print(Client(args.config).call("GET", "/api/v1/digest")["digest"])
+    client = Client(args.config)
+    query = f"?date={args.date}" if args.date else ""
+    data = client.call("GET", "/api/v1/digest" + query)
+    print(json.dumps(data, indent=2) if args.json else data["digest"])
+    if args.png:
+        response = client.send("GET", "/api/v1/digest/chart.png" + query,
+                               headers={"Authorization": f"Bearer {client.token()}"})
+        if response.status_code != 200:
+            raise BotError(f"{response.status_code}: the chart could not be drawn: {response.text[:200]}")
+        Path(args.png).write_bytes(response.content)
+        print(f"chart: {args.png}", file=sys.stderr)
     return 0
+
+
+DIGEST_DESCRIPTION = """\
+Print the digest: alerts, tasks by outcome, response times (p50/p90, MTTA, MTTR), automatic
+steps per autonomy level, denials and guardrail hits, the noisiest alerts and services,
+approvals per person and failed scheduled checks, each with its 7-day trend. Without --date it
+covers the 24 hours to now; with one, that calendar day in digest.timezone."""
+DIGEST_EXAMPLE = "example:\n  ooda digest --date 2026-01-15 --png digest.png"
 
 
 SIGNALS_HELP = "list the alerts no playbook matched (the playbooks to write next)"
@@ -559,7 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "kill switch, autonomy and open tasks")
     add("pause", cmd_pause, "pull the kill switch: no write runs").add_argument("--reason", default="")
     add("resume", cmd_resume, "release the kill switch")
-    add("digest", cmd_digest, "print the daily digest now")
+    p = add("digest", cmd_digest, "print the digest (the last 24 hours, or --date) and write its chart")
+    p.description, p.epilog = DIGEST_DESCRIPTION, DIGEST_EXAMPLE
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--date", help="a calendar day, YYYY-MM-DD (default: the 24 hours to now)")
+    p.add_argument("--png", metavar="FILE", help="also write the 7-day chart to FILE")
     p = add("signals", cmd_signals, SIGNALS_HELP)
     p.description, p.epilog = SIGNALS_DESCRIPTION, SIGNALS_EXAMPLE
     p.formatter_class = argparse.RawDescriptionHelpFormatter

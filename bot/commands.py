@@ -24,7 +24,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,11 +36,14 @@ from bot.audit import AuditEntry
 from bot.core import KILL_SWITCH_KEY, Core
 from bot.cron import cron_trigger
 from bot.digest import build_digest
+from bot.digest_post import Delivery, deliver_digest
+from bot.digest_text import Digest
 from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
 from bot.identity import Actor
 from bot.playbooks import load_playbook_texts
 from bot.policy import autonomy_for, describe_policy, explain_decision
+from bot.ports import ChatSurface
 from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
 from bot.redaction import redact, redact_text
@@ -155,6 +158,7 @@ class Commands:
         self.approvals = approvals
         self.executor = executor
         self.refusals = core.metrics.command_refusals
+        self.surfaces: list[ChatSurface] = []  # the App's, once built: the digest is posted on them
 
     async def _record_refusal(self, command: str, actor: Actor | None, task_id: int | None, exc: UserError) -> None:
         self.refusals.labels(command, str(exc.status)).inc()
@@ -349,9 +353,18 @@ class Commands:
     async def show(self, task_id: int) -> Proposal:
         return await current_proposal(self.core.store, await self._task(task_id))
 
-    async def digest(self, *, since: datetime | None = None) -> str:
-        now = self.core.clock()
-        return await build_digest(self.core.store, since or now - timedelta(days=1), now)
+    async def digest(self, *, day: date | None = None, chart: bool = False) -> Digest:
+        """The digest of ``day`` (a calendar day in the digest's time zone) or of the 24 hours to now."""
+        config = self.core.settings.digest
+        size = (config.chart.width_px, config.chart.height_px, config.chart.dpi) if chart else None
+        return await build_digest(self.core.store, now=self.core.clock(), zone=config.timezone, day=day, chart=size)
+
+    async def post_digest(self, surfaces: list[ChatSurface] | None = None) -> tuple[Digest, list[Delivery]]:
+        """Post the digest of the 24 hours to now on every surface (or ``surfaces``), into its digest
+        channel, now."""
+        digest = await self.digest(chart=self.core.settings.digest.chart.enabled)
+        targets = self.surfaces if surfaces is None else surfaces
+        return digest, await deliver_digest(targets, self.core.settings.digest, digest)
 
     async def unmatched_signals(self, *, since: str | datetime = "24h", limit: int = 100) -> UnmatchedReport:
         """The alert names no playbook matched since a time, most alerts first: which playbooks

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from bot.cron import cron_trigger, digest_days_trigger
 from bot.errors import ConfigError
 from bot.identity import IdentityConfig
 from bot.labels import LabelsConfig
@@ -141,12 +142,51 @@ class ToolsConfig(_Strict):
     ssh: dict[str, Any] | None = None
 
 
-class DigestConfig(_Strict):
+class DigestChartConfig(_Strict):
     enabled: bool = True
-    at: str = Field("09:00", pattern=r"^\d{2}:\d{2}$")
+    width_px: int = Field(1200, ge=300, le=4000)
+    height_px: int = Field(900, ge=200, le=4000)
+    dpi: int = Field(100, ge=50, le=300)
+
+
+class DigestConfig(_Strict):
+    """When and where the daily digest goes (bot/scheduler.py, bot/digest_post.py)."""
+
+    enabled: bool = True
     timezone: str = "UTC"
+    # A five-field crontab line in ``timezone``; when set it replaces ``at`` and ``days``.
+    cron: str | None = None
+    at: str = Field("09:00", pattern=r"^\d{2}:\d{2}$")
     days: str = "mon-fri"
-    channel: str | None = None
+    channel: str | None = None  # every surface's channel unless ``channels`` names one for it
+    channels: dict[str, str] = Field(default_factory=dict)  # surface name (slack, discord, local) -> channel
+    chart: DigestChartConfig = DigestChartConfig()
+
+    # Each check names the unknown zone or the bad line the way a playbook schedule's error does.
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        cron_trigger("0 9 * * *", value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            cron_trigger(value, info.data.get("timezone", "UTC"))
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days_parse(cls, value: str) -> str:
+        try:
+            digest_days_trigger("09:00", value)
+        except ValueError as exc:
+            raise ValueError(f"days {value!r}: {exc}; write day names such as mon-fri or sat,sun") from None
+        return value
+
+    def channel_for(self, surface: str) -> str | None:
+        return self.channels.get(surface, self.channel)
 
 
 class StandinConfig(_Strict):

@@ -33,6 +33,13 @@ def cron_trigger(expression: str, timezone: str = "UTC") -> CronTrigger:
         raise ValueError(f"cron {expression!r} is not valid: {exc}") from None
 
 
+def digest_days_trigger(at: str, days: str, timezone: str = "UTC") -> CronTrigger:
+    """The trigger for ``at`` ("HH:MM") on ``days`` (APScheduler day names such as ``mon-fri``)."""
+    hour, minute = (int(x) for x in at.split(":"))
+    # Day names, not numbers: APScheduler 3 counts 0 as Monday, unlike cron.
+    return CronTrigger(hour=hour, minute=minute, day_of_week=days, timezone=ZoneInfo(timezone))
+
+
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 

@@ -1,62 +1,44 @@
-"""The daily digest for managers: incidents, time to approve, MTTR, success rate, denials, noise,
-and the alerts no playbook matched (the playbooks to write next)."""
+"""The daily digest for managers: the day's figures with their 7-day trends, a chart, and the
+alerts no playbook matched (the playbooks to write next).
+
+``build_digest`` answers a ``Digest``: the figures (bot/digest_figures.py, one SQL query each),
+their words (bot/digest_text.py) and, when asked, the chart (bot/digest_chart.py, drawn in a
+worker thread). Without a day it covers the 24 hours up to now (the scheduled digest); with one,
+that calendar day in the digest's time zone (``ooda digest --date``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from statistics import median
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
+from bot.digest_chart import render_chart_async
+from bot.digest_figures import calendar_days, rolling_days
+from bot.digest_text import Digest, DigestSection, build_sections, title_of
 from bot.store import Store
-from bot.tasks import TaskState
 
 UNMATCHED_IN_DIGEST = 5
 
 
-def _alert_name(name: str) -> str:
-    """An alert name as chat shows it: alert names are whatever rule authors wrote."""
-    # Imported here: bot.wording imports bot.commands, which imports this module.
-    from bot.wording import neutralize_mentions, truncate
+async def build_digest(store: Store, *, now: datetime, zone: str = "UTC", day: date | None = None,
+                       chart: tuple[int, int, int] | None = None) -> Digest:
+    """The digest for ``day`` (or the 24 hours to ``now``) in ``zone``.
 
-    return neutralize_mentions(truncate(name, 80))
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-async def build_digest(store: Store, since: datetime, now: datetime) -> str:
-    tasks = await store.tasks_since(since.isoformat())
-    lines = [f"Ooda digest {since:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC"]
-    if not tasks:
-        lines.append("No incidents. Quiet day.")
-    to_approve, to_resolve, denials = [], [], 0
-    by_state: dict[str, int] = {}
-    for task in tasks:
-        by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
-        events = await store.events_of_task(task.id)
-        approved = next((e for e in events if e.name.endswith(".approved")), None)
-        if approved:
-            to_approve.append((datetime.fromisoformat(approved.at) - task.created_at).total_seconds())
-        if task.state is TaskState.completed and task.closed_at:
-            to_resolve.append((task.closed_at - task.created_at).total_seconds())
-        if task.outcome and "policy denied" in task.outcome:
-            denials += 1
-    if tasks:
-        finished = sum(by_state.get(s, 0) for s in ("completed", "failed_terminal", "escalated_to_human"))
-        success = by_state.get("completed", 0) / finished if finished else 0.0
-        lines += [
-            f"Incidents (tasks): {len(tasks)} — " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())),
-            f"Time to approve (median): {_minutes(median(to_approve)) if to_approve else 'n/a'}",
-            f"MTTR (median, completed): {_minutes(median(to_resolve)) if to_resolve else 'n/a'}",
-            f"Success rate: {success:.0%} of {finished} finished",
-            f"Policy denials: {denials}",
-        ]
-    unmatched, names = await store.unmatched_signals(since.isoformat(), UNMATCHED_IN_DIGEST)
-    if unmatched:
-        more = f" and {names - len(unmatched)} more" if names > len(unmatched) else ""
-        named = (f"{_alert_name(a.alertname)} \N{MULTIPLICATION SIGN}{a.count}" for a in unmatched)
-        lines.append("Unmatched alerts (no playbook): " + ", ".join(named) + more)
-    noisy = await store.noisiest_alerts(since.isoformat())
-    if noisy:
-        lines.append("Noisiest alerts: " + ", ".join(f"{_alert_name(name)} ({count})" for name, count in noisy))
-    return "\n".join(lines)
+    Args:
+        chart: (width px, height px, dpi) to draw the chart with, or None for no chart.
+    """
+    tz = ZoneInfo(zone)
+    days = rolling_days(now, tz) if day is None else calendar_days(day, tz)
+    figures = await store.digest_figures(days)
+    # Unmatched alerts are those seen since the day began (for a past day, up to now: an alert
+    # name still unmatched today is still a playbook to write).
+    unmatched, names = await store.unmatched_signals(days[-1].start.isoformat(), UNMATCHED_IN_DIGEST)
+    sections = build_sections(figures, unmatched, names)
+    if not any(t[-1] for t in figures.alerts_by_source.values()) and not figures.tasks["opened"][-1]:
+        sections.insert(0, DigestSection("Quiet day", ["No alerts and no new tasks. Quiet day."]))
+    digest = Digest(title=title_of(days[-1].label, zone, rolling=day is None), day=days[-1].label, zone=zone,
+                    sections=sections, figures=figures)
+    if chart is not None:
+        width, height, dpi = chart
+        digest.chart_png = await render_chart_async(figures, width_px=width, height_px=height, dpi=dpi)
+    return digest

@@ -376,14 +376,14 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
     if facts.category is Category.write_reversible and level >= Autonomy.L2 and band in AUTO_REVERSIBLE_BANDS:
         return Decision(
             verdict="allow",
-            rule=f"autonomy:{level.label}:auto_reversible",
+            rule=f"autonomy:{level.label}:auto_reversible", autonomy=level.label,
             reason=f"A reversible write with {band} risk runs automatically at {level.label} "
             f"({auto.reason}) and can be undone.",
         )
     if facts.category is Category.write_irreversible and level >= Autonomy.L4 and band in AUTO_IRREVERSIBLE_BANDS:
         return Decision(
             verdict="allow",
-            rule=f"autonomy:{level.label}:auto_irreversible",
+            rule=f"autonomy:{level.label}:auto_irreversible", autonomy=level.label,
             reason=f"An irreversible write with {band} risk runs automatically at {level.label} ({auto.reason}).",
         )
 
@@ -393,6 +393,7 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
         reason=_approval_reason(cfg, facts, tier, auto),
         approvals_required=rule.approvals_required,
         roles=list(rule.approver_roles),
+        autonomy=level.label,
     )
 
 

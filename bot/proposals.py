@@ -52,6 +52,9 @@ class Decision(BaseModel):
     reason: str
     approvals_required: int = 0
     roles: list[str] = Field(default_factory=list)
+    # The effective autonomy level (L0..L4) a write was decided at; the digest's share of steps run
+    # automatically is counted per level. None for reads and for denials before the level is known.
+    autonomy: str | None = None
 
 
 class StepState(StrEnum):

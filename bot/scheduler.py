@@ -13,7 +13,6 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.job import Job
@@ -22,8 +21,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.commands import Commands, UnmatchedAlert
+from bot.config import DigestConfig
 from bot.core import Core
-from bot.cron import cron_trigger
+from bot.cron import cron_trigger, digest_days_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
@@ -43,6 +43,10 @@ def _job(name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[
             log.exception("scheduler.job_failed", job=name)
 
     return run
+
+
+class DigestUndelivered(Exception):
+    """No surface took the digest; the day is not marked sent, so the next trigger tries again."""
 
 
 UNMATCHED_FYI_CHECK_S = 60
@@ -73,10 +77,11 @@ def unmatched_fyi_text(alert: UnmatchedAlert, window_s: int) -> str:
     return neutralize_mentions(text)
 
 
-def digest_trigger(at: str, days: str, timezone: str) -> CronTrigger:
-    hour, minute = (int(x) for x in at.split(":"))
-    # Day names, not numbers: APScheduler 3 counts 0 as Monday, unlike cron.
-    return CronTrigger(hour=hour, minute=minute, day_of_week=days, timezone=ZoneInfo(timezone))
+def digest_trigger(config: DigestConfig) -> CronTrigger:
+    """``digest.cron`` when set, else ``digest.at`` on ``digest.days``, in ``digest.timezone``."""
+    if config.cron:
+        return cron_trigger(config.cron, config.timezone)
+    return digest_days_trigger(config.at, config.days, config.timezone)
 
 
 class Scheduler:
@@ -91,8 +96,7 @@ class Scheduler:
         s = self.core.settings
         sched = AsyncIOScheduler(timezone="UTC")
         if s.digest.enabled:
-            sched.add_job(_job("digest", self.send_digest), digest_trigger(s.digest.at, s.digest.days,
-                                                                           s.digest.timezone),
+            sched.add_job(_job("digest", self.send_digest), digest_trigger(s.digest),
                           id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         sched.add_job(_job("expire", self.expire_approvals), IntervalTrigger(seconds=60), id="expire",
                       replace_existing=True, misfire_grace_time=60)
@@ -156,9 +160,9 @@ class Scheduler:
         sent = await self.core.store.get_setting(f"digest.sent.{today}")
         if sent:
             return False
-        text = await self.commands.digest()
-        for surface in self.surfaces:
-            await surface.post_notice(self.core.settings.digest.channel, text)
+        _, deliveries = await self.commands.post_digest(self.surfaces)
+        if deliveries and all(d.outcome == "failed" for d in deliveries):
+            raise DigestUndelivered("; ".join(f"{d.surface}: {d.error}" for d in deliveries))
 
         async def mark(t: TaskOps) -> None:
             await t.set_setting(f"digest.sent.{today}", True, "scheduler")

@@ -2,7 +2,8 @@
 
 One write connection owned by ``GroupCommitWriter`` and one read connection (WAL lets readers run
 beside the writer). Migrations run at open. This is the default implementation of
-``bot.store.Store``; nothing outside this module and the writer writes SQL for SQLite.
+``bot.store.Store``; nothing outside this module, the writer and the digest's figures
+(``bot/digest_figures.py``, read-only queries) writes SQL for SQLite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiosqlite
 import structlog
 
 from bot.audit import AUDIT_COLUMNS, GENESIS, AuditChain, AuditEntry
+from bot.digest_figures import DayWindow, Figures, compute_figures
 from bot.errors import StoreUnavailable
 from bot.events import EventBus
 from bot.jsoncodec import dumps, loads
@@ -456,6 +458,9 @@ class SqliteStore:
                 "SELECT playbook_id, state, count(*) FROM tasks GROUP BY playbook_id, state"):
             counts.setdefault(playbook_id, {})[state] = int(n)
         return counts
+
+    async def digest_figures(self, days: list[DayWindow]) -> Figures:
+        return await compute_figures(self._all, days)
 
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[UnmatchedAlertRow], int]:
         """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).

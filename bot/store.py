@@ -13,6 +13,7 @@ from bot.store_ports import (
     ApprovalReads,
     AuditReads,
     ConsoleReads,
+    DigestReads,
     EventReads,
     Lifecycle,
     OutboxReads,
@@ -29,5 +30,5 @@ __all__ = ["Store", "TaskOps"]
 
 
 class Store(Lifecycle, SignalIntake, SignalReads, TaskReads, StepReads, ApprovalReads, AuditReads, EventReads,
-            OutboxReads, SettingReads, ConsoleReads, UnitOfWork, Protocol):
+            OutboxReads, SettingReads, ConsoleReads, DigestReads, UnitOfWork, Protocol):
     """**Protocol:** every read port and the unit of work: the store as the app wires it."""

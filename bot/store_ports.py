@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bot.audit import AuditEntry
+from bot.digest_figures import DayWindow, Figures
 from bot.events import Event
 from bot.signals import Signal
 from bot.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState
@@ -419,6 +420,13 @@ class ConsoleReads(Protocol):
 
     async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
         """Per playbook, how many tasks ended in each state."""
+
+
+class DigestReads(Protocol):
+    """**Protocol:** the daily digest's figures, each computed by one query in the database."""
+
+    async def digest_figures(self, days: list[DayWindow]) -> Figures:
+        """Every figure of the digest for each of ``days`` (oldest first; the last is the day reported)."""
 
 
 class OutboxReads(Protocol):

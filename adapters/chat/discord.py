@@ -26,10 +26,12 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from adapters.chat.discord_digest import chart_file, digest_embed
 from adapters.chat.discord_embeds import to_embed
 from adapters.chat.discord_interactions import Interactions, ProposalButton, ops_group, to_view
 from bot import wording
 from bot.commands import Commands
+from bot.digest_text import Digest
 from bot.errors import ChatUnavailable, ConfigError
 from bot.identity import IdentityDirectory
 from bot.proposals import MessageRef, Proposal
@@ -224,6 +226,22 @@ class DiscordSurface:
         async with self._delivery("notice", channel=channel_id):
             target = self._require_client().get_partial_messageable(int(channel_id))
             await target.send(wording.truncate(text, MESSAGE_MAX))
+
+    async def post_digest(self, channel: str | None, digest: Digest) -> None:
+        """The digest as an embed with its chart attached; if Discord refuses the attachment, the
+        embed alone, saying the chart is missing (the digest itself is never dropped for it)."""
+        channel_id = channel or self.config.default_channel
+        target = self._require_client().get_partial_messageable(int(channel_id))
+        chart = chart_file(digest)
+        if chart is not None:
+            try:
+                async with self._delivery("digest", channel=channel_id):
+                    await target.send(embed=digest_embed(digest, chart_filename=chart.filename), file=chart)
+                return
+            except DiscordUnavailable:
+                log.warning("discord.digest_chart_failed", channel=channel_id, fallback="embed without the chart")
+        async with self._delivery("digest", channel=channel_id):
+            await target.send(embed=digest_embed(digest, chart_filename=None))
 
     async def post_note(self, ref: MessageRef, text: str) -> None:
         """Who did what, in the proposal's thread, or as a reply when there is no thread."""

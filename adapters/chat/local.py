@@ -7,10 +7,12 @@ and per change, worded like the chat messages.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import structlog
 
+from bot.digest_text import Digest
 from bot.proposals import MessageRef, Proposal
 
 log = structlog.get_logger("ooda.proposals")
@@ -19,8 +21,9 @@ log = structlog.get_logger("ooda.proposals")
 class LocalSurface:
     name: ClassVar[str] = "local"
 
-    def __init__(self, **_: object) -> None:
+    def __init__(self, *, digest_dir: Path | None = None, **_: object) -> None:
         self.posted: list[Proposal] = []
+        self.digest_dir = digest_dir  # where digest charts are written (data_dir/digests)
 
     async def post_proposal(self, proposal: Proposal, channel: str | None) -> MessageRef:
         self.posted.append(proposal)
@@ -44,3 +47,13 @@ class LocalSurface:
 
     async def post_notice(self, channel: str | None, text: str) -> None:
         log.info("notice", channel=channel, text=text)
+
+    async def post_digest(self, channel: str | None, digest: Digest) -> None:
+        """The digest to the log, with the path of its chart, written as ``digest-<day>.png``."""
+        chart = None
+        if digest.chart_png is not None and self.digest_dir is not None:
+            self.digest_dir.mkdir(parents=True, exist_ok=True)
+            path = self.digest_dir / f"digest-{digest.day.isoformat()}.png"
+            path.write_bytes(digest.chart_png)
+            chart = str(path)
+        log.info("digest", channel=channel, chart=chart, text=digest.text)

@@ -46,10 +46,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import ChannelPacer, SlackConfig, SlackDeliveryError, delivery_error
+from adapters.chat.slack_digest import CHART_FILENAME, digest_message
 from adapters.chat.slack_payloads import payload_problem
 from bot import wording
 from bot.chatops import bind_chat_request, bound_correlation_id, parse_ops, run_ops
 from bot.commands import ActionResult, Commands
+from bot.digest_text import Digest
 from bot.errors import ConfigError, ConfirmationRequired, UserError
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
@@ -227,6 +229,29 @@ class SlackSurface:
         target = channel or self.config.default_channel
         await self._send("chat.postMessage", {
             "channel": target, "text": wording.truncate(kit.escape(text), kit.FALLBACK_LIMIT)})
+
+    async def post_digest(self, channel: str | None, digest: Digest) -> None:
+        """The digest as blocks, then its chart uploaded beside it (``files_upload_v2``). A failed
+        upload leaves the posted digest as it is and says so in a second message."""
+        target = channel or self.config.default_channel
+        with_chart = digest.chart_png is not None
+        await self._send("chat.postMessage", {"channel": target, **digest_message(digest, with_chart=with_chart)})
+        if digest.chart_png is None:
+            return
+        filename = CHART_FILENAME.format(day=digest.day.isoformat())
+        try:
+            async with self.pacer.slot(target):
+                await self.client.files_upload_v2(channel=target, content=digest.chart_png, filename=filename,
+                                                  title=digest.title, alt_txt="Ooda's 7-day chart: alerts, tasks by "
+                                                  "outcome and time to resolution")
+            self._count("sent")
+        except Exception as exc:
+            self._count("failed")
+            error = delivery_error("files_upload_v2", target, exc)
+            log.warning("slack.digest_chart_failed", channel=target, error=str(error))
+            await self.post_notice(target, "The digest's chart could not be uploaded "
+                                           f"({error.error}); the figures above are complete. "
+                                           "`ooda digest --png FILE` draws the chart.")
 
     async def _send(self, method: str, args: dict[str, Any]) -> Any:
         """One paced Web API call."""

@@ -215,7 +215,8 @@ class Console:
         full_page = not name.startswith("_")
         html = self.templates.get_template(name).render(
             visit=visit, actor=visit.actor if visit else None, csrf=visit.session.csrf if visit else "",
-            flash=visit.session.take_flash() if visit and full_page else [], kill_switch=visit.kill_switch if visit else False,
+            flash=visit.session.take_flash() if visit and full_page else [],
+            kill_switch=visit.kill_switch if visit else False,
             now=self.core.clock(), live_s=self.live_interval_s, P=P, page=name.removesuffix(".html"), **context)
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})

@@ -183,3 +183,17 @@ def test_edit_and_argument_syntax_errors_are_user_errors(capsys):
 
 def test_config_before_the_subcommand_is_honoured():
     assert build_parser().parse_args(["audit", "--config", "X", "verify"]).config == Path("X")
+
+
+async def test_digest_prints_the_day_and_writes_its_chart(tmp_path, capsys, monkeypatch, secrets_env, quiet_server):
+    config = str(tmp_path / "config.yaml")
+    png = tmp_path / "chart.png"
+    async with running_standin() as standin, running_app(tmp_path, standin) as app:
+        monkeypatch.setenv("OODA_URL", f"http://127.0.0.1:{app.port}")
+        code, out, err = await ooda(capsys, "digest", "--date", "2026-01-15", "--png", str(png), "--config", config)
+        assert code == 0 and out.startswith("Ooda digest: Thursday 2026-01-15 (UTC)")
+        assert "Quiet day" in out and f"chart: {png}" in err
+        assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+        code, _, err = await ooda(capsys, "digest", "--date", "15.01.2026", "--config", config)
+        assert code == 1 and "400" in err and "YYYY-MM-DD" in err

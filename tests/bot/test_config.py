@@ -82,7 +82,8 @@ BROKEN = [
     pytest.param("  retention_days: 30 ", "  retention_days: 0 ", "  retention_days:", "store.retention_days",
                  "greater than or equal to 1", id="retention-of-zero-days"),
     pytest.param("  level: info", "  level: loud", "  level: loud", "log.level", "loud", id="bad-log-level"),
-    pytest.param("  at: \"09:00\"", "  at: \"9 am\"", "  at: \"9 am\"", "digest.at", "pattern", id="bad-digest-time"),
+    pytest.param("  cron: \"0 9 * * 1-5\"", "  cron: \"0 9 * *\"", "  cron: \"0 9 * *\"", "digest.cron",
+                 "has 4 fields", id="bad-digest-cron"),
 ]
 
 

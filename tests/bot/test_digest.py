@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from adapters.standin import new_feature
 from bot.digest import build_digest
 from bot.identity import Actor
 from bot.tasks import TaskState
-from tests.harness import AM, client, running_app, running_standin
+from tests.harness import ADMIN, AM, client, running_app, running_standin
 
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")
 APPROVER = Actor(id="lead", display="Lead", roles=frozenset({"sre-lead", "oncall"}), via="api")
@@ -30,7 +30,7 @@ async def spike(app, service: str) -> int:
     return task.id
 
 
-async def test_the_digest_reports_incidents_time_to_approve_mttr_success_and_noise(tmp_path):
+async def test_the_digest_after_a_day_of_real_work(tmp_path):
     # The example limits http-5xx-ratio to 3 runs an hour, counted in executed steps: two runs of
     # its two steps would pass it.
     limits = {"policy": {"rate_limits": {"playbooks": {"http-5xx-ratio": {"max": 10, "per_s": 3600}}}}}
@@ -45,24 +45,27 @@ async def test_the_digest_reports_incidents_time_to_approve_mttr_success_and_noi
             assert (await http.post("/webhooks/alertmanager", json=alerts(name, count), headers=AM)).status_code == 202
         await app.engine.wait_idle()
 
-        now = datetime.now(UTC)
-        text = await build_digest(app.store, now - timedelta(days=1), now + timedelta(minutes=1))
-        via_command = await app.commands.digest()
+        digest = await app.commands.digest()
+        via_api = (await http.get("/api/v1/digest", headers=ADMIN)).json()
 
-    lines = text.splitlines()
-    assert lines[0].startswith("Ooda digest ")
-    assert "Incidents (tasks): 2 — completed 1, failed_terminal 1" in lines
-    assert "Success rate: 50% of 2 finished" in lines
-    assert any(line.startswith("Time to approve (median): ") and "n/a" not in line for line in lines)
-    assert any(line.startswith("MTTR (median, completed): ") and "n/a" not in line for line in lines)
-    assert "Policy denials: 0" in lines
-    assert lines[-1] == "Noisiest alerts: DiskFullNoPlaybook (3), FlappyNoPlaybook (1)"
-    assert "Incidents (tasks): 2" in via_command
+    figures = digest.figures
+    assert {k: v[-1] for k, v in figures.tasks.items()} == {
+        "opened": 2, "completed": 1, "failed": 1, "rejected": 0, "escalated": 0, "undone": 0}
+    assert figures.time_to_approval.count[-1] == 2 and figures.time_to_resolution.count[-1] == 1
+    assert figures.mttr[-1] is not None and figures.mtta[-1] is not None
+    # throttle runs automatically at L2, roll_back_deploy waits for a person: 2 of 4 write steps.
+    assert figures.automatic_steps == {"L2": ([0] * 6 + [2], [0] * 6 + [4])}
+    assert figures.approvals_by_person == {"Lead": [0] * 6 + [2]}
+    assert list(figures.noisiest_alerts.items())[:2] == [("DiskFullNoPlaybook", [0] * 6 + [3]),
+                                                         ("FlappyNoPlaybook", [0] * 6 + [1])]
+    text = digest.text
+    assert text.startswith("Ooda digest: the 24 hours to now (UTC)")
+    assert "  completed: 1   " in text and "  failed: 1   " in text
+    assert via_api["digest"] == text and via_api["figures"]["tasks"]["opened"][-1] == 2
 
 
 async def test_a_quiet_day_says_so(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin) as app:
-        now = datetime.now(UTC)
-        text = await build_digest(app.store, now - timedelta(days=1), now)
-    assert "No incidents. Quiet day." in text
-    assert "Success rate" not in text
+        digest = await build_digest(app.store, now=datetime.now(UTC))
+    assert "No alerts and no new tasks. Quiet day." in digest.text
+    assert digest.chart_png is None

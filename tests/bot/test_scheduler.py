@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from bot.audit import AuditEntry, parse_head, verify_chain
+from bot.config import DigestConfig
 from bot.errors import Conflict
 from bot.identity import Actor
 from bot.scheduler import digest_trigger
@@ -88,7 +89,7 @@ async def test_the_digest_is_sent_once_per_day(tmp_path):
         assert await app.scheduler.send_digest() is True
         assert await app.scheduler.send_digest() is False  # a restart or a second trigger the same day
         assert len(surface.notices) == 1
-        assert surface.notices[0][1].startswith("Ooda digest")
+        assert surface.notices[0][1].startswith("Ooda digest")  # a surface without post_digest: the text
         today = clock().date().isoformat()
         assert (await app.store.get_setting(f"digest.sent.{today}")).value is True
 
@@ -98,11 +99,18 @@ async def test_the_digest_is_sent_once_per_day(tmp_path):
 
 
 def test_the_digest_trigger_uses_day_names_in_the_configured_zone():
-    trigger = digest_trigger("09:00", "mon-fri", "Europe/Berlin")
+    trigger = digest_trigger(DigestConfig(at="09:00", days="mon-fri", timezone="Europe/Berlin"))
     saturday = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
     fire = trigger.get_next_fire_time(None, saturday)
     assert fire.weekday() == 0 and (fire.hour, fire.minute) == (9, 0)
     assert fire.utcoffset() == timedelta(hours=1)
+
+
+def test_a_digest_cron_line_replaces_at_and_days():
+    trigger = digest_trigger(DigestConfig(cron="30 7 * * 1", timezone="America/New_York", at="09:00"))
+    fire = trigger.get_next_fire_time(None, datetime(2026, 1, 3, 12, 0, tzinfo=UTC))  # a Saturday
+    assert fire.weekday() == 0 and (fire.hour, fire.minute) == (7, 30)  # cron's 1 is Monday
+    assert fire.utcoffset() == timedelta(hours=-5)
 
 
 async def test_waiting_proposals_get_one_reminder_after_the_configured_delay(tmp_path):

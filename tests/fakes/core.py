@@ -8,10 +8,13 @@ confirmation, and edits are validated against the step's bounds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from bot.commands import ActionResult, Commands, Status
+from bot.digest_figures import Figures
+from bot.digest_post import Delivery
+from bot.digest_text import Digest, DigestSection
 from bot.errors import ConfirmationRequired, Conflict, Forbidden, UnknownTask, UserError
 from bot.identity import Actor
 from bot.proposals import (
@@ -160,8 +163,13 @@ class FakeCommands(Commands):
     async def show(self, task_id: int) -> Proposal:
         return self._get(task_id)
 
-    async def digest(self, *, since: datetime | None = None) -> str:
-        return "Digest: 3 incidents, 2 approved, MTTR 12 min"
+    async def digest(self, *, day: date | None = None, chart: bool = False) -> Digest:
+        sections = [DigestSection("Response times", ["MTTR (completed tasks): 12.0 min   ▁▃█  week median 9 min"])]
+        return Digest(title="Ooda digest: the 24 hours to now (UTC)", day=NOW.date(), zone="UTC", sections=sections,
+                      figures=Figures(days=[]))
+
+    async def post_digest(self, surfaces: list[Any] | None = None) -> tuple[Digest, list[Delivery]]:
+        return await self.digest(chart=True), []
 
 
 APPROVER = Actor(id="alice", display="alice", roles=frozenset({"approver"}), via="slack")

@@ -1,7 +1,9 @@
 """A fake Discord: REST API and gateway in one aiohttp app on 127.0.0.1, for the real discord.py.
 
 Point discord.py at it with ``DiscordConfig(api_base_url=fake.api_base, gateway_url=fake.gateway_url)``.
-The fake keeps what the bot sent (messages, interaction callbacks, followups, command overwrites)
+The fake keeps what the bot sent (messages, interaction callbacks, followups, command overwrites,
+attachments' bytes) and refuses what Discord refuses (embeds past their limits, an embed image or
+attachment that names no uploaded file: 400 ``Invalid Form Body``)
 and lets a test play the part of a person: ``click`` a button on a message the bot posted,
 ``submit_modal`` and ``slash`` an app command. These arrive over the gateway as the
 ``INTERACTION_CREATE`` dispatches real Discord sends.
@@ -17,12 +19,14 @@ Wire details that matter to discord.py (see the platform notes):
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import itertools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -69,6 +73,56 @@ def embed_size(embed: dict[str, Any]) -> int:
     return sum(map(len, texts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
 
 
+EMBED_LIMITS = {"title": 256, "description": 4096}
+FIELD_LIMITS = {"name": 256, "value": 1024}
+MAX_FIELDS = 25
+MAX_EMBED_TOTAL = 6000
+MAX_CONTENT = 2000
+
+
+def parse_multipart(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A multipart/form-data message: its ``payload_json`` with the ``files[n]`` parts under ``files``."""
+    head = b"Content-Type: " + content_type.encode() + b"\r\n\r\n"
+    document = BytesParser(policy=email.policy.default).parsebytes(head + raw)
+    body: dict[str, Any] = {"files": []}
+    for part in document.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "payload_json":
+            body.update(json.loads(data))
+        elif isinstance(name, str) and name.startswith("files["):
+            body["files"].append({"field": name, "filename": part.get_filename(), "data": data,
+                                  "content_type": part.get_content_type()})
+    return body
+
+
+def message_problem(body: dict[str, Any]) -> dict[str, Any] | None:
+    """What Discord would refuse in a message body (its documented limits), or None."""
+    if len(body.get("content") or "") > MAX_CONTENT:
+        return {"content": f"Must be {MAX_CONTENT} or fewer in length."}
+    uploaded = {f["filename"] for f in body.get("files", [])}
+    for n, embed in enumerate(body.get("embeds") or []):
+        for key, limit in EMBED_LIMITS.items():
+            if len(embed.get(key) or "") > limit:
+                return {f"embeds.{n}.{key}": f"Must be {limit} or fewer in length."}
+        fields = embed.get("fields") or []
+        if len(fields) > MAX_FIELDS:
+            return {f"embeds.{n}.fields": f"Must be {MAX_FIELDS} or fewer in length."}
+        for m, f in enumerate(fields):
+            for key, limit in FIELD_LIMITS.items():
+                if not 0 < len(f.get(key) or "") <= limit:
+                    return {f"embeds.{n}.fields.{m}.{key}": f"Must be between 1 and {limit} in length."}
+        if embed_size(embed) > MAX_EMBED_TOTAL:
+            return {f"embeds.{n}": f"Embed size exceeds maximum size of {MAX_EMBED_TOTAL}"}
+        image = (embed.get("image") or {}).get("url", "")
+        if image.startswith("attachment://") and image.removeprefix("attachment://") not in uploaded:
+            return {f"embeds.{n}.image.url": "Refers to an attachment that was not uploaded."}
+    for n, attachment in enumerate(body.get("attachments") or []):
+        if attachment.get("filename") not in uploaded:
+            return {f"attachments.{n}": "Refers to a file that was not uploaded."}
+    return None
+
+
 @dataclass
 class ScriptedFailure:
     method: str
@@ -99,6 +153,8 @@ class FakeDiscord:
     original_edits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     commands: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # guild id -> command overwrites
     identifies: list[dict[str, Any]] = field(default_factory=list)
+    attachments: dict[str, bytes] = field(default_factory=dict)  # attachment id -> the uploaded bytes
+    refuse_attachments: bool = False  # answer a message with files 413, as Discord does past its size limit
     resumes: int = 0
 
     def __post_init__(self) -> None:
@@ -362,6 +418,13 @@ class FakeDiscord:
         }
         if "message_reference" in body:
             message["message_reference"] = body["message_reference"]
+        for n, upload in enumerate(body.get("files", [])):
+            attachment_id = str(new_id())
+            self.attachments[attachment_id] = upload["data"]
+            message["attachments"].append({
+                "id": attachment_id, "filename": upload["filename"], "size": len(upload["data"]),
+                "content_type": upload["content_type"], "url": f"http://127.0.0.1/attachments/{attachment_id}",
+                "proxy_url": f"http://127.0.0.1/attachments/{attachment_id}", "index": n})
         if webhook:
             message["webhook_id"] = str(APPLICATION_ID)
         return message
@@ -384,8 +447,8 @@ class FakeDiscord:
             if request.content_type == "application/json":
                 body = json.loads(raw)
             elif request.content_type.startswith("multipart/"):
-                # discord.py sends multipart when a message has files; we only need payload_json.
-                body = {"multipart": raw.decode(errors="replace")}
+                # discord.py sends multipart when a message has files: payload_json and files[n].
+                body = parse_multipart(raw, request.headers["Content-Type"])
         self.requests.append(Recorded(request.method, path, body, "Authorization" in request.headers))
         hold = next((h for h in self._holds if h[0] == request.method and h[1].search(path)), None)
         if hold is not None:
@@ -417,6 +480,11 @@ class FakeDiscord:
             return _json({"id": parts[1], "type": 0, "name": "ops", "guild_id": str(GUILD_ID), "position": 0,
                           "permission_overwrites": [], "nsfw": False, "parent_id": None})
         if parts[:1] == ["channels"] and parts[2:] == ["messages"] and method == "POST":
+            if body.get("files") and self.refuse_attachments:
+                return _json({"message": "Request entity too large", "code": 40005}, 413)
+            problem = message_problem(body)
+            if problem:
+                return _json({"message": "Invalid Form Body", "code": 50035, "errors": problem}, 400)
             message = self._message(int(parts[1]), body)
             self.messages[int(message["id"])] = message
             return _json(message)

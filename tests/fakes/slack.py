@@ -1,5 +1,6 @@
 """A fake Slack on 127.0.0.1: the Web API at ``/api/{method}``, Socket Mode at ``/ws``, and
-``response_url`` targets at ``/respond/{key}``, all served by one in-loop aiohttp app.
+``response_url`` targets at ``/respond/{key}``, and file uploads at ``/upload/{file_id}`` (the URL
+``files.getUploadURLExternal`` hands out), all served by one in-loop aiohttp app.
 
 The real slack_sdk / slack-bolt code talks to it over real HTTP and WebSocket, so a test checks
 what Slack would actually receive. Every call is recorded with the answer it got; ``fail_next``
@@ -11,6 +12,11 @@ until told otherwise (an outage); ``wait_for`` awaits a call instead of sleeping
         ...
         ack = await slack.send_envelope("slash_commands", {...})   # Socket Mode, returns the ack
         call = await slack.wait_for("chat.postMessage")
+
+It checks what Slack checks: ``blocks`` within Block Kit's limits (``invalid_blocks`` otherwise),
+and the three steps of ``files_upload_v2`` in order (a URL is asked for a name and a length, the
+bytes posted to it are that long, and only uploaded files can be completed into a channel);
+``shared_files`` holds what was completed, with its bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
+
+# Block Kit limits Slack enforces on chat.postMessage / chat.update (invalid_blocks past them).
+MAX_BLOCKS = 50
+BLOCK_TEXT_LIMITS = {"section": 3000, "header": 150, "context": 2000}
+MAX_CONTEXT_ELEMENTS = 10
+MAX_FIELDS = 10
+FIELD_LIMIT = 2000
 
 
 @dataclass
@@ -56,6 +69,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}  # group id -> user ids, for usergroups.list
         self._failures: dict[str, list[ScriptedFailure]] = {}
         self._down: set[str] = set()
+        self.uploads: dict[str, dict[str, Any]] = {}  # file id -> {"filename", "length", "data"}
+        self.shared_files: list[dict[str, Any]] = []  # completed uploads: id, title, channel, data, ...
         self._ts = itertools.count(1)
         self._envelope_ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -72,6 +87,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)  # some methods (usergroups.list) are GETs
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/respond/{key}", self._respond)
+        app.router.add_post("/upload/{file_id}", self._upload)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -156,6 +172,14 @@ class FakeSlack:
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method in {"chat.postMessage", "chat.update"} and args.get("blocks") is not None:
+            problem = blocks_problem(_loads(args["blocks"]))
+            if problem:
+                return {"ok": False, "error": "invalid_blocks", "errors": [problem]}
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(args)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(args)
         if method == "auth.test":
             return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "ooda",
                     "team_id": self.TEAM_ID, "user_id": self.BOT_USER_ID, "bot_id": "BBOT"}
@@ -174,6 +198,44 @@ class FakeSlack:
         if method == "usergroups.list":
             return {"ok": True, "usergroups": [{"id": g, "users": users} for g, users in self.usergroups.items()]}
         return {"ok": True}
+
+    def _upload_url(self, args: dict[str, Any]) -> dict[str, Any]:
+        length = str(args.get("length", ""))
+        if not args.get("filename") or not length.isdigit() or int(length) <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._ts):08d}"
+        self.uploads[file_id] = {"filename": args["filename"], "length": int(length), "data": None,
+                                 "alt_txt": args.get("alt_txt")}
+        return {"ok": True, "file_id": file_id, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}"}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        upload = self.uploads.get(file_id)
+        data = await request.read()
+        if upload is None:
+            return web.Response(status=404, text="unknown upload")
+        if len(data) != upload["length"]:  # Slack refuses bytes that do not match the announced length
+            return web.Response(status=400, text=f"expected {upload['length']} bytes, got {len(data)}")
+        scripted = self._failures.get("upload")  # fail_next("upload", status=...) fails the bytes' POST
+        if scripted:
+            failure = scripted.pop(0)
+            return web.Response(status=failure.status if failure.status != 200 else 500, text="upload failed")
+        upload["data"] = data
+        await self._notify()
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _complete_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = _loads(args.get("files")) or []
+        if not files or any(self.uploads.get(f.get("id"), {}).get("data") is None for f in files):
+            return {"ok": False, "error": "file_not_found"}  # never asked for, or its bytes never arrived
+        done = []
+        for f in files:
+            upload = self.uploads[f["id"]]
+            shared = {"id": f["id"], "title": f.get("title"), "channel": args.get("channel_id"),
+                      "thread_ts": args.get("thread_ts"), "initial_comment": args.get("initial_comment"), **upload}
+            self.shared_files.append(shared)
+            done.append({"id": f["id"], "title": f.get("title"), "name": upload["filename"]})
+        return {"ok": True, "files": done}
 
     async def _respond(self, request: web.Request) -> web.Response:
         self.responses.append((request.match_info["key"], await request.json()))
@@ -229,3 +291,27 @@ class FakeSlack:
 
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def blocks_problem(blocks: Any) -> str | None:
+    """What Slack would refuse in ``blocks`` (Block Kit's documented limits), or None."""
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        return f"blocks must be a list of at most {MAX_BLOCKS}"
+    for n, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind is None:
+            return f"block {n} has no type"
+        text = (block.get("text") or {}).get("text")
+        limit = BLOCK_TEXT_LIMITS.get(kind)
+        if limit is not None and text is not None and not 0 < len(text) <= limit:
+            return f"block {n} ({kind}): text must be 1 to {limit} characters, got {len(text)}"
+        if kind == "header" and block["text"].get("type") != "plain_text":
+            return f"block {n} (header): text must be plain_text"
+        if kind == "context":
+            elements = block.get("elements") or []
+            if not 0 < len(elements) <= MAX_CONTEXT_ELEMENTS:
+                return f"block {n} (context): 1 to {MAX_CONTEXT_ELEMENTS} elements"
+        fields = block.get("fields") or []
+        if len(fields) > MAX_FIELDS or any(len(f.get("text", "")) > FIELD_LIMIT for f in fields):
+            return f"block {n}: at most {MAX_FIELDS} fields of {FIELD_LIMIT} characters"
+    return None
