@@ -471,14 +471,18 @@ async def _audit_verify(config: Path, expect_head: str | None) -> Any:
         await store.close()
 
 
-async def _audit_export(config: Path, task_id: int) -> dict[str, Any]:
+async def _audit_export(config: Path, task_id: int) -> tuple[dict[str, Any], Path]:
+    """The bundle, and where it goes by default: the data folder's ``exports/`` (next to the store,
+    and ignored by git with it), never the working directory a person happens to be in."""
+    from bot.config import load_settings
     from bot.evidence import export_bundle
 
     store, _ = await _offline_store(config)
     try:
-        return await export_bundle(store, task_id)
+        bundle = await export_bundle(store, task_id)
     finally:
         await store.close()
+    return bundle, load_settings(config)[0].data_path / "exports" / f"task-{task_id}.json"
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -498,14 +502,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
                   f"({result.checked} records verified before it)", file=sys.stderr)
         return 0 if result.ok else 1
-    bundle = asyncio.run(_audit_export(args.config, int(args.task_id)))
+    bundle, default_path = asyncio.run(_audit_export(args.config, int(args.task_id)))
     text = json.dumps(bundle, indent=2, default=str)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.output}: task {args.task_id}, {len(bundle['audit'])} audit records, "
-              f"{len(bundle['signals'])} signals, {len(bundle['events'])} events")
-    else:
+    if args.output == "-":
         print(text)
+        return 0
+    path = Path(args.output) if args.output else default_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {path}: task {args.task_id}, {len(bundle['audit'])} audit records, "
+          f"{len(bundle['signals'])} signals, {len(bundle['events'])} events")
     return 0
 
 
@@ -578,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "must still be there, unchanged")
     e = asub.add_parser("export", parents=[nested])
     e.add_argument("task_id")
-    e.add_argument("-o", "--output", help="write the bundle to this file")
+    e.add_argument("-o", "--output", help="write the bundle to this file, '-' for stdout (default: "
+                                          "exports/task-ID.json in the data folder)")
     return parser
 
 
