@@ -340,6 +340,8 @@ class Commands:
                 upcoming = cron_trigger(schedule.cron, schedule.timezone).get_next_fire_time(None, now)
                 when = upcoming.isoformat(timespec="minutes") if upcoming else "never"
                 run = " ".join([playbook_id, *(f"{k}={v}" for k, v in schedule.args.items())])
+                if not schedule.enabled:
+                    when = "off (enabled: false in the playbook)"
                 checks.append(f"{run} ({schedule.cron} {schedule.timezone}): next {when}")
         return checks
 
