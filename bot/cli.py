@@ -286,6 +286,11 @@ def cmd_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/retry"))
+    return 0
+
+
 def parse_kv(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -554,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--reason", required=True)
     add("undo", cmd_undo, "run the rollbacks of a task's executed steps").add_argument("id")
+    add("retry", cmd_retry, "decide a task the policy stopped (kill switch, change window) again under the "
+                            "policy of now, e.g. after `ooda resume`: ooda retry 12").add_argument("id")
     p = add("run", cmd_run, "run a playbook by hand: ooda run PLAYBOOK key=value ...")
     p.add_argument("playbook")
     p.add_argument("args", nargs="*")
