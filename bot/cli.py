@@ -345,13 +345,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("no past tasks of these playbooks to replay")
         return 0
     changed = [r for r in results if r["changes"] and not r["error"]]
+    policy = [r for r in results if r.get("policy_changes")]
     print(f"replayed {len(results)} task(s): {len(results) - len(changed) - len(failing)} unchanged, "
-          f"{len(changed)} changed, {len(failing)} failing")
+          f"{len(changed)} changed, {len(failing)} failing"
+          + (f"; {len(policy)} decided differently by the policy of now, whatever the playbook" if policy else ""))
     for r in results:
         verdict = "FAILS" if r["error"] else "changed" if r["changes"] else "unchanged"
+        if r.get("policy_changes"):
+            verdict += "; the policy of now differs"
         print(f"#{r['task_id']} {r['playbook_id']} v{r['old_version']} → v{r['new_version']}: {verdict}")
         for change in r["changes"]:
             print(f"    {change}")
+        for change in r.get("policy_changes", []):
+            print(f"    policy, not the playbook: {change}")
     return 1 if failing else 0
 
 
