@@ -203,6 +203,7 @@ class Api:
             _Route("POST", "/api/v1/tasks/{id}/approve", self.approve),
             _Route("POST", "/api/v1/tasks/{id}/reject", self.reject),
             _Route("POST", "/api/v1/tasks/{id}/undo", self.undo),
+            _Route("POST", "/api/v1/tasks/{id}/retry", self.retry),
             _Route("GET", "/api/v1/tasks/{id}/bundle", self.bundle),
             _Route("GET", "/api/v1/tasks/{id}/policy", self.explain),
             _Route("POST", "/api/v1/playbooks/{id}/run", self.run),
@@ -322,6 +323,11 @@ class Api:
     async def undo(self, request: web.Request, actor: Actor) -> web.Response:
         await self._body(request, EmptyBody)
         result = await self._commands.undo(self._task_id(request), actor)
+        return web.json_response(result.model_dump(mode="json"))
+
+    async def retry(self, request: web.Request, actor: Actor) -> web.Response:
+        await self._body(request, EmptyBody)
+        result = await self._commands.retry(self._task_id(request), actor)
         return web.json_response(result.model_dump(mode="json"))
 
     async def run(self, request: web.Request, actor: Actor) -> web.Response:

@@ -298,7 +298,8 @@ class App:
             secret = self.secrets.get(cfg.secret_env).encode() if cfg.auth != "none" and cfg.secret_env else None
             sources[name] = IntakeSource(name, adapter, cfg.auth, secret)
         normalizer = LabelNormalizer(self.settings.environment, self.settings.labels.environments)
-        return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes, normalize=normalizer)
+        return Intake(sources, self.store, self.metrics, self.settings.intake.max_body_bytes, normalize=normalizer,
+                      max_value_bytes=self.settings.intake.max_value_bytes)
 
 
 def own_secret_names(settings: Settings) -> set[str]:

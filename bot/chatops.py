@@ -17,7 +17,7 @@ Public API (stable; the Slack and Discord surfaces both rely on it):
         That id, for an internal-error reply; it is the id on the log line of the exception.
 
 Subcommands: help, status, tasks, show ID, approve ID [PHRASE...], reject ID REASON...,
-run PLAYBOOK key=value..., pause [REASON...], resume, undo ID, digest.
+run PLAYBOOK key=value..., pause [REASON...], resume, undo ID, retry ID, digest.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from bot.proposals import Proposal
 log = structlog.get_logger(__name__)
 
 OpsName = Literal[
-    "help", "status", "tasks", "show", "approve", "reject", "run", "pause", "resume", "undo", "digest"
+    "help", "status", "tasks", "show", "approve", "reject", "run", "pause", "resume", "undo", "retry", "digest"
 ]
 SUBCOMMANDS: tuple[str, ...] = (
-    "help", "status", "tasks", "show", "approve", "reject", "run", "pause", "resume", "undo", "digest",
+    "help", "status", "tasks", "show", "approve", "reject", "run", "pause", "resume", "undo", "retry", "digest",
 )
-_NEEDS_ID = {"show", "approve", "reject", "undo"}
+_NEEDS_ID = {"show", "approve", "reject", "undo", "retry"}
 
 
 class OpsCommand(BaseModel):
@@ -190,6 +190,8 @@ async def _dispatch(c: OpsCommand, commands: Commands, actor: Actor, prefix: str
         result = await commands.approve(c.task_id, actor, confirmation=c.reason or None)
     elif c.name == "reject":
         result = await commands.reject(c.task_id, actor, c.reason)
+    elif c.name == "retry":
+        result = await commands.retry(c.task_id, actor)
     else:
         result = await commands.undo(c.task_id, actor)
     return OpsReply(text=wording.neutralize_mentions(result.message), proposal=result.proposal, public=True)

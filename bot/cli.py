@@ -287,6 +287,11 @@ def cmd_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/retry"))
+    return 0
+
+
 def parse_kv(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -341,13 +346,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("no past tasks of these playbooks to replay")
         return 0
     changed = [r for r in results if r["changes"] and not r["error"]]
+    policy = [r for r in results if r.get("policy_changes")]
     print(f"replayed {len(results)} task(s): {len(results) - len(changed) - len(failing)} unchanged, "
-          f"{len(changed)} changed, {len(failing)} failing")
+          f"{len(changed)} changed, {len(failing)} failing"
+          + (f"; {len(policy)} decided differently by the policy of now, whatever the playbook" if policy else ""))
     for r in results:
         verdict = "FAILS" if r["error"] else "changed" if r["changes"] else "unchanged"
+        if r.get("policy_changes"):
+            verdict += "; the policy of now differs"
         print(f"#{r['task_id']} {r['playbook_id']} v{r['old_version']} → v{r['new_version']}: {verdict}")
         for change in r["changes"]:
             print(f"    {change}")
+        for change in r.get("policy_changes", []):
+            print(f"    policy, not the playbook: {change}")
     return 1 if failing else 0
 
 
@@ -490,14 +501,18 @@ async def _audit_verify(config: Path, expect_head: str | None) -> Any:
         await store.close()
 
 
-async def _audit_export(config: Path, task_id: int) -> dict[str, Any]:
+async def _audit_export(config: Path, task_id: int) -> tuple[dict[str, Any], Path]:
+    """The bundle, and where it goes by default: the data folder's ``exports/`` (next to the store,
+    and ignored by git with it), never the working directory a person happens to be in."""
+    from bot.config import load_settings
     from bot.evidence import export_bundle
 
     store, _ = await _offline_store(config)
     try:
-        return await export_bundle(store, task_id)
+        bundle = await export_bundle(store, task_id)
     finally:
         await store.close()
+    return bundle, load_settings(config)[0].data_path / "exports" / f"task-{task_id}.json"
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -517,14 +532,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
                   f"({result.checked} records verified before it)", file=sys.stderr)
         return 0 if result.ok else 1
-    bundle = asyncio.run(_audit_export(args.config, int(args.task_id)))
+    bundle, default_path = asyncio.run(_audit_export(args.config, int(args.task_id)))
     text = json.dumps(bundle, indent=2, default=str)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.output}: task {args.task_id}, {len(bundle['audit'])} audit records, "
-              f"{len(bundle['signals'])} signals, {len(bundle['events'])} events")
-    else:
+    if args.output == "-":
         print(text)
+        return 0
+    path = Path(args.output) if args.output else default_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {path}: task {args.task_id}, {len(bundle['audit'])} audit records, "
+          f"{len(bundle['signals'])} signals, {len(bundle['events'])} events")
     return 0
 
 
@@ -567,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--reason", required=True)
     add("undo", cmd_undo, "run the rollbacks of a task's executed steps").add_argument("id")
+    add("retry", cmd_retry, "decide a task the policy stopped (kill switch, change window) again under the "
+                            "policy of now, e.g. after `ooda resume`: ooda retry 12").add_argument("id")
     p = add("run", cmd_run, "run a playbook by hand: ooda run PLAYBOOK key=value ...")
     p.add_argument("playbook")
     p.add_argument("args", nargs="*")
@@ -602,7 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "must still be there, unchanged")
     e = asub.add_parser("export", parents=[nested])
     e.add_argument("task_id")
-    e.add_argument("-o", "--output", help="write the bundle to this file")
+    e.add_argument("-o", "--output", help="write the bundle to this file, '-' for stdout (default: "
+                                          "exports/task-ID.json in the data folder)")
     return parser
 
 

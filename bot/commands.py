@@ -225,6 +225,18 @@ class Commands:
         return ActionResult(message=f"Undo by {actor.display}: {task.outcome}",
                             proposal=await current_proposal(self.core.store, task), executed=True)
 
+    @audited_refusals("retry")
+    async def retry(self, task_id: int, actor: Actor) -> ActionResult:
+        """Decide an escalated task again under the policy of now (bot/retry.py)."""
+        from bot.retry import retry
+
+        task = await retry(self.core, self.executor, await self._task(task_id), actor)
+        return ActionResult(message=f"Retried by {actor.display}: task {task.id} is now "
+                                    f"{task.state.value.replace('_', ' ')}" + (f" ({task.outcome})" if task.outcome
+                                                                               and not task.state.is_open else ""),
+                            proposal=await current_proposal(self.core.store, task),
+                            executed=task.state is TaskState.completed)
+
     @audited_refusals("pause")
     async def pause(self, actor: Actor, reason: str = "") -> Status:
         if not actor.roles:
@@ -344,6 +356,8 @@ class Commands:
                 upcoming = cron_trigger(schedule.cron, schedule.timezone).get_next_fire_time(None, now)
                 when = upcoming.isoformat(timespec="minutes") if upcoming else "never"
                 run = " ".join([playbook_id, *(f"{k}={v}" for k, v in schedule.args.items())])
+                if not schedule.enabled:
+                    when = "off (enabled: false in the playbook)"
                 checks.append(f"{run} ({schedule.cron} {schedule.timezone}): next {when}")
         return checks
 

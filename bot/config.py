@@ -96,6 +96,8 @@ class EventSinkConfig(_Strict):
 
 class IntakeConfig(_Strict):
     max_body_bytes: int = Field(MiB, ge=1024)
+    # Longer labels, annotations and titles are cut to this many bytes, not refused (bot/value_cuts.py).
+    max_value_bytes: int = Field(4 * 1024, ge=256)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
 

@@ -18,7 +18,8 @@ Resolution closes the loop: a resolved signal is recorded on its task as an even
 signal of a task is resolved, a task nobody acted on yet is cancelled (its pending steps skipped)
 while any other records the time. A firing signal already in a task is a redelivery, unless every
 alert of that task had resolved: then it is grouped again like a new one (same rule, so within
-the cooldown it joins the closed task, with an event saying so).
+the cooldown it joins the closed task, with an event saying so). A firing alert of a closed task
+is grouped again too, once per close and always after the cooldown (bot/refire.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import structlog
 
 from bot import events as ev
+from bot import refire
 from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import StoreUnavailable
@@ -113,27 +115,6 @@ def _duration(seconds: float) -> str:
     if minutes < 1:
         return "under a minute"
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
-async def _fired_again(t: TaskOps, in_task: dict[str, tuple[int, Signal, Playbook]]) -> dict[str, int]:
-    """The firing signals (id -> task id) whose task had every alert resolved: not redeliveries."""
-    if not in_task:
-        return {}
-    standing = await t.tasks_with_resolved_alerts(sorted({task_id for task_id, _, _ in in_task.values()}))
-    return {signal_id: task_id for signal_id, (task_id, _, _) in in_task.items() if task_id in standing}
-
-
-async def _record_refire(t: TaskOps, task: Task, signal_ids: list[str], now: datetime, window_s: float,
-                         cooldown_s: float) -> None:
-    """Alerts of a resolved task fired again and the grouping rule kept them on it: say so on the task."""
-    await t.record_refire(task.id, now.isoformat())
-    since = f" {_duration((now - task.resolved_at).total_seconds())}" if task.resolved_at else ""
-    what = "1 alert" if len(signal_ids) == 1 else f"{len(signal_ids)} alerts"
-    note = f"{what} fired again{since} after every alert of this task resolved"
-    if not task.state.is_open:
-        note += (f"; they join this {task.state.value} task instead of opening a new one (the playbook groups "
-                 f"alerts for {window_s:g} s after a task opens and {cooldown_s:g} s after it closes)")
-    t.event(Event(ev.SIGNALS_REFIRED, task.id, {"signals": signal_ids, "note": note}))
 
 
 async def _after_join(t: TaskOps, task: Task, joined: int) -> bool:
@@ -382,7 +363,7 @@ class Engine:
         async def unit(t: TaskOps) -> list[int]:
             settled.clear()
             groups = {key: {**entry, "signals": dict(entry["signals"])} for key, entry in plan.items()}
-            fired_again = await _fired_again(t, in_task)
+            fired_again = await refire.fired_again(t, in_task, now)
             for signal_id in fired_again:
                 _plan_signal(groups, in_task[signal_id][2], in_task[signal_id][1])
             work = []  # tasks to plan: the new ones, and those whose plan must be decided again
@@ -396,7 +377,8 @@ class Engine:
                     back = [sid for sid in entry["signals"] if fired_again.get(sid) == task.id]
                     joined = [sid for sid in entry["signals"] if sid not in back]
                     if back:
-                        await _record_refire(t, task, back, now, window_s, cooldown_s)
+                        await refire.record_refire(t, task, [in_task[sid][1] for sid in back], now,
+                                                   window_s, cooldown_s)
                     if joined:
                         await t.attach_signals(task.id, joined, now.isoformat())
                         if await _after_join(t, task, len(joined)):

@@ -21,8 +21,10 @@ from bot.errors import IntakeError, NotFound, PayloadTooLarge, StoreUnavailable,
 from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.ports import AlertSource
+from bot.refused_alerts import RefusedAlertNames, alert_names
 from bot.signals import Signal
 from bot.store import Store
+from bot.value_cuts import DEFAULT_MAX_VALUE_BYTES, cut_signals
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +46,11 @@ class Intake:
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
         normalize: Callable[[list[Signal]], list[Signal]] | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._sources = sources
+        self._max_value_bytes = max_value_bytes
+        self._refused_names = RefusedAlertNames()
         self._normalize = normalize
         self._store = store
         self._metrics = metrics
@@ -66,6 +71,7 @@ class Intake:
         name = request.match_info["source"]
         source = self._sources.get(name)
         label = name if source else "unknown"
+        body = b""  # what was read, for naming the alerts of a refusal
         try:
             if source is None:
                 known = ", ".join(sorted(self._sources)) or "none configured"
@@ -76,6 +82,7 @@ class Intake:
                 assert source.secret is not None
                 source.adapter.verify_signature(request.headers, body, source.secret, self._clock())
             signals = source.adapter.parse(body, request.headers)
+            signals = self._cut(name, signals, len(body))
             if self._normalize is not None:
                 signals = self._normalize(signals)
             ids = await self._store.ingest_signals(
@@ -83,8 +90,12 @@ class Intake:
                 AuditEntry(actor=f"source:{name}", action="signals.received",
                            data={"source": name, "count": len(signals), "signal_ids": [s.id for s in signals]}),
             )
+        except _TooLarge as exc:
+            body = exc.seen
+            return self._refuse(label, exc.error.status, exc.error.reason, exc.error.to_json(), str(exc.error),
+                                body)
         except IntakeError as exc:
-            return self._refuse(label, exc.status, exc.reason, exc.to_json(), str(exc))
+            return self._refuse(label, exc.status, exc.reason, exc.to_json(), str(exc), body)
         except StoreUnavailable as exc:
             return self._refuse(label, 503, "store_unavailable",
                                 {"error": "store_unavailable", "message": "the store cannot take writes right "
@@ -111,22 +122,51 @@ class Intake:
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self._limit
-        if request.content_length is not None:
-            if request.content_length > limit:
-                raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {limit} "
-                                      "(intake.max_body_bytes); split the payload or raise the limit")
+        if request.content_length is not None and request.content_length <= limit:
             return await request.read()  # exactly Content-Length bytes, in one await
         chunks, size = [], 0
-        # Read in chunks so a chunked upload without Content-Length is cut off at the limit
-        # instead of being buffered whole.
+        # Read in chunks so an upload past the limit is cut off there instead of being buffered
+        # whole; what was read up to the limit names the alerts the refusal loses.
         while chunk := await request.content.read(64 * 1024):
             size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes (intake.max_body_bytes)")
             chunks.append(chunk)
+            if size > limit:
+                break
+        if size > limit or request.content_length is not None:
+            sent = request.content_length or f"more than {limit}"
+            raise _TooLarge(b"".join(chunks)[:limit], PayloadTooLarge(
+                f"body is {sent} bytes; the limit is {limit} (intake.max_body_bytes). Nothing of it was stored: "
+                "set max_alerts on the Alertmanager receiver (or send fewer alerts per request), or raise the "
+                "limit"))
         return b"".join(chunks)
 
-    def _refuse(self, source: str, status: int, reason: str, body: dict[str, object], detail: str) -> web.Response:
+    def _cut(self, source: str, signals: list[Signal], body_size: int) -> list[Signal]:
+        cut = cut_signals(signals, body_size, self._max_value_bytes)
+        if cut is not signals:
+            names = [s.labels.get("alertname") or s.title for s, c in zip(signals, cut, strict=True) if s is not c]
+            if names:
+                self._metrics.intake_values_cut.labels(source).inc(len(names))
+                log.info("intake.values_cut", source=source, alerts=names[:20], count=len(names),
+                         max_value_bytes=self._max_value_bytes)
+        return cut
+
+    def _refuse(self, source: str, status: int, reason: str, body: dict[str, object], detail: str,
+                seen: bytes = b"") -> web.Response:
         self._metrics.intake_requests.labels(source, reason).inc()
-        log.warning("intake.refused", source=source, status=status, reason=reason, detail=detail)
+        # A 4xx is never retried by Alertmanager: the log and the metric name the alerts lost.
+        # Not for a sender that failed authentication: anyone could put names into the metric.
+        names = alert_names(seen) if seen and status != 401 else []
+        for alertname in names:
+            self._metrics.intake_refused_alerts.labels(source, reason, self._refused_names.label(alertname)).inc()
+        log.warning("intake.refused", source=source, status=status, reason=reason, detail=detail,
+                    alerts=names, body_bytes_read=len(seen))
         return web.json_response(body, status=status)
+
+
+class _TooLarge(Exception):
+    """A body past the limit, with the part read before it was cut off."""
+
+    def __init__(self, seen: bytes, error: PayloadTooLarge) -> None:
+        super().__init__(str(error))
+        self.seen = seen
+        self.error = error

@@ -28,6 +28,14 @@ class Metrics:
             "ooda_intake_requests", "Webhook requests by source and outcome", ["source", "outcome"], registry=r
         )
         self.intake_signals = Counter("ooda_intake_signals", "Signals stored by source", ["source"], registry=r)
+        self.intake_refused_alerts = Counter(
+            "ooda_intake_refused_alerts", "Alert names seen in refused webhook deliveries (alerts the sender may "
+            "never send again), by source, reason and alertname", ["source", "reason", "alertname"], registry=r,
+        )
+        self.intake_values_cut = Counter(
+            "ooda_intake_values_cut", "Accepted signals with a label, annotation or title cut to "
+            "intake.max_value_bytes", ["source"], registry=r,
+        )
         self.intake_latency = Histogram(
             "ooda_intake_latency_seconds", "Webhook request latency (accepted requests)", ["source"],
             buckets=LATENCY_BUCKETS, registry=r,

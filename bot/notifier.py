@@ -18,6 +18,7 @@ from bot import events as ev
 from bot.core import Core
 from bot.errors import BotError
 from bot.events import Event
+from bot.evidence_fit import fit_evidence
 from bot.ports import ChatSurface
 from bot.proposal_view import current_proposal
 from bot.proposals import MessageRef
@@ -114,7 +115,7 @@ class Notifier:
             task = await self.core.store.get_task(task_id)
             if task is None or task.proposal is None:
                 return  # nothing to show until the proposal exists
-            proposal = await current_proposal(self.core.store, task)
+            proposal = fit_evidence(await current_proposal(self.core.store, task))
             playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
             messages = list(task.messages)
             refs = {m["surface"]: MessageRef.model_validate(m) for m in messages}

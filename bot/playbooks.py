@@ -156,6 +156,8 @@ class Schedule(_Strict):
     cron: str  # minute hour day month weekday, as in crontab
     timezone: str = "UTC"
     args: dict[str, Text] = Field(default_factory=dict)
+    # A shipped check can be off until a team turns it on; an off one is listed, never run.
+    enabled: bool = True
 
     @field_validator("cron")
     @classmethod

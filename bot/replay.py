@@ -13,6 +13,13 @@ from the store alone:
 
 Each result sets the new proposal beside the one that was stored, step by step. Nothing is
 written but one audit record of who replayed what.
+
+A difference can come from the playbook or from the policy: a task decided while the kill switch
+was on, or outside a change window, is decided differently today whatever the playbook says. So
+the version that is running is decided again too, under the same policy of now, and the result
+keeps the two apart: ``changes`` are what the replayed files change (new version against running
+version, same policy), ``policy_changes`` what the policy of now changes (running version today
+against the stored proposal), whichever files are replayed.
 """
 
 from __future__ import annotations
@@ -64,7 +71,8 @@ class ReplayResult(BaseModel):
     error: str | None = None
     old: ReplayedProposal | None = None
     new: ReplayedProposal | None = None
-    changes: list[str] = Field(default_factory=list)
+    changes: list[str] = Field(default_factory=list)  # what the replayed version changes
+    policy_changes: list[str] = Field(default_factory=list)  # what the policy of now changes, not the playbook
 
 
 def stored_proposal(task: Task) -> ReplayedProposal | None:
@@ -140,11 +148,33 @@ class Replayer:
             result.error = str(exc)
             result.changes = [f"planning fails: {exc}"]
             return result
-        result.changes = (compare(old, result.new) if result.condition_met
+        running = await self._running(task, signals)
+        baseline = old if running is None else running
+        result.changes = (compare(baseline, result.new) if result.condition_met
                           else ["the condition is false for this incident: nothing would be proposed"])
+        if running is not None and old is not None:
+            result.policy_changes = compare(old, running)
+            live = self.core.playbooks.get(task.playbook_id).version
+            if result.policy_changes and live != task.playbook_version:
+                result.policy_changes.append(f"(the running version is v{live}, the task ran v{task.playbook_version}: "
+                                             "some of these may come from that version)")
         if result.missing_evidence:
             result.changes.insert(0, "evidence not recorded for this incident: " + ", ".join(result.missing_evidence))
         return result
+
+    async def _running(self, task: Task, signals: list[Signal]) -> ReplayedProposal | None:
+        """The task decided again by the version that is running, under the policy of now; None when
+        no version of its playbook runs or it cannot be decided (then every difference is reported
+        as the replayed version's)."""
+        if task.playbook_id not in self.core.playbooks.ids:
+            return None
+        scratch = ReplayResult(task_id=task.id, playbook_id=task.playbook_id, old_version=task.playbook_version,
+                               new_version=task.playbook_version)
+        try:
+            decided = await self._decide(self.core.playbooks.get(task.playbook_id), task, signals, scratch)
+        except BotError:
+            return None
+        return decided if scratch.condition_met and not scratch.missing_evidence else None
 
     async def _decide(self, playbook: Playbook, task: Task, signals: list[Signal],
                       result: ReplayResult) -> ReplayedProposal:

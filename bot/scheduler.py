@@ -115,6 +115,8 @@ class Scheduler:
                           replace_existing=True, misfire_grace_time=3600, coalesce=True)
         for playbook_id in self.core.playbooks.ids:
             for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
+                if not schedule.enabled:
+                    continue
                 name = f"check:{playbook_id}:{i}"
                 # A tick missed by more than 5 minutes (the process was down) is skipped, not run late.
                 sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i)),

@@ -240,6 +240,7 @@ _HELP = [
     ("pause [REASON...]", "kill switch on: no write runs"),
     ("resume", "kill switch off"),
     ("undo ID", "run the rollback of a finished task"),
+    ("retry ID", "decide a task the policy stopped again, under the policy of now"),
     ("digest", "post the digest of the last 24 hours, with its chart, to the digest channel now"),
 ]
 

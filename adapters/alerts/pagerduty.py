@@ -41,7 +41,6 @@ INCIDENT_STATE_EVENTS = frozenset(
 )
 
 
-MAX_LABEL_CHARS = 1024
 MAX_DETAIL_LABELS = 20
 
 
@@ -133,11 +132,11 @@ def to_signal(source: str, event: PagerDutyEvent, incident: Incident) -> Signal:
         "urgency": incident.urgency,
     }
     if incident.status:
-        labels["status"] = incident.status[:MAX_LABEL_CHARS]
+        labels["status"] = incident.status
     if incident.title:
-        labels["title"] = incident.title[:MAX_LABEL_CHARS]
+        labels["title"] = incident.title
     if incident.incident_key:
-        labels["incident_key"] = incident.incident_key[:MAX_LABEL_CHARS]
+        labels["incident_key"] = incident.incident_key
     if incident.number is not None:
         labels["incident_number"] = str(incident.number)
     if incident.service is not None:
@@ -152,7 +151,7 @@ def to_signal(source: str, event: PagerDutyEvent, incident: Incident) -> Signal:
     for key, value in list(custom_details(event.data).items())[:MAX_DETAIL_LABELS]:
         name = "detail_" + "".join(c if c.isalnum() or c == "_" else "_" for c in str(key))[:60]
         if isinstance(value, str | int | float | bool) and name not in labels:
-            labels[name] = str(value)[:MAX_LABEL_CHARS]
+            labels[name] = str(value)
     return Signal(
         source=source,
         fingerprint=incident.id,

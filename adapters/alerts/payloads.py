@@ -8,19 +8,19 @@ dotted path of the field (``alerts.0.labels.instance``) so the sender can find i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, StringConstraints, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bot.errors import InvalidPayload
 from bot.signals import parse_time
 
-# Labels are indexed, grouped on and rendered into every proposal; long text belongs in annotations.
-MAX_LABEL_VALUE_CHARS = 16 * 1024
 # Alertmanager's own max_alerts is unlimited by default; a bounded request keeps one commit small.
 MAX_ALERTS_PER_REQUEST = 1000
 
-LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]
+# Any length: intake cuts a value past intake.max_value_bytes (bot/value_cuts.py) instead of refusing
+# the delivery, since one huge label must not lose the other alerts in it; the body limit bounds all.
+LabelValue = str
 Labels = dict[str, LabelValue]
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -84,8 +84,7 @@ def describe(error: Any, field: str | None) -> str:
         return f"{field} is not part of the schema; unknown fields are rejected so a typo is not silently lost."
     if kind == "string_too_long" and isinstance(value, str):
         limit = ctx.get("max_length")
-        hint = " Put long text in an annotation." if limit == MAX_LABEL_VALUE_CHARS else ""
-        return f"{field} is {len(value)} characters long; the limit is {limit}.{hint}"
+        return f"{field} is {len(value)} characters long; the limit is {limit}."
     if kind == "too_long":
         limit = ctx.get("max_length")
         got = ctx.get("actual_length")

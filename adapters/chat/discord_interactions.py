@@ -304,6 +304,10 @@ def ops_group(handler: Callable[[discord.Interaction, list[str]], Awaitable[None
     async def undo(interaction: discord.Interaction, task: int) -> None:
         await handler(interaction, ["undo", str(task)])
 
+    @ops.command(name="retry", description="Decide a task the policy stopped again, under the policy of now")
+    async def retry(interaction: discord.Interaction, task: int) -> None:
+        await handler(interaction, ["retry", str(task)])
+
     @ops.command(name="digest", description="The digest since yesterday")
     async def digest(interaction: discord.Interaction) -> None:
         await handler(interaction, ["digest"])

@@ -126,6 +126,14 @@ async def test_operator_session_fire_approve_pause_and_export(tmp_path, capsys, 
                               (int(task_id),)).fetchall()
     assert [(a["seq"], a["hash"], a["signature"]) for a in bundle["audit"]] == [(r[0], r[8], r[9]) for r in stored]
 
+    # Without -o the bundle goes to the data folder (ignored by git), not the working directory.
+    code, out, _ = await ooda(capsys, "audit", "export", task_id, "--config", config)
+    default = tmp_path / "data" / "exports" / f"task-{task_id}.json"
+    assert code == 0 and f"wrote {default}" in out
+    assert json.loads(default.read_text())["task"]["id"] == int(task_id)
+    code, out, _ = await ooda(capsys, "audit", "export", task_id, "--config", config, "-o", "-")
+    assert code == 0 and json.loads(out)["task"]["id"] == int(task_id)
+
     code, out, _ = await ooda(capsys, "audit", "verify", "--config", config)
     assert code == 0 and "chain intact" in out
     code, _, err = await ooda(capsys, "audit", "export", "424242", "--config", config)

@@ -165,7 +165,7 @@ async def test_a_scheduled_check_runs_on_its_cron_and_never_piles_up(tmp_path):
         # Cron's weekdays: 1-5 is Monday to Friday (APScheduler alone would read it as Tuesday to Saturday).
         assert job.trigger.get_next_fire_time(None, sunday_noon) == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
-        [listed] = (await app.commands.status()).scheduled_checks
+        [listed] = [c for c in (await app.commands.status()).scheduled_checks if c.startswith("kube-pod")]
         assert listed.startswith(
             "kube-pod-crashlooping namespace=shop workload=checkout (*/15 8-17 * * 1-5 Europe/Berlin): next ")
 
@@ -195,3 +195,28 @@ async def test_signals_of_no_task_are_purged_after_the_retention_period(tmp_path
         assert await app.scheduler.purge_signals() == 1
         assert await app.store.signal_count() == 0
         assert app.scheduler.job("retention").trigger.interval == timedelta(hours=1)
+
+
+async def test_the_shipped_scheduled_check_is_listed_off_and_runs_read_only_once_enabled(tmp_path):
+    shipped = (SHIPPED / "target-down.yaml").read_text()
+    assert "enabled: false" in shipped
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    async with running_standin() as standin, running_app(tmp_path / "off", standin) as app:
+        assert "target-down job=node-exporter (*/30 8-18 * * 1-5 UTC): next off (enabled: false in the playbook)" \
+            in (await app.commands.status()).scheduled_checks
+        with pytest.raises(KeyError):
+            app.scheduler.job("check:target-down:0")
+
+    folder = tmp_path / "on-playbooks"
+    folder.mkdir()
+    (folder / "target-down.yaml").write_text(shipped.replace("enabled: false", "enabled: true"))
+    async with running_standin() as standin, running_app(tmp_path / "on", standin,
+                                                         {"playbooks_dir": str(folder)}) as app:
+        assert app.scheduler.job("check:target-down:0").next_run_time is not None
+        task = await app.commands.run_scheduled("target-down", 0)
+        assert task is not None
+        await app.engine.wait_idle()
+        done = await app.store.get_task(task.id)
+        assert done.requester == "scheduler" and done.state is TaskState.completed
+        assert await app.store.steps_of_task(task.id, "step") == []

@@ -132,3 +132,21 @@ def test_compare_names_each_difference_once_and_risk_first():
         "the steps run in another order",
     ]
     assert compare(old, old) == []
+
+
+async def test_a_policy_change_is_reported_apart_from_the_playbook_change(env):
+    app, _, _ = env
+    await app.commands.pause(RUNNER, "drill")  # the policy changes after the task was decided
+
+    [same] = await replayed(app, version(SHIPPED.read_text()))
+    assert same.changes == []  # the playbook did not change
+    assert same.policy_changes == ["step restart: needs_approval → deny (kill_switch)"]
+
+    # A real edit under the same changed policy: each difference is reported where it comes from.
+    files = version(SHIPPED.read_text(), **{'version: "1"': 'version: "2"',
+                                            STEP: STEP.replace('{{ labels.workload }}"}',
+                                                               '{{ labels.workload }}-canary"}')})
+    [edited] = await replayed(app, files)
+    [change] = edited.changes
+    assert change.startswith("step restart: name ") and change.endswith("-canary'")
+    assert edited.policy_changes == same.policy_changes

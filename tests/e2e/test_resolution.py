@@ -347,8 +347,9 @@ async def test_an_alert_firing_again_after_the_resolution_joins_within_the_coold
         assert closed.state is TaskState.cancelled and not closed.alerts_resolved
         [refired] = [e for e in await app.store.events_of_task(first.id) if e.name == ev.SIGNALS_REFIRED]
         note = refired.payload["note"]
-        assert note.startswith("1 alert fired again 5 min after every alert of this task resolved")
-        assert "they join this cancelled task instead of opening a new one" in note
+        assert note.startswith("1 alert (KubePodCrashLooping) fired again at ")
+        assert ", 5 min after every alert of this task resolved" in note
+        assert "they join this cancelled task instead of opening a new one: cooldown until " in note
         assert "600 s after it closes" in note
         assert note in chat.notes(first.id)
 

@@ -250,12 +250,15 @@ async def test_ops_status_shows_the_real_core_state(app, http, fake):
     assert (await fake.wait_callback(interaction))["data"]["flags"] == 64
     reply = await fake.wait_followup(interaction)
     assert reply["flags"] & 64
-    assert reply["content"].splitlines() == [
+    lines = reply["content"].splitlines()
+    assert lines[:4] == [
         "Kill switch off: approved steps run.",
         "Environment dev · autonomy cap L2",
         "Open tasks: 1 (1 waiting for approval)",
         "No recent failures.",
     ]
+    assert lines[4] == "Scheduled checks:"  # the shipped one, off until a team turns it on
+    assert "target-down job=node-exporter" in lines[5] and "next off" in lines[5]
 
 
 async def test_a_button_posted_before_a_restart_still_works(tmp_path, standin, fake):

@@ -1,0 +1,68 @@
+"""A task the kill switch stopped is decided again by `retry` after `resume`, under the policy of now.
+
+Through the real App and its HTTP API (what `ooda retry N` calls) and the chat command parser,
+with the crash-looping playbook of test_resolution (capped at L1, so the restart needs a person).
+"""
+
+from __future__ import annotations
+
+from bot.chatops import parse_ops, run_ops
+from bot.identity import Actor
+from bot.tasks import TaskState
+from tests.e2e.test_resolution import (
+    ONCALL,
+    app_with,
+    crashloop,
+    deliver,
+    overrides,  # noqa: F401  (the fixture)
+    restarts,
+    the_task,
+)
+from tests.harness import ADMIN, client, running_standin
+
+OPERATOR = Actor(id="ops", display="Ops", roles=frozenset({"operator"}), via="api")
+VIEWER = Actor(id="eve", display="Eve", roles=frozenset({"viewer"}), via="api")
+
+
+async def test_a_task_stopped_by_the_kill_switch_is_retried_after_resume_and_runs_once_approved(
+        tmp_path, overrides):  # noqa: F811
+    async with running_standin() as standin, app_with(tmp_path, standin, overrides) as (app, _), \
+            client(app) as http:
+        await app.commands.pause(OPERATOR, "drill")
+        await deliver(app, http, [crashloop("checkout-6f9c7b8d5-x7k2p")])
+        task = await the_task(app)
+        assert task.state is TaskState.escalated_to_human and "kill_switch" in (task.outcome or "")
+
+        r = await http.post(f"/api/v1/tasks/{task.id}/retry", headers=ADMIN)
+        assert r.status_code == 403 and "resume first" in r.json()["message"]
+
+        await app.commands.resume(OPERATOR)
+        # Resuming alone leaves it where it was: only a retry decides it again.
+        assert (await app.store.get_task(task.id)).state is TaskState.escalated_to_human
+
+        reply = await run_ops(parse_ops(f"retry {task.id}"), app.commands, VIEWER)
+        assert "retry needs one of the roles" in reply.text
+
+        r = await http.post(f"/api/v1/tasks/{task.id}/retry", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["message"].startswith("Retried by ")
+        assert "is now needs approval" in r.json()["message"]
+        task = await app.store.get_task(task.id)
+        assert task.state is TaskState.needs_approval
+        assert restarts(standin) == []
+        audited = [row[3] async for row in app.store.audit_rows(task.id)]
+        assert "task.retry" in audited
+
+        assert (await app.commands.approve(task.id, ONCALL)).executed
+        await app.engine.wait_idle()
+        assert (await app.store.get_task(task.id)).state is TaskState.completed
+        assert len(restarts(standin)) == 1
+
+        r = await http.post(f"/api/v1/tasks/{task.id}/retry", headers=ADMIN)
+        assert r.status_code == 409 and "only a task escalated to a person can be retried" in r.json()["message"]
+
+
+def test_retry_is_a_chat_command_that_takes_a_task_id():
+    command = parse_ops("retry 12")
+    assert (command.name, command.task_id) == ("retry", 12)
+    assert parse_ops("retry").name == "help"
