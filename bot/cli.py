@@ -50,42 +50,17 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def show_proposal(p: dict[str, Any]) -> str:
-    risk = p["risk"]
-    lines = [
-        f"Task {p['task_id']} · {p['playbook_id']} v{p.get('playbook_version', '')} · {p['state']}"
-        + (f" · {p['outcome']}" if p.get("outcome") else ""),
-        f"  {p['title']}",
-        f"  {p['summary']}",
-        f"  environment {p['environment']} · severity {p['severity']} · signals {p['signal_count']} · "
-        f"requested by {p['requester']}",
-        f"  risk {risk['score']}/100 ({risk['band']}) · blast radius {p['blast_radius']}",
-    ]
-    lines += [f"    {f['name']:<22} +{f['points']:<3} {f['detail']}" for f in risk.get("factors", [])]
-    lines.append("  steps:")
-    for s in p["steps"]:
-        d = s["decision"]
-        lines.append(f"    {s['index'] + 1}. {s['name']} [{s['tool']}, {s['category']}] {s['state']} — "
-                     f"{d['verdict']} ({d['rule']})")
-        lines.append(f"       params {json.dumps(s['params'])}")
-        if s.get("dry_run"):
-            lines.append(f"       dry run: {s['dry_run'][:300]}")
-        if s.get("result"):
-            lines.append(f"       result: {s['result'][:300]}")
-    if p.get("approvals_required"):
-        who = ", ".join(a["actor"] for a in p.get("approvals", [])) or "nobody yet"
-        lines.append(f"  approvals: {len(p.get('approvals', []))} of {p['approvals_required']} "
-                     f"({' or '.join(p.get('approver_roles', []))}): {who}")
-    if p.get("evidence"):
-        lines.append("  evidence:")
-        lines += [f"    - {e['title']} ({e['kind']}): {e['snippet'][:200]}" + (f" {e['url']}" if e.get("url") else "")
-                  for e in p["evidence"]]
-    if p.get("rollback_plan"):
-        lines.append("  rollback plan (newest first):")
-        lines += [f"    - {r}" for r in p["rollback_plan"]]
-    if p["state"] == "needs_approval":
-        lines.append(f"  next: ooda approve {p['task_id']}   or   ooda reject {p['task_id']} --reason '...'")
-    if p.get("can_undo"):
-        lines.append(f"  undo: ooda undo {p['task_id']}")
+    """The proposal as chat shows it (bot/wording.py), in full: every evidence item uncut."""
+    from bot import wording
+    from bot.proposals import Proposal
+
+    proposal = Proposal.model_validate(p)
+    lines = [wording.proposal_text(proposal, full=True)]
+    lines.append(f"Requested by {wording.neutralize_mentions(proposal.requester)} · {proposal.signal_count} signal(s)")
+    if proposal.state == "needs_approval":
+        lines.append(f"Next: ooda approve {proposal.task_id}   or   ooda reject {proposal.task_id} --reason '...'")
+    if proposal.can_undo:
+        lines.append(f"Undo: ooda undo {proposal.task_id}")
     return "\n".join(lines)
 
 

@@ -43,7 +43,7 @@ def _note(event: Event) -> str | None:
     if event.name == ev.FAILED and p.get("step"):
         return f"{p.get('step')} failed ({p.get('tool')}): {p.get('error')}"
     if event.name == ev.UNDONE:
-        return f"{who} undid {', '.join(p.get('steps', []))}"
+        return f"Undone by {who}: {'; '.join(p.get('steps', []))}"
     if event.name == ev.APPROVED and p.get("edits"):
         edits = ", ".join(f"{name} {old} → {new}" for name, (old, new) in p["edits"].items())
         return f"approved by {who}, with edits: {edits}"

@@ -27,6 +27,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.chat_limits import discord_problems, embed_size  # noqa: F401  (embed_size: re-exported for tests)
+
 APPLICATION_ID = 900000000000000001
 BOT_USER_ID = 900000000000000002
 GUILD_ID = 900000000000000003
@@ -62,11 +64,6 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
     return [c["custom_id"] for row in message["components"] for c in row["components"]]
 
 
-def embed_size(embed: dict[str, Any]) -> int:
-    """What Discord counts towards the 6000-character limit of an embed."""
-    fields = embed.get("fields", [])
-    texts = [embed.get("title", ""), embed.get("description", ""), embed.get("footer", {}).get("text", "")]
-    return sum(map(len, texts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
 
 
 @dataclass
@@ -100,6 +97,8 @@ class FakeDiscord:
     commands: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # guild id -> command overwrites
     identifies: list[dict[str, Any]] = field(default_factory=list)
     resumes: int = 0
+    interactions: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> the payload dispatched
+    limit_violations: list[str] = field(default_factory=list)  # messages Discord would refuse (chat_limits.py)
 
     def __post_init__(self) -> None:
         self._failures: list[ScriptedFailure] = []
@@ -132,6 +131,8 @@ class FakeDiscord:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.limit_violations and exc[0] is None:
+            raise AssertionError(f"messages Discord would refuse: {self.limit_violations}")
 
     @property
     def api_base(self) -> str:
@@ -209,8 +210,13 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = message
+        self.interactions[interaction_id] = payload
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id
+
+    async def replay(self, interaction_id: int) -> None:
+        """Deliver an interaction again, as the gateway does when it replays events after a resume."""
+        await self.dispatch("INTERACTION_CREATE", self.interactions[interaction_id])
 
     async def click(self, message_id: int, custom_id: str, *, user_id: int, role_ids: list[int] = (),  # type: ignore[assignment]
                     name: str = "someone") -> int:
@@ -392,6 +398,12 @@ class FakeDiscord:
             self._holds.remove(hold)
             await self._notify()
             await hold[2].wait()
+        problems = discord_problems(body) if request.method in {"POST", "PATCH"} else []
+        if problems:
+            # What Discord answers a message over a limit; remembered to fail the test.
+            self.limit_violations += [f"{request.method} {path}: {p}" for p in problems]
+            await self._notify()
+            return _json({"message": "Invalid Form Body", "code": 50035, "errors": problems}, 400)
         try:
             response = self._scripted(request.method, path) or self._route(request.method, path, body or {})
         finally:
@@ -442,6 +454,8 @@ class FakeDiscord:
             return _json(thread)
         if parts[:1] == ["interactions"] and parts[3:] == ["callback"]:
             interaction_id = int(parts[1])
+            if interaction_id in self.callbacks:  # Discord takes one response per interaction
+                return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
             self.callbacks[interaction_id] = body
             return _json({"interaction": {"id": parts[1], "type": body.get("type")}})
         if parts[:1] == ["webhooks"] and len(parts) == 3 and method == "POST":

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.chat_limits import slack_problems
+
 
 @dataclass
 class ApiCall:
@@ -51,6 +53,7 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
+        self.limit_violations: list[str] = []  # messages Slack would refuse (tests/fakes/chat_limits.py)
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url key, body)
         self.acks: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}  # group id -> user ids, for usergroups.list
@@ -84,6 +87,8 @@ class FakeSlack:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.limit_violations and exc[0] is None:
+            raise AssertionError(f"messages Slack would refuse: {self.limit_violations}")
 
     @property
     def api_url(self) -> str:
@@ -143,7 +148,12 @@ class FakeSlack:
         if failure is None and method in self._down:
             failure = ScriptedFailure(status=503)
         status, headers = 200, {}
-        if failure is None:
+        problems = slack_problems(method, args) if failure is None else []
+        if problems:
+            # What Slack answers a message over a Block Kit limit; remembered to fail the test.
+            self.limit_violations += problems
+            body = {"ok": False, "error": "invalid_blocks", "errors": problems}
+        elif failure is None:
             body = self._answer(method, args)
         elif failure.status != 200:
             error = "ratelimited" if failure.status == 429 else "service_unavailable"
@@ -176,7 +186,9 @@ class FakeSlack:
         return {"ok": True}
 
     async def _respond(self, request: web.Request) -> web.Response:
-        self.responses.append((request.match_info["key"], await request.json()))
+        body = await request.json()
+        self.limit_violations += slack_problems("response_url", body)
+        self.responses.append((request.match_info["key"], body))
         await self._notify()
         return web.Response(text="ok")
 
