@@ -168,7 +168,7 @@ def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | No
     if rollback:
         return step_action(rollback["tool"], rollback["params"])
     if category is Category.write_reversible:
-        return f"{step.tool} restores the previous value (recorded when it runs)"
+        return f"{step.tool} puts back the value it replaced (recorded when it runs)"
     return None
 
 

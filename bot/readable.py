@@ -101,11 +101,24 @@ def flag_change_text(result: Mapping[str, Any]) -> str:
     return f"flag {result.get('flag', '?')}{where} from {before} to {after}"
 
 
+def history_text(result: Mapping[str, Any]) -> str:
+    """A k8s.rollout_history result: the revisions newest first, with their images and causes."""
+    lines = []
+    for revision in result.get("revisions") or []:
+        mark = " (current)" if revision.get("revision") == result.get("current_revision") else ""
+        cause = f", {revision['change_cause']}" if revision.get("change_cause") else ""
+        lines.append(f"revision {revision.get('revision')}{mark}: {value_text(revision.get('images'))}{cause}")
+    where = f"deployment {result.get('namespace', '?')}/{result.get('deployment', '?')}"
+    return f"{where}: " + ("; ".join(lines) if lines else "no revisions recorded")
+
+
 def result_text(result: Any) -> str:
     """The part of a tool's result a person reads, never a repr: its sentence, output or fields."""
     if isinstance(result, Mapping):
         if "previous_enabled" in result and "flag" in result:
             return flag_change_text(result)
+        if "revisions" in result and "current_revision" in result:
+            return history_text(result)
         for field in READABLE_FIELDS:
             if result.get(field):
                 return value_text(result[field]).strip()

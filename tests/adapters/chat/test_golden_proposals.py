@@ -28,10 +28,12 @@ from tests.adapters.chat.chat_rig import ooda_on_both, sample
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "proposals"
 UPDATE = os.environ.get("OODA_UPDATE_GOLDEN") == "1"
-# Samples that open a task with a proposal; the resolved ones, Watchdog and PagerDuty's open none.
+# Samples that open no task: resolved alerts, Watchdog, and those no shipped playbook is for.
+NO_TASK = {"alertmanager-node-filesystem-space-resolved", "pagerduty-resolved", "alertmanager-watchdog",
+           "pagerduty-triggered", "generic-backup"}
 SAMPLES = sorted(
     name.removesuffix(".json") for name in (p.name for p in (resources.files("bot") / "samples").iterdir())
-    if name.endswith(".json") and "resolved" not in name and "watchdog" not in name and "pagerduty" not in name
+    if name.endswith(".json") and name.removesuffix(".json") not in NO_TASK
 )
 
 _VOLATILE = [
@@ -62,7 +64,8 @@ def check(name: str, rendered: str) -> None:
 async def test_each_sample_proposal_reads_as_its_golden_rendering(tmp_path: Path, name: str):
     async with ooda_on_both(tmp_path) as rig:
         await rig.post(name.split("-", 1)[0], sample(name))
-        (task,) = await rig.app.store.list_tasks(open_only=False)
+        # A group of alerts may open a task per host; the first one stands for them.
+        task = min(await rig.app.store.list_tasks(open_only=False), key=lambda t: t.id)
         on_slack = await rig.slack_message(task.id)
         on_discord = await rig.discord_message(task.id)
         r = await rig.http.get(f"/api/v1/tasks/{task.id}", headers=harness.ADMIN)
