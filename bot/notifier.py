@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from typing import Any
 
@@ -69,10 +70,16 @@ class Notifier:
         if not self.surfaces or event.task_id is None or event.name in {ev.CREATED, ev.SIGNALS_ATTACHED}:
             return
         notes = self._dirty.setdefault(event.task_id, [])
-        note = _note(event)
+        note = _note(self._named(event))
         if note and event.name != ev.STATE_CHANGED:
             notes.append(note)
         self._wake.set()
+
+    def _named(self, event: Event) -> Event:
+        """The event with the person's display name, so a note names them as every message does."""
+        actor = event.payload.get("actor")
+        person = self.core.identities.by_id(str(actor)) if actor and not event.payload.get("display") else None
+        return dataclasses.replace(event, payload={**event.payload, "display": person.display}) if person else event
 
     def start(self) -> None:
         if self.surfaces:

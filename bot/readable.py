@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.proposals import ParamBound
 
 # The field of a tool's result a person reads first, by what tools return: a summary sentence
 # (prometheus.query, k8s.*), the API server's preview, a log's text, a command's output, an HTTP body.
@@ -125,3 +128,22 @@ def result_text(result: Any) -> str:
         shown = {k: v for k, v in result.items() if v not in (None, "", [], {}) and k not in {"dry_run"}}
         return value_text(shown)
     return value_text(result).strip()
+
+
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def bound_text(bound: ParamBound) -> str:
+    """What an edit may be, in words (never "int"): ``a whole number from 10 to 100``."""
+    if bound.choices:
+        return "one of " + ", ".join(bound.choices)
+    words = _TYPE_WORDS[bound.type]
+    if bound.min is not None and bound.max is not None:
+        words += f" from {bound.min:g} to {bound.max:g}"
+    elif bound.min is not None:
+        words += f", at least {bound.min:g}"
+    elif bound.max is not None:
+        words += f", at most {bound.max:g}"
+    if bound.max_length is not None:
+        words += f", up to {bound.max_length} characters"
+    return words

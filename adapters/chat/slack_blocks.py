@@ -35,6 +35,7 @@ from slack_sdk.models.views import View
 from bot import chat_text, wording
 from bot.param_paths import param_at
 from bot.proposals import ParamBound, Proposal
+from bot.readable import bound_text
 
 ACTION_APPROVE = "ooda.approve"
 ACTION_REJECT = "ooda.reject"
@@ -198,16 +199,7 @@ def edit_block_id(step_index: int, param: str) -> str:
 
 
 def bound_hint(bound: ParamBound) -> str:
-    if bound.choices:
-        return "one of " + ", ".join(bound.choices)
-    parts = [{"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}[bound.type]]
-    if bound.min is not None:
-        parts.append(f"at least {bound.min:g}")
-    if bound.max is not None:
-        parts.append(f"at most {bound.max:g}")
-    if bound.max_length is not None:
-        parts.append(f"up to {bound.max_length} characters")
-    return ", ".join(parts)
+    return bound_text(bound)  # the same words as Discord's form and the core's refusals
 
 
 def _edit_element(bound: ParamBound, current: Any) -> PlainTextInputElement | StaticSelectElement:

@@ -117,3 +117,20 @@ async def test_a_replayed_interaction_is_answered_once_and_logged_as_a_duplicate
         assert not [e for e in logs if e["log_level"] in {"error", "critical"}], logs
         assert all("Something went wrong" not in m["content"] for f in rig.discord.followups.values() for m in f)
         assert len(await rig.app.store.approvals_of_task(task.id)) == 1
+
+
+async def test_thread_notes_name_people_as_every_other_message_does(tmp_path: Path):
+    async with ooda_on_both(tmp_path, PEOPLE) as rig:
+        await rig.post("alertmanager", sample("alertmanager-kube-pod-crashlooping"))
+        (task,) = await rig.app.store.list_tasks()
+        await rig.slack_message(task.id)
+        alice = rig.app.identities.by_id("alice")
+        assert alice is not None
+        result = await rig.app.commands.reject(task.id, alice, "a flaky probe, not the app")
+        await rig.app.notifier.wait_idle()
+
+        assert result.message == "Rejected by Alice: a flaky probe, not the app"
+        notes = [c.args["text"] for c in rig.slack.calls_to("chat.postMessage") if c.args.get("thread_ts")]
+        assert notes == ["rejected by Alice: a flaky probe, not the app"]
+        thread = [m["content"] for m in rig.discord.messages.values() if m["content"].startswith("rejected by")]
+        assert thread == ["rejected by Alice: a flaky probe, not the app"]
