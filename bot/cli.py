@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
 from bot.signing import signature_headers
 
@@ -485,11 +486,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ooda", description="Ooda chat-ops bot")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=default_config(),
+    parser = argparse.ArgumentParser(prog="ooda", description="Ooda chat-ops bot",
+                                     epilog="Global options go before or after the command: "
+                                            "`ooda --config c.yaml tasks` is `ooda tasks --config c.yaml`. "
+                                            "The CLI talks to $OODA_URL (default: the config's server address).")
+    parser.add_argument("--config", type=Path, default=default_config(),
                         help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # After the command the same options must not reset a value given before it, so their
+    # defaults there are suppressed (argparse lets a subcommand's defaults win otherwise).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     # The same options on sub-subcommands (`ooda audit verify --config X`) must not reset a value
     # given before them (`ooda audit --config X verify`), so their defaults are suppressed.
     nested = argparse.ArgumentParser(add_help=False)
@@ -554,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = asub.add_parser("export", parents=[nested])
     e.add_argument("task_id")
     e.add_argument("-o", "--output", help="write the bundle to this file")
-    return parser
+    return finish_help(parser)
 
 
 def quiet_logging() -> dict[str, Any]:
