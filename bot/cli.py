@@ -26,6 +26,7 @@ import httpx
 
 from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
+from bot.server_address import cli_base_url, forget, local_url, record
 from bot.signing import signature_headers
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
@@ -74,8 +75,7 @@ class Client:
 
         settings, _ = load_settings(config_path)
         self.settings = settings
-        host = settings.server.host if settings.server.host not in {"0.0.0.0", "::"} else "127.0.0.1"
-        self.base = os.environ.get("OODA_URL", f"http://{host}:{settings.server.port}")
+        self.base = cli_base_url(os.environ, settings.data_path, settings.server.host, settings.server.port)
         self.secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
 
     def token(self) -> str:
@@ -85,7 +85,8 @@ class Client:
         try:
             return httpx.request(method, self.base + path, timeout=30, **kwargs)
         except httpx.ConnectError as exc:
-            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running?") from exc
+            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running? "
+                           "(OODA_URL=http://host:port points the CLI elsewhere)") from exc
 
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 202)) -> Any:
         response = self.send(method, path, json=body, headers={"Authorization": f"Bearer {self.token()}"})
@@ -130,9 +131,15 @@ async def _serve(settings: Any, doc: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with App(settings, doc=doc):
+    async with App(settings, doc=doc) as app:
         tune_garbage_collector()
-        await stop.wait()
+        # The CLI on this machine follows `--port` without OODA_URL (bot/server_address.py).
+        url = local_url(settings.server.host, app.port or settings.server.port)
+        record(settings.data_path, url)
+        try:
+            await stop.wait()
+        finally:
+            forget(settings.data_path, url)
 
 
 def tune_garbage_collector() -> None:
