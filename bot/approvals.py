@@ -22,7 +22,7 @@ from bot.events import Event
 from bot.gateway import parse_params
 from bot.identity import Actor
 from bot.param_paths import param_at, with_param
-from bot.policy import check_approver, quorum_reached, tier_of
+from bot.policy import check_approver, counted_approvers, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
 from bot.store import TaskOps
 from bot.tasks import UNSTARTED_STEP_STATES, StepRecord, Task, TaskState, clock_text
@@ -141,9 +141,13 @@ class Approvals:
             out.append((step, decision, tier_of(self.core.policy, Category(step.category), risk.band)))
         return out
 
-    async def approve(self, task: Task, proposal: Proposal, actor: Actor, edits: dict[str, dict[str, Any]] | None,
-                      confirmation: str | None) -> tuple[Task, bool]:
-        """Record an approval; returns the task and whether this approval started execution."""
+    async def check_may_approve(self, task: Task, actor: Actor) -> tuple[
+            list[tuple[StepRecord, Decision, int]], list[tuple[StepRecord, Decision, int]]]:
+        """Raise the refusal ``actor`` would get approving ``task`` now; else (pending, needing) steps.
+
+        Chat surfaces call it before they open a form (edit, critical-risk confirmation), so a
+        person who would be refused is told at once instead of after filling it in.
+        """
         if task.state not in APPROVABLE:
             raise decided_refusal(task)
         if (await self.core.kill_switch()).on:
@@ -157,10 +161,17 @@ class Approvals:
         needing = [(s, d, tier) for s, d, tier in pending if d.verdict == "needs_approval"]
         if not needing:
             raise Conflict(f"task {task.id} has no step waiting for approval")
-        for _, decision, tier in needing:
-            refusal = check_approver(self.core.policy, decision, actor, task.requester, tier)
-            if refusal:
-                raise Forbidden(refusal)
+        # Quorum per step: an approval counts for the steps its approver may approve (a tier-3 step
+        # needs what tier 3 needs even beside a tier-4 step); refused only if it counts for none.
+        refusals = [check_approver(self.core.policy, d, actor, task.requester, tier) for _, d, tier in needing]
+        if all(refusals):
+            raise Forbidden(next(r for r in refusals if r))
+        return pending, needing
+
+    async def approve(self, task: Task, proposal: Proposal, actor: Actor, edits: dict[str, dict[str, Any]] | None,
+                      confirmation: str | None) -> tuple[Task, bool]:
+        """Record an approval; returns the task and whether this approval started execution."""
+        pending, needing = await self.check_may_approve(task, actor)
         if proposal.risk.band is RiskBand.critical and (confirmation or "").strip().lower() != confirmation_phrase(
                 task.id):
             raise ConfirmationRequired(
@@ -187,7 +198,8 @@ class Approvals:
                         f"task {task.id} is already approved by {', '.join(others)} as proposed; an edit now would "
                         "count that approval for values they did not see. Approve without edits, or reject the "
                         "task and run the playbook again with the new values.")
-            inserted = await t.add_approval(task.id, actor.id, actor.display, "approve", None, edits or None)
+            inserted = await t.add_approval(task.id, actor.id, actor.display, "approve", None, edits or None,
+                                            roles=sorted(actor.roles))
             for step, params, diff in changes:
                 await t.update_step(step.id, params=params)
                 t.audit(AuditEntry(actor.id, "step.edited", task.id, {"step": step.name, "diff": diff}))
@@ -197,10 +209,14 @@ class Approvals:
                           for step, _, diff in changes for name, change in diff.items()}
                 t.event(Event(ev.APPROVED, task.id, {"actor": actor.id, "display": actor.display, "via": actor.via,
                                                      "edits": edited}))
-            approvers = {a.actor for a in await t.approvals(task.id) if a.verdict == "approve"}
-            if all(quorum_reached(d, approvers) for _, d, _ in needing):
+            approvals = [(a.actor, a.roles) for a in await t.approvals(task.id) if a.verdict == "approve"]
+            # Steps run in order: the task runs once the first step waiting for people has its
+            # quorum; the executor stops again at a later step that has not (bot/executor.py).
+            first = needing[0][1]
+            counted = counted_approvers(first, approvals, task.requester)
+            if quorum_reached(first, counted):
                 moved = await t.set_state(task.id, APPROVABLE, TaskState.executing, actor=actor.id,
-                                          reason=f"approved by {', '.join(sorted(approvers))}")
+                                          reason=f"approved by {', '.join(sorted(counted))}")
                 return moved, True
             return current, False
 
@@ -245,16 +261,22 @@ class Approvals:
             raise UserError("edits refused: " + "; ".join(problems))
         return changes
 
+    async def check_may_reject(self, task: Task, actor: Actor) -> None:
+        """Raise the refusal ``actor`` would get rejecting ``task`` now (before the reason form opens)."""
+        if task.state not in APPROVABLE | {TaskState.queued}:
+            raise decided_refusal(task)
+        pending = await self._pending_decisions(task)
+        roles = {r for _, d, _ in pending for r in d.roles}
+        if roles and not actor.has_any(roles) and actor.id != task.requester:
+            raise Forbidden(f"rejecting needs one of the roles {' or '.join(sorted(roles))}; "
+                            f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
+
     async def reject(self, task: Task, actor: Actor, reason: str) -> Task:
         if task.state not in APPROVABLE | {TaskState.queued}:
             raise decided_refusal(task)
         if not reason.strip():
             raise UserError("say why you reject it: the reason feeds the playbook's review")
-        pending = await self._pending_decisions(task)
-        roles = {r for _, d, _ in pending for r in d.roles}
-        if roles and not actor.has_any(roles) and actor.id != task.requester:
-            raise Forbidden(f"rejecting needs one of the roles {', '.join(sorted(roles))}; "
-                            f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
+        await self.check_may_reject(task, actor)
 
         async def unit(t: TaskOps) -> Task:
             current = await t.get_task(task.id)

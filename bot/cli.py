@@ -24,8 +24,10 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
 from bot.eval_cli import register as register_eval
+from bot.server_address import cli_base_url, forget, local_url, record
 from bot.signing import signature_headers
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
@@ -51,42 +53,17 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def show_proposal(p: dict[str, Any]) -> str:
-    risk = p["risk"]
-    lines = [
-        f"Task {p['task_id']} · {p['playbook_id']} v{p.get('playbook_version', '')} · {p['state']}"
-        + (f" · {p['outcome']}" if p.get("outcome") else ""),
-        f"  {p['title']}",
-        f"  {p['summary']}",
-        f"  environment {p['environment']} · severity {p['severity']} · signals {p['signal_count']} · "
-        f"requested by {p['requester']}",
-        f"  risk {risk['score']}/100 ({risk['band']}) · blast radius {p['blast_radius']}",
-    ]
-    lines += [f"    {f['name']:<22} +{f['points']:<3} {f['detail']}" for f in risk.get("factors", [])]
-    lines.append("  steps:")
-    for s in p["steps"]:
-        d = s["decision"]
-        lines.append(f"    {s['index'] + 1}. {s['name']} [{s['tool']}, {s['category']}] {s['state']} — "
-                     f"{d['verdict']} ({d['rule']})")
-        lines.append(f"       params {json.dumps(s['params'])}")
-        if s.get("dry_run"):
-            lines.append(f"       dry run: {s['dry_run'][:300]}")
-        if s.get("result"):
-            lines.append(f"       result: {s['result'][:300]}")
-    if p.get("approvals_required"):
-        who = ", ".join(a["actor"] for a in p.get("approvals", [])) or "nobody yet"
-        lines.append(f"  approvals: {len(p.get('approvals', []))} of {p['approvals_required']} "
-                     f"({' or '.join(p.get('approver_roles', []))}): {who}")
-    if p.get("evidence"):
-        lines.append("  evidence:")
-        lines += [f"    - {e['title']} ({e['kind']}): {e['snippet'][:200]}" + (f" {e['url']}" if e.get("url") else "")
-                  for e in p["evidence"]]
-    if p.get("rollback_plan"):
-        lines.append("  rollback plan (newest first):")
-        lines += [f"    - {r}" for r in p["rollback_plan"]]
-    if p["state"] == "needs_approval":
-        lines.append(f"  next: ooda approve {p['task_id']}   or   ooda reject {p['task_id']} --reason '...'")
-    if p.get("can_undo"):
-        lines.append(f"  undo: ooda undo {p['task_id']}")
+    """The proposal as chat shows it (bot/wording.py), in full: every evidence item uncut."""
+    from bot import wording
+    from bot.proposals import Proposal
+
+    proposal = Proposal.model_validate(p)
+    lines = [wording.proposal_text(proposal, full=True)]
+    lines.append(f"Requested by {wording.neutralize_mentions(proposal.requester)} · {proposal.signal_count} signal(s)")
+    if proposal.state == "needs_approval":
+        lines.append(f"Next: ooda approve {proposal.task_id}   or   ooda reject {proposal.task_id} --reason '...'")
+    if proposal.can_undo:
+        lines.append(f"Undo: ooda undo {proposal.task_id}")
     return "\n".join(lines)
 
 
@@ -99,8 +76,7 @@ class Client:
 
         settings, _ = load_settings(config_path)
         self.settings = settings
-        host = settings.server.host if settings.server.host not in {"0.0.0.0", "::"} else "127.0.0.1"
-        self.base = os.environ.get("OODA_URL", f"http://{host}:{settings.server.port}")
+        self.base = cli_base_url(os.environ, settings.data_path, settings.server.host, settings.server.port)
         self.secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
 
     def token(self) -> str:
@@ -110,7 +86,8 @@ class Client:
         try:
             return httpx.request(method, self.base + path, timeout=30, **kwargs)
         except httpx.ConnectError as exc:
-            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running?") from exc
+            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running? "
+                           "(OODA_URL=http://host:port points the CLI elsewhere)") from exc
 
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 202)) -> Any:
         response = self.send(method, path, json=body, headers={"Authorization": f"Bearer {self.token()}"})
@@ -155,9 +132,15 @@ async def _serve(settings: Any, doc: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with App(settings, doc=doc):
+    async with App(settings, doc=doc) as app:
         tune_garbage_collector()
-        await stop.wait()
+        # The CLI on this machine follows `--port` without OODA_URL (bot/server_address.py).
+        url = local_url(settings.server.host, app.port or settings.server.port)
+        record(settings.data_path, url)
+        try:
+            await stop.wait()
+        finally:
+            forget(settings.data_path, url)
 
 
 def tune_garbage_collector() -> None:
@@ -546,11 +529,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ooda", description="Ooda chat-ops bot")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=default_config(),
+    parser = argparse.ArgumentParser(prog="ooda", description="Ooda chat-ops bot",
+                                     epilog="Global options go before or after the command: "
+                                            "`ooda --config c.yaml tasks` is `ooda tasks --config c.yaml`. "
+                                            "The CLI talks to $OODA_URL (default: the config's server address).")
+    parser.add_argument("--config", type=Path, default=default_config(),
                         help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # After the command the same options must not reset a value given before it, so their
+    # defaults there are suppressed (argparse lets a subcommand's defaults win otherwise).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: $OODA_CONFIG, ./config.yaml or ./config.example.yaml)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     # The same options on sub-subcommands (`ooda audit verify --config X`) must not reset a value
     # given before them (`ooda audit --config X verify`), so their defaults are suppressed.
     nested = argparse.ArgumentParser(add_help=False)
@@ -623,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("task_id")
     e.add_argument("-o", "--output", help="write the bundle to this file, '-' for stdout (default: "
                                           "exports/task-ID.json in the data folder)")
-    return parser
+    return finish_help(parser)
 
 
 def quiet_logging() -> dict[str, Any]:

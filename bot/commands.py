@@ -32,6 +32,7 @@ import structlog
 from pydantic import BaseModel
 
 from bot import events as ev
+from bot import wording
 from bot.audit import AuditEntry
 from bot.core import KILL_SWITCH_KEY, Core
 from bot.cron import cron_trigger
@@ -193,17 +194,32 @@ class Commands:
                       confirmation: str | None = None) -> ActionResult:
         task = await self._task(task_id)
         proposal = await current_proposal(self.core.store, task)
+        mine = next((a for a in await self.core.store.approvals_of_task(task.id)
+                     if a.verdict == "approve" and a.actor == actor.id), None)
+        if mine is not None and not edits and task.state is TaskState.needs_approval:
+            # A second click is not a second approval: say so, with when the first one was
+            # (unless it would be refused now: the steps still waiting may need other roles).
+            await self.approvals.check_may_approve(task, actor)
+            log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
+            return ActionResult(message=f"You already approved task #{task.id} at {wording.clock(mine.created_at)}. "
+                                        f"{wording.approvals_line(proposal)}", proposal=proposal, executed=False)
         task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation)
+        after = await current_proposal(self.core.store, task.id)
         if started:
             await self.engine.submit(task.id)
             message = f"Approved by {actor.display}: task {task.id} is executing."
         else:
-            have = len(await self.core.store.approvals_of_task(task.id))
-            message = (f"Approval by {actor.display} recorded for task {task.id} "
-                       f"({have} of {proposal.approvals_required or 1}); waiting for more approvers.")
+            message = f"Approval by {actor.display} recorded for task {task.id}. {wording.approvals_line(after)}"
         log.info("task.approve", task_id=task.id, actor=actor.id, started=started)
-        return ActionResult(message=message, proposal=await current_proposal(self.core.store, task.id),
-                            executed=started)
+        return ActionResult(message=message, proposal=after, executed=started)
+
+    async def may_approve(self, task_id: int, actor: Actor) -> None:
+        """Raise what ``approve`` would refuse ``actor`` with, without approving (before a form opens)."""
+        await self.approvals.check_may_approve(await self._task(task_id), actor)
+
+    async def may_reject(self, task_id: int, actor: Actor) -> None:
+        """Raise what ``reject`` would refuse ``actor`` with, before the form asking for the reason."""
+        await self.approvals.check_may_reject(await self._task(task_id), actor)
 
     @audited_refusals("reject")
     async def reject(self, task_id: int, actor: Actor, reason: str) -> ActionResult:
@@ -222,7 +238,7 @@ class Commands:
             raise Forbidden(f"undo needs one of the roles {', '.join(sorted(allowed))}; "
                             f"{actor.display} has {', '.join(sorted(actor.roles)) or 'none'}")
         task = await self.executor.undo(task, actor)
-        return ActionResult(message=f"Undo by {actor.display}: {task.outcome}",
+        return ActionResult(message=task.outcome or f"Undone by {actor.display}",
                             proposal=await current_proposal(self.core.store, task), executed=True)
 
     @audited_refusals("retry")

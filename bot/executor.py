@@ -25,9 +25,10 @@ from bot.events import Event
 from bot.identity import Actor
 from bot.planner import load_signals, step_key, step_param_rules, template_context
 from bot.playbooks import Playbook
-from bot.policy import quorum_reached
+from bot.policy import counted_approvers, quorum_reached
 from bot.ports import StepCall
 from bot.proposals import Decision
+from bot.readable import undo_action
 from bot.step_claim import claim_step
 from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
@@ -54,26 +55,29 @@ class Executor:
             if task is None or task.state is not TaskState.executing:
                 return task
             playbook = self.core.playbooks.get(task.playbook_id)
-            approvers = {a.actor for a in await self.core.store.approvals_of_task(task_id) if a.verdict == "approve"}
+            approvals = [a for a in await self.core.store.approvals_of_task(task_id) if a.verdict == "approve"]
+            approvers = {a.actor for a in approvals}
             for step in await self.core.store.steps_of_task(task_id, "step"):
                 if step.state == "succeeded":
                     continue
                 if step.state != "pending" and step.state != "denied":
                     return task
-                stop = await self._gate(task, playbook, step, approvers)
+                stop = await self._gate(task, playbook, step, [(a.actor, a.roles) for a in approvals])
                 if stop is not None:
                     return stop
                 if not await self._run_step(task, playbook, step, approvers):
                     return await self.core.store.get_task(task_id)
             return await self._review(task, playbook)
 
-    async def _gate(self, task: Task, playbook: Playbook, step: StepRecord, approvers: set[str]) -> Task | None:
+    async def _gate(self, task: Task, playbook: Playbook, step: StepRecord,
+                    approvals: list[tuple[str, list[str] | None]]) -> Task | None:
         """Decide the step again now; returns the task when it must stop here."""
         _, decision = await self.core.assess_step(task, step)
         step.decision = decision.model_dump()
         if decision.verdict == "deny":
             return await self._deny(task, step, decision)
-        if decision.verdict == "needs_approval" and not quorum_reached(decision, approvers):
+        counted = counted_approvers(decision, approvals, task.requester)  # quorum per step
+        if decision.verdict == "needs_approval" and not quorum_reached(decision, counted):
             async def wait(t: TaskOps) -> Task:
                 await t.update_step(step.id, decision=decision.model_dump(), state="pending")
                 return await t.set_state(task.id, TaskState.executing, TaskState.needs_approval, actor="system",
@@ -210,9 +214,11 @@ class Executor:
                     outcome = (f"undo failed at {step.name}: {error}; rolled back so far: "
                                f"{', '.join(undone) or 'nothing'}")
                     return await self._finish(task.id, TaskState.failed_terminal, outcome)
-                undone.append(step.name)
-            result = await self._finish(task.id, TaskState.completed, f"undone by {actor.display}: {', '.join(undone)}")
-            self.core.bus.publish(Event(ev.UNDONE, task.id, {"actor": actor.id, "steps": undone}))
+                rollback = StepCall.model_validate(step.rollback)
+                undone.append(undo_action(rollback.tool, rollback.params))  # "flag x back to off"
+            result = await self._finish(task.id, TaskState.completed, f"Undone by {actor.display}: {'; '.join(undone)}")
+            self.core.bus.publish(Event(ev.UNDONE, task.id, {"actor": actor.id, "display": actor.display,
+                                                             "steps": undone}))
             return result
 
     async def _rollback(self, task: Task, step: StepRecord, actor: Actor) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 
 import structlog
@@ -44,7 +45,7 @@ def _note(event: Event) -> str | None:
     if event.name == ev.FAILED and p.get("step"):
         return f"{p.get('step')} failed ({p.get('tool')}): {p.get('error')}"
     if event.name == ev.UNDONE:
-        return f"{who} undid {', '.join(p.get('steps', []))}"
+        return f"Undone by {who}: {'; '.join(p.get('steps', []))}"
     if event.name == ev.APPROVED and p.get("edits"):
         edits = ", ".join(f"{name} {old} → {new}" for name, (old, new) in p["edits"].items())
         return f"approved by {who}, with edits: {edits}"
@@ -70,10 +71,16 @@ class Notifier:
         if not self.surfaces or event.task_id is None or event.name in {ev.CREATED, ev.SIGNALS_ATTACHED}:
             return
         notes = self._dirty.setdefault(event.task_id, [])
-        note = _note(event)
+        note = _note(self._named(event))
         if note and event.name != ev.STATE_CHANGED:
             notes.append(note)
         self._wake.set()
+
+    def _named(self, event: Event) -> Event:
+        """The event with the person's display name, so a note names them as every message does."""
+        actor = event.payload.get("actor")
+        person = self.core.identities.by_id(str(actor)) if actor and not event.payload.get("display") else None
+        return dataclasses.replace(event, payload={**event.payload, "display": person.display}) if person else event
 
     def start(self) -> None:
         if self.surfaces:

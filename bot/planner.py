@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel
 
 from bot import events as ev
+from bot.alert_links import links_of
 from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import BotError, ToolError
@@ -28,6 +29,7 @@ from bot.param_checks import ParamRules, param_rules
 from bot.playbooks import Playbook, ReadStep, Step
 from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
+from bot.readable import result_text, step_action
 from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
 from bot.signals import Signal
@@ -126,7 +128,7 @@ def _snippet(result: dict[str, Any]) -> str:
         return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
     body = result["result"]
     field = next((f for f in _READABLE_FIELDS if isinstance(body, dict) and body.get(f)), None)
-    text = str(body[field]).strip() if field else str(body)
+    text = result_text(body)
     if len(text) <= SNIPPET_CHARS:
         return text
     if field in _TAIL_FIELDS:
@@ -156,22 +158,17 @@ def _signal_evidence(signal: Signal) -> list[Evidence]:
         snippet += "; " + ", ".join(extra[:8])
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[:SNIPPET_CHARS] + " …"
-    found = [Evidence(kind="signal", title=signal.title or signal.labels.get("alertname", signal.fingerprint),
-                      url=signal.url, snippet=snippet)]
-    for key, title in (("runbook_url", "runbook"), ("dashboard_url", "dashboard")):
-        link = notes.get(key, "")
-        if link.startswith(("http://", "https://")):
-            found.append(Evidence(kind="link", title=f"{title}: {signal.labels.get('alertname', '')}".strip(": "),
-                                  url=link))
-    return found
+    # The alert's links (runbook, dashboard, source, silence) are the proposal's ``links``.
+    return [Evidence(kind="signal", title=signal.title or signal.labels.get("alertname", signal.fingerprint),
+                     snippet=snippet)]
 
 
 def _rollback_text(step: Step, category: Category, rollback: dict[str, Any] | None) -> str | None:
     """How a step would be undone, for the proposal; None when nothing can undo it."""
     if rollback:
-        return f"{rollback['tool']} {rollback['params']}"
+        return step_action(rollback["tool"], rollback["params"])
     if category is Category.write_reversible:
-        return f"{step.tool} restores the previous value (recorded when it runs)"
+        return f"{step.tool} puts back the value it replaced (recorded when it runs)"
     return None
 
 
@@ -298,7 +295,14 @@ class Planner:
             return str(preview["preview"])
         if preview.get("command"):  # ssh.run: the exact remote command line
             return f"would run on {preview.get('host', 'the host')}: {preview['command']}"
-        return str(preview)
+        if "previous_enabled" in preview:  # flags.set: the flag's value now and after
+            return "would change " + result_text(preview)
+        if step.tool == "http.request" and isinstance(preview.get("request"), dict):
+            request = preview["request"]  # what would be sent, credentials masked
+            return "would send " + step_action("http.request", {"method": request.get("method"),
+                                                                "url": request.get("url"),
+                                                                "json": request.get("json")})
+        return result_text(preview)
 
     async def _save(self, task: Task, playbook: Playbook, decided: _Decided, *, replacing: bool = False) -> Task:
         """Save the plan and move the task on, in one transaction; ``replacing``: a plan decided again."""
@@ -330,6 +334,7 @@ class Planner:
             rollback_plan=[f"{v.name}: {v.rollback or 'no rollback: irreversible'}" for v in reversed(writes)],
             approvals_required=max((d.approvals_required for d in needing), default=0),
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
+            links=links_of(signals), expiry_s=core.settings.engine.approval_expiry_s,
         )
         outcome: str | None
         if decided.error:

@@ -394,6 +394,7 @@ def decide_step(cfg: PolicyConfig, facts: StepFacts, ctx: PolicyContext) -> Deci
         approvals_required=rule.approvals_required,
         roles=list(rule.approver_roles),
         autonomy=level.label,
+        separation_of_duties=needs_separation_of_duties(cfg, tier),
     )
 
 
@@ -438,6 +439,25 @@ def check_approver(cfg: PolicyConfig, decision: Decision, actor: Actor, requeste
             f"(separation of duties). Ask someone with the role {' or '.join(decision.roles)}."
         )
     return None
+
+
+def counts_for(decision: Decision, approver: str, roles: Iterable[str] | None, requester: str) -> bool:
+    """Whether one recorded approval counts towards this step's quorum (quorum per step).
+
+    An approval counts for a step only if its approver held one of the step's roles when they
+    approved and is not its requester where separation of duties applies: an on-call engineer's
+    approval moves a tier-3 step without counting towards a tier-4 step of the same proposal.
+    ``roles`` None is an approval recorded before roles were: it was checked against every step.
+    """
+    if not approver or (decision.separation_of_duties and approver == requester):
+        return False
+    return roles is None or not decision.roles or bool(set(roles) & set(decision.roles))
+
+
+def counted_approvers(decision: Decision, approvals: Iterable[tuple[str, Iterable[str] | None]],
+                      requester: str) -> set[str]:
+    """The approvers, of (id, roles held) pairs, whose approval counts for the step ``decision`` is of."""
+    return {who for who, roles in approvals if counts_for(decision, who, roles, requester)}
 
 
 def quorum_reached(decision: Decision, approver_ids: Iterable[str]) -> bool:

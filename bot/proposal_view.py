@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from bot.errors import UnknownTask
-from bot.proposals import ApprovalView, Proposal, StepState
+from bot.policy import counts_for
+from bot.proposals import ApprovalView, Decision, Proposal, StepState
+from bot.readable import result_text
 from bot.risk import band_for
 from bot.store import Store
 from bot.tasks import Task, TaskState
@@ -28,19 +32,24 @@ async def current_proposal(store: Store, task: Task | int) -> Proposal:
     proposal = Proposal.model_validate(task.proposal)
     steps = {s.idx: s for s in await store.steps_of_task(task.id, "step")}
     rolled_back = {s.name for s in await store.steps_of_task(task.id, "rollback") if s.state == "succeeded"}
+    records = [a for a in await store.approvals_of_task(task.id) if a.verdict == "approve"]
     views = []
     for view in proposal.steps:
         record = steps.get(view.index)
         if record is not None:
             state = StepState.rolled_back if view.name in rolled_back else StepState(record.state)
-            result = record.error or (str(record.result)[:300] if record.result is not None else None)
-            view = view.model_copy(update={"state": state, "params": record.params, "result": result})
-        views.append(view)
-    approvals = [ApprovalView(actor=a.display, at=a.created_at)
-                 for a in await store.approvals_of_task(task.id) if a.verdict == "approve"]
+            result = record.error or (result_text(record.result) if record.result is not None else None)
+            decision = Decision.model_validate(record.decision) if record.decision else view.decision
+            view = view.model_copy(update={"state": state, "params": record.params, "result": result,
+                                           "decision": decision})
+        counted = [a.display for a in records if counts_for(view.decision, a.actor, a.roles, task.requester)]
+        views.append(view.model_copy(update={"approved_by": counted}))
+    approvals = [ApprovalView(actor=a.display, at=a.created_at, actor_id=a.actor, roles=a.roles) for a in records]
+    waiting = task.state is TaskState.needs_approval and proposal.expiry_s
+    expires_at = task.updated_at + timedelta(seconds=proposal.expiry_s or 0) if waiting else None
     can_undo = task.state in UNDOABLE_STATES and any(
         s.state == "succeeded" and s.rollback for s in steps.values()) and not rolled_back
     return proposal.model_copy(update={
         "state": task.state.value, "steps": views, "approvals": approvals, "updated_at": task.updated_at,
-        "signal_count": task.signal_count, "can_undo": can_undo, "outcome": task.outcome,
+        "signal_count": task.signal_count, "can_undo": can_undo, "outcome": task.outcome, "expires_at": expires_at,
     })

@@ -55,6 +55,8 @@ class Decision(BaseModel):
     # The effective autonomy level (L0..L4) a write was decided at; the digest's share of steps run
     # automatically is counted per level. None for reads and for denials before the level is known.
     autonomy: str | None = None
+    # The requester may not approve (tier 3 and up, or a tier's separation_of_duties).
+    separation_of_duties: bool = False
 
 
 class StepState(StrEnum):
@@ -91,6 +93,7 @@ class StepView(BaseModel):
     result: str | None = None
     dry_run: str | None = None
     editable: dict[str, ParamBound] = Field(default_factory=dict)
+    approved_by: list[str] = Field(default_factory=list)  # the approvals that count for this step's quorum
 
 
 class Evidence(BaseModel):
@@ -101,8 +104,17 @@ class Evidence(BaseModel):
 
 
 class ApprovalView(BaseModel):
-    actor: str
+    actor: str  # the person's display name, the same on every surface
     at: datetime
+    actor_id: str = ""
+    roles: list[str] | None = None  # the roles they held when they approved (None: recorded before roles were)
+
+
+class AlertLink(BaseModel):
+    """A link the alert came with: runbook, dashboard, the rule's graph, a silence for it."""
+
+    title: str  # our own words ("runbook"), never the sender's
+    url: str
 
 
 class Proposal(BaseModel):
@@ -129,6 +141,9 @@ class Proposal(BaseModel):
     updated_at: datetime
     can_undo: bool = False
     outcome: str | None = None
+    links: list[AlertLink] = Field(default_factory=list)
+    expiry_s: int | None = None  # engine.approval_expiry_s when it was planned
+    expires_at: datetime | None = None  # while it waits for approval: when it is cancelled undecided
 
 
 class MessageRef(BaseModel):

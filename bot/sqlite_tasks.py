@@ -30,7 +30,7 @@ STEP_COLUMNS = (
     "id, task_id, kind, idx, name, tool, category, params, rollback, decision, state, idempotency_key, "
     "result, error, attempts, started_at, finished_at"
 )
-APPROVAL_COLUMNS = "id, task_id, actor, display, verdict, reason, edits, created_at"
+APPROVAL_COLUMNS = "id, task_id, actor, display, verdict, reason, edits, created_at, roles"
 FINAL_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.rejected, TaskState.cancelled,
                 TaskState.escalated_to_human}
 
@@ -70,7 +70,7 @@ def step_from_row(row: Any) -> StepRecord:
 def approval_from_row(row: Any) -> ApprovalRecord:
     return ApprovalRecord(
         id=row[0], task_id=row[1], actor=row[2], display=row[3], verdict=row[4], reason=row[5],
-        edits=loads(row[6]) if row[6] else None, created_at=row[7],
+        edits=loads(row[6]) if row[6] else None, created_at=row[7], roles=loads(row[8]) if row[8] else None,
     )
 
 
@@ -300,12 +300,14 @@ class TaskTx:
     # -- approvals ---------------------------------------------------------------------------
 
     async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
-                           reason: str | None, edits: dict[str, Any] | None) -> bool:
+                           reason: str | None, edits: dict[str, Any] | None,
+                           roles: list[str] | None = None) -> bool:
         """Record a decision; False when this person already gave this verdict (a double click)."""
         cur = await self._tx.execute(
-            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(task_id, actor, verdict) DO NOTHING",
-            (task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso()),
+            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at, roles) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(task_id, actor, verdict) DO NOTHING",
+            (task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso(),
+             dumps(sorted(roles)) if roles is not None else None),
         )
         return cur.rowcount == 1
 

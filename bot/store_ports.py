@@ -256,7 +256,8 @@ class ApprovalWrites(Protocol):
     """**Port:** approvals inside a transaction."""
 
     async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
-                           reason: str | None, edits: dict[str, Any] | None) -> bool:
+                           reason: str | None, edits: dict[str, Any] | None,
+                           roles: list[str] | None = None) -> bool:
         """False when this person already gave this verdict: one person counts once."""
         ...
 

@@ -188,3 +188,4 @@ class ApprovalRecord(BaseModel):
     reason: str | None = None
     edits: dict[str, Any] | None = None
     created_at: datetime
+    roles: list[str] | None = None  # held when approving; None for approvals recorded before roles were

@@ -12,8 +12,11 @@ Public API (stable; the Slack and Discord surfaces both rely on it):
     headline(proposal) -> str              "Task #12 · restart-api v3 · needs approval"
     risk_line(proposal) -> str             "Risk 72/100 (high)"
     risk_factor_lines(proposal) -> list[str]
-    step_line(step) -> str                 "1. restart api: service.restart (write_reversible) · needs approval ..."
-    approvals_line(proposal) -> str        "Approvals: 2 of 3: alice, bob"
+    step_line(step) -> str                 "1. restart: rolling restart of deployment shop/checkout"
+    step_lines(step) -> list[str]          the step line, its tool, decision and quorum, dry run, result
+    approvals_line(proposal) -> str        "Approvals: 1 of 2: alice · needs 1 more from sre-lead"
+    expiry_line(proposal) -> str           "Expires 2026-01-05 14:00 UTC if nobody decides"
+    links_line(proposal) -> str            "runbook <https://…> · silence <https://…>"
     evidence_line(evidence, snippet_limit) -> str
     evidence_lines(proposal, budget) -> list[str]   long evidence ends with a pointer to `ooda show`
     rollback_lines(proposal) -> list[str]
@@ -29,11 +32,11 @@ Public API (stable; the Slack and Discord surfaces both rely on it):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from bot import chat_text, readable
 from bot.errors import ConfirmationRequired, UserError
 from bot.proposals import Evidence, Proposal, StepView
 from bot.tasks import Task
@@ -41,35 +44,48 @@ from bot.tasks import Task
 if TYPE_CHECKING:  # annotations only: commands builds the digest, whose text this module words
     from bot.commands import Status
 
-ZWSP = "\u200b"
+ZWSP = chat_text.ZWSP
 ELLIPSIS = "…"
-
-# Broadcast mentions on Slack (@here, <!channel>, <!subteam^S1>) and Discord (@everyone, <@&role>)
-# and direct user mentions: user-provided text (alert labels, reasons) must never page anyone.
-_AT_WORD = re.compile(r"@(?=(here|everyone|channel)\b)", re.IGNORECASE)
-_ANGLE_MENTION = re.compile(r"<(?=[!@#])")
 
 
 def neutralize_mentions(text: str) -> str:
-    """Return ``text`` with every mention defused by a zero-width space; the words stay readable."""
-    text = _AT_WORD.sub("@" + ZWSP, text)
-    return _ANGLE_MENTION.sub("<" + ZWSP, text)
+    """Return ``text`` with every mention defused and bidi controls dropped; URLs stay as they are."""
+    return chat_text.neutralize(text)
 
 
 def truncate(text: str, limit: int, pointer: str = "") -> str:
-    """Cut ``text`` to at most ``limit`` characters, ending with an ellipsis and ``pointer``."""
+    """Cut ``text`` to at most ``limit`` characters at a word boundary, ending with an ellipsis and ``pointer``."""
     if len(text) <= limit:
         return text
     tail = ELLIPSIS + (f" {pointer}" if pointer else "")
     keep = max(limit - len(tail), 0)
-    return (text[:keep].rstrip() + tail)[:limit]
+    cut = text[:keep]
+    # Never in the middle of a word (or a URL): back to the last space when one is near enough.
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if keep - space < 40 and space > keep // 2 and keep < len(text) and not text[keep].isspace():
+        cut = cut[:space]
+    return (cut.rstrip() + tail)[:limit]
 
 
 def show_pointer(task_id: int) -> str:
-    return f"(full text: `ooda show {task_id}`)"
+    return f"(full text: `/ops show {task_id}` or `ooda show {task_id}`)"
 
 
-SHOW_POINTER = "(full text: `ooda show ID`)"
+SHOW_POINTER = "(full text: `/ops show ID` or `ooda show ID`)"
+
+
+def clock(at: datetime) -> str:
+    """A time as people in different places read it: ``10:42 UTC`` today, with the date otherwise."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _roles(roles: Iterable[str]) -> str:
+    return " or ".join(roles) or "anyone with a role"
+
+
+def _category_words(step: StepView) -> str:
+    return {"read": "read-only", "write_reversible": "reversible",
+            "write_irreversible": "irreversible"}[step.category.value]
 
 
 def _state_words(state: str) -> str:
@@ -95,42 +111,97 @@ def risk_factor_lines(proposal: Proposal) -> list[str]:
 def _decision_words(step: StepView) -> str:
     d = step.decision
     if d.verdict == "allow":
-        words = "allowed"
-    elif d.verdict == "deny":
-        words = f"denied: {d.reason}" if d.reason else "denied"
-    else:
-        roles = f" ({', '.join(d.roles)})" if d.roles else ""
-        count = f"{d.approvals_required} approval{'s' if d.approvals_required != 1 else ''}"
-        words = f"needs {count}{roles}"
-    return f"{words} [{d.rule}]" if d.rule else words
+        return "runs without approval"
+    if d.verdict == "deny":
+        return f"denied: {d.reason}" if d.reason else "denied"
+    tier = f" ({d.rule.replace('tier', 'tier ')})" if d.rule.startswith("tier") else ""
+    count = f"{d.approvals_required} approval{'s' if d.approvals_required != 1 else ''}"
+    return f"needs {count} from {_roles(d.roles)}{tier}"
+
+
+_DONE_WORDS = {"succeeded": "done", "failed": "failed", "skipped": "skipped", "denied": "denied",
+               "rolled_back": "done, then undone", "unknown": "unknown: it was running when Ooda stopped",
+               "running": "running now"}
+
+
+def step_progress(step: StepView) -> str:
+    """Where the step's quorum stands: ``1 of 2: Alice``; empty once it ran or when none is needed."""
+    d = step.decision
+    if d.verdict != "needs_approval" or step.state != "pending":
+        return ""
+    got = f"{len(step.approved_by)} of {d.approvals_required}"
+    return f"approved {got}: {', '.join(neutralize_mentions(a) for a in step.approved_by)}" if step.approved_by \
+        else f"approved {got}"
 
 
 def step_line(step: StepView) -> str:
-    line = f"{step.index + 1}. {step.name}: {step.tool} ({step.category}) · {_decision_words(step)}"
-    if step.state != "pending":
-        line += f" · {_state_words(step.state)}"
+    """The step's first line: its number, name and the exact action it takes."""
+    action = readable.step_action(step.tool, step.params)
+    # As code: chat formats nothing inside it and a command stays exactly as it runs, to copy.
+    shown = f"`{action}`" if "`" not in action and "\n" not in action else neutralize_mentions(action)
+    return f"{step.index + 1}. {neutralize_mentions(step.name)}: {shown}"
+
+
+def step_lines(step: StepView) -> list[str]:
+    """The step in full: what it does, how it is decided and where it stands, its dry run and result."""
+    status = _DONE_WORDS.get(step.state.value) if step.state not in {"pending", "denied"} else None
+    detail = f"{step.tool} · {_category_words(step)} · " + (status or _decision_words(step))
+    progress = step_progress(step)
+    lines = [step_line(step), "   " + neutralize_mentions(detail + (f" · {progress}" if progress else ""))]
+    if step.dry_run and step.state == "pending":
+        dry = neutralize_mentions(step.dry_run.strip()).splitlines()
+        lines.append(f"   dry run: {dry[0]}")
+        lines += [f"     {line.strip()}" for line in dry[1:]]
     if step.result:
-        line += f": {truncate(step.result, 200)}"
-    return neutralize_mentions(line)
+        lines.append(f"   result: {truncate(neutralize_mentions(step.result), 300)}")
+    return lines
 
 
 def approvals_line(proposal: Proposal) -> str:
+    """Who approved and how many more are needed, by the step waiting first (quorum is per step)."""
     names = ", ".join(neutralize_mentions(a.actor) for a in proposal.approvals)
-    if proposal.approvals_required <= 0:
-        return f"Approvals: {names}" if names else "Approvals: none needed"
-    got = f"{len(proposal.approvals)} of {proposal.approvals_required}"
-    return f"Approvals: {got}: {names}" if names else f"Approvals: {got}"
+    waiting = [s for s in proposal.steps if s.decision.verdict == "needs_approval" and s.state == "pending"]
+    if not waiting:
+        if proposal.approvals_required <= 0 and not names:
+            return "Approvals: none needed"
+        return f"Approvals: {names}" if names else f"Approvals: 0 of {proposal.approvals_required}"
+    first = waiting[0]
+    got = f"{len(first.approved_by)} of {first.decision.approvals_required}"
+    counted = ", ".join(neutralize_mentions(a) for a in first.approved_by)
+    line = f"Approvals: {got}: {counted}" if counted else f"Approvals: {got}"
+    missing = first.decision.approvals_required - len(first.approved_by)
+    if missing > 0:
+        line += f" · needs {missing} more from {_roles(first.decision.roles)}"
+    others = [s for s in waiting[1:] if s.decision.approvals_required != first.decision.approvals_required
+              or s.decision.roles != first.decision.roles]
+    for s in others:
+        line += (f" · step {s.index + 1}: {len(s.approved_by)} of {s.decision.approvals_required} "
+                 f"from {_roles(s.decision.roles)}")
+    return line
+
+
+def expiry_line(proposal: Proposal) -> str:
+    return f"Expires {clock(proposal.expires_at)} if nobody decides" if proposal.expires_at else ""
+
+
+def links_line(proposal: Proposal) -> str:
+    return " · ".join(f"{link.title} <{link.url}>" for link in proposal.links)
 
 
 def evidence_line(evidence: Evidence, snippet_limit: int = 300, pointer: str = SHOW_POINTER) -> str:
     title = neutralize_mentions(evidence.title)
-    line = f"{evidence.kind}: {title}"
+    line = f"{evidence_kind(evidence.kind)}: {title}"
     if evidence.url:
         line += f" <{evidence.url}>"
     if evidence.snippet:
-        snippet = neutralize_mentions(evidence.snippet.strip())
-        line += f"\n    {truncate(snippet, snippet_limit, pointer)}"
+        snippet = truncate(neutralize_mentions(evidence.snippet.strip()), snippet_limit, pointer)
+        line += "\n    " + snippet.replace("\n", "\n    ")
     return line
+
+
+def evidence_kind(kind: str) -> str:
+    """``tool:prometheus.query`` reads as ``prometheus.query``; ``signal`` as ``alert``."""
+    return "alert" if kind == "signal" else kind.removeprefix("tool:")
 
 
 def evidence_lines(proposal: Proposal, budget: int = 1500, snippet_limit: int = 300) -> list[str]:
@@ -154,8 +225,13 @@ def rollback_lines(proposal: Proposal) -> list[str]:
     return [neutralize_mentions(line) for line in proposal.rollback_plan]
 
 
-def proposal_text(proposal: Proposal, *, budget: int = 3500) -> str:
-    """The whole proposal as plain text, cut to ``budget`` with a pointer to ``ooda show``."""
+def proposal_text(proposal: Proposal, *, budget: int = 3500, full: bool = False) -> str:
+    """The whole proposal as plain text, cut to ``budget`` with a pointer to ``/ops show``.
+
+    ``full`` (``ooda show``, ``/ops show``): every evidence item with its whole snippet, no cut.
+    """
+    evidence = ([evidence_line(e, snippet_limit=100_000) for e in proposal.evidence] if full
+                else evidence_lines(proposal, budget=budget // 3))
     parts = [
         headline(proposal),
         neutralize_mentions(proposal.title),
@@ -163,22 +239,26 @@ def proposal_text(proposal: Proposal, *, budget: int = 3500) -> str:
         f"{risk_line(proposal)} · env {proposal.environment} · severity {proposal.severity}",
         *(f"  {line}" for line in risk_factor_lines(proposal)),
         f"Blast radius: {neutralize_mentions(proposal.blast_radius)}",
-        "Steps:",
-        *(f"  {step_line(s)}" for s in proposal.steps),
+        "Steps:" if proposal.steps else "Steps: none (nothing to change)",
+        *(f"  {line}" for s in proposal.steps for line in step_lines(s)),
         "Rollback:",
         *(f"  {line}" for line in rollback_lines(proposal)),
         approvals_line(proposal),
+        expiry_line(proposal),
     ]
-    if proposal.evidence:
-        parts += ["Evidence:", *(f"  {line}" for line in evidence_lines(proposal, budget=budget // 3))]
+    if proposal.links:
+        parts.append(f"Links: {links_line(proposal)}")
+    if evidence:
+        parts += ["Evidence:", *(f"  {line}" for line in evidence)]
     if proposal.outcome:
         parts.append(f"Outcome: {neutralize_mentions(proposal.outcome)}")
-    return truncate("\n".join(p for p in parts if p), budget, show_pointer(proposal.task_id))
+    text = "\n".join(p for p in parts if p)
+    return text if full else truncate(text, budget, show_pointer(proposal.task_id))
 
 
 def action_note(actor: str, verb: str, result: str, at: datetime) -> str:
     """One thread reply: ``alice approved at 2026-01-05 09:01 UTC: 2 steps ran``."""
-    when = at.strftime("%Y-%m-%d %H:%M UTC")
+    when = clock(at)
     text = f"{neutralize_mentions(actor)} {verb} at {when}"
     return f"{text}: {neutralize_mentions(result)}" if result else text
 
@@ -186,7 +266,8 @@ def action_note(actor: str, verb: str, result: str, at: datetime) -> str:
 def refusal(error: UserError) -> str:
     """A refusal (not an approver, separation of duties, kill switch, already decided, expired)."""
     text = f"Not done: {neutralize_mentions(str(error))}"
-    if isinstance(error, ConfirmationRequired):
+    if isinstance(error, ConfirmationRequired) and f"`{error.phrase}`" not in str(error):
+        # Said once: the core's own refusal already names the phrase to type.
         text += f"\nType `{error.phrase}` to confirm."
     return text
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic takes typing's only from Python 3.12
 
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, Labels, validate_body, vendor_time
+from bot.alert_links import SILENCE_ANNOTATION, alertmanager_silence_url, is_web_url
 from bot.errors import Unauthorized
 from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
 
@@ -82,9 +83,16 @@ def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[
         severity=Severity.from_label(labels.get("severity")),
         title=sent_annotations.get("summary") or labels.get("alertname", ""),
         labels=labels,
-        annotations=sent_annotations if annotations is None else annotations,
+        annotations=_with_silence_link(sent_annotations if annotations is None else annotations, labels, group),
         starts_at=vendor_time(alert.get("startsAt"), vendor, "alerts", index, "startsAt"),
         ends_at=vendor_time(alert.get("endsAt"), vendor, "alerts", index, "endsAt"),
         url=url or alert.get("generatorURL") or None,
         raw={**alert, **group},
     )
+
+
+def _with_silence_link(annotations: dict[str, str], labels: Mapping[str, str],
+                       group: Mapping[str, Any]) -> dict[str, str]:
+    """The alert's annotations plus the link to silence it (Grafana sends its own, else Alertmanager's form)."""
+    url = group.get("silenceURL") or alertmanager_silence_url(str(group.get("externalURL") or ""), labels)
+    return {**annotations, SILENCE_ANNOTATION: url} if url and is_web_url(url) else annotations

@@ -95,6 +95,7 @@ def to_signal(source: str, alert: GrafanaAlert, index: int, group: Mapping[str, 
     if values := alert.get("values"):
         # Playbooks and proposals read annotations; the numbers stay typed in raw as well.
         annotations = {**{f"value_{ref}": format_value(v) for ref, v in values.items()}, **annotations}
+    group = {**group, "silenceURL": alert.get("silenceURL") or ""}
     return alertmanager.to_signal(source, alert, index, group, vendor="Grafana", annotations=annotations,
                                   url=alert.get("panelURL") or alert.get("dashboardURL"))
 

@@ -13,7 +13,7 @@ import re
 
 import discord
 
-from bot import wording
+from bot import chat_text, wording
 from bot.proposals import Proposal, RiskBand
 
 TITLE_MAX = 256
@@ -43,8 +43,20 @@ def custom_id(action: str, task_id: int) -> str:
     return value
 
 
+def _md(text: str) -> str:
+    """Outside text made inert for Discord markdown (bot/chat_text.py); URLs stay as they are."""
+    return chat_text.discord_markdown(text)
+
+
 def _lines(lines: list[str], limit: int, task_id: int) -> str:
-    return wording.truncate("\n".join(lines), limit, wording.show_pointer(task_id)) or "—"
+    return wording.truncate("\n".join(_md(line) for line in lines), limit, wording.show_pointer(task_id)) or "—"
+
+
+def _link(title: str, url: str) -> str:
+    """A masked link whose text is our own word; a URL that cannot be one is shown as it is."""
+    if url.startswith(("http://", "https://")) and not any(c in url for c in "()[]<> \n"):
+        return f"[{title}]({url})"
+    return f"{title} <{url}>"
 
 
 def to_embed(proposal: Proposal) -> discord.Embed:
@@ -65,13 +77,13 @@ def _embed(proposal: Proposal, evidence_budget: int, steps_budget: int) -> disco
     task_id = proposal.task_id
     description = "\n".join(
         [
-            wording.neutralize_mentions(proposal.summary),
+            _md(proposal.summary),
             "",
-            f"{wording.risk_line(proposal)} · env {proposal.environment} · severity {proposal.severity}",
+            _md(f"{wording.risk_line(proposal)} · env {proposal.environment} · severity {proposal.severity}"),
         ]
     )
     embed = discord.Embed(
-        title=wording.truncate(f"#{task_id} {wording.neutralize_mentions(proposal.title)}", TITLE_MAX),
+        title=wording.truncate(f"#{task_id} {_md(proposal.title)}", TITLE_MAX),
         description=wording.truncate(description, DESCRIPTION_MAX, wording.show_pointer(task_id)),
         colour=BAND_COLOURS[proposal.risk.band],
         timestamp=proposal.updated_at,
@@ -81,11 +93,12 @@ def _embed(proposal: Proposal, evidence_budget: int, steps_budget: int) -> disco
         embed.add_field(name="Risk factors", value=_lines(factors, FIELD_VALUE_MAX, task_id), inline=False)
     embed.add_field(
         name="Blast radius",
-        value=wording.truncate(wording.neutralize_mentions(proposal.blast_radius) or "—", FIELD_VALUE_MAX),
+        value=wording.truncate(_md(proposal.blast_radius) or "—", FIELD_VALUE_MAX),
         inline=False,
     )
-    steps = [wording.step_line(s) for s in proposal.steps]
-    embed.add_field(name="Steps", value=_lines(steps or ["No steps."], steps_budget, task_id), inline=False)
+    steps = [line for s in proposal.steps for line in wording.step_lines(s)]
+    embed.add_field(name="Steps", value=_lines(steps or ["None (nothing to change)."], steps_budget, task_id),
+                    inline=False)
     embed.add_field(name="Rollback plan", value=_lines(wording.rollback_lines(proposal), 600, task_id), inline=False)
     if proposal.evidence and evidence_budget:
         evidence = wording.evidence_lines(proposal, budget=evidence_budget - 60)
@@ -94,13 +107,14 @@ def _embed(proposal: Proposal, evidence_budget: int, steps_budget: int) -> disco
         embed.add_field(
             name="Evidence", value=f"{len(proposal.evidence)} items {wording.show_pointer(task_id)}", inline=False
         )
-    embed.add_field(
-        name="Approvals", value=wording.truncate(wording.approvals_line(proposal), FIELD_VALUE_MAX), inline=False
-    )
+    approvals = [wording.approvals_line(proposal), wording.expiry_line(proposal)]
+    embed.add_field(name="Approvals", value=_lines([a for a in approvals if a], FIELD_VALUE_MAX, task_id),
+                    inline=False)
+    if proposal.links:
+        links = " · ".join(_link(link.title, link.url) for link in proposal.links)
+        embed.add_field(name="Links", value=wording.truncate(links, FIELD_VALUE_MAX), inline=False)
     if proposal.outcome:
-        embed.add_field(
-            name="Outcome", value=_lines([wording.neutralize_mentions(proposal.outcome)], 600, task_id), inline=False
-        )
+        embed.add_field(name="Outcome", value=_lines([proposal.outcome], 600, task_id), inline=False)
     embed.set_footer(text=wording.truncate(wording.headline(proposal), FOOTER_MAX))
     return embed
 

@@ -22,6 +22,7 @@ from bot.approvals import check_edit, confirmation_phrase
 from bot.errors import UserError
 from bot.param_paths import param_at
 from bot.proposals import ParamBound, Proposal, RiskBand
+from bot.readable import bound_text
 
 MODAL_TITLE_MAX = 45
 LABEL_MAX = 45
@@ -100,14 +101,7 @@ def edit_keys(proposal: Proposal) -> list[tuple[str, str, str, ParamBound]]:
 
 
 def describe_bound(bound: ParamBound) -> str:
-    if bound.choices:
-        return "one of: " + ", ".join(bound.choices)
-    low = "" if bound.min is None else f"{bound.min:g}"
-    high = "" if bound.max is None else f"{bound.max:g}"
-    span = f" {low}..{high}" if low or high else ""
-    if bound.max_length is not None:
-        span += f", at most {bound.max_length} characters"
-    return f"{bound.type}{span}"
+    return bound_text(bound)  # the same words as Slack's hint and the core's refusals
 
 
 def edit_modal(proposal: Proposal) -> FormModal:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 EPHEMERAL_MAX = 2000
+SEEN_INTERACTIONS = 4096  # interaction ids remembered to answer a replay quietly
+# Discord's answer to a second response: 40060 "already acknowledged", 10062 "Unknown interaction".
+ALREADY_ANSWERED = frozenset({40060, 10062})
 SHOW_TIMEOUT_S = 2.0  # a modal must be the first answer, within Discord's 3 s
 
 
@@ -75,6 +79,7 @@ class Interactions:
         self._surface = surface
         self._commands = commands
         self._identities = identities
+        self._seen: OrderedDict[int, None] = OrderedDict()  # interaction ids answered, for replays
 
     def actor_of(self, interaction: discord.Interaction) -> Actor:
         user = interaction.user
@@ -109,6 +114,14 @@ class Interactions:
         """
         chatops.bind_chat_request("discord", f"discord-{interaction.id}")
         actor = self.actor_of(interaction)
+        if interaction.id in self._seen:
+            # The same interaction delivered again (a gateway replay after a resume): it was
+            # answered once, and Discord accepts one answer per interaction. Nothing to do.
+            log.info("discord.interaction_duplicate", what=what, task_id=task_id, actor=actor.id)
+            return
+        self._seen[interaction.id] = None
+        if len(self._seen) > SEEN_INTERACTIONS:
+            self._seen.popitem(last=False)
         log.info("discord.interaction", what=what, task_id=task_id, actor=actor.id)
         try:
             await work(actor)
@@ -121,7 +134,12 @@ class Interactions:
         except UserError as exc:
             log.info("discord.refused", what=what, task_id=task_id, actor=actor.id, reason=str(exc))
             await self._reply(interaction, wording.refusal(exc))
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, discord.HTTPException) and exc.code in ALREADY_ANSWERED:
+                # Answered elsewhere already (another process, or a replay this one did not see):
+                # a duplicate, not a failure, and there is nobody left to tell.
+                log.info("discord.interaction_duplicate", what=what, task_id=task_id, actor=actor.id, code=exc.code)
+                return
             correlation_id = chatops.bound_correlation_id()  # the id this line and the request's others carry
             log.exception("discord.interaction_failed", what=what, task_id=task_id)
             try:
@@ -152,12 +170,19 @@ class Interactions:
 
     async def on_button(self, interaction: discord.Interaction, action: str, task_id: int) -> None:
         async def work(actor: Actor) -> None:
+            # A person who would be refused is told at once, not after filling in a form; the
+            # check and show are bounded because a modal must be the first answer within 3 s.
             if action == "reject":
+                async with asyncio.timeout(SHOW_TIMEOUT_S):
+                    await self._commands.may_reject(task_id, actor)
                 await self._open(interaction, discord_forms.reject_modal(task_id))
             elif action == "confirm":
+                async with asyncio.timeout(SHOW_TIMEOUT_S):
+                    await self._commands.may_approve(task_id, actor)
                 await self._open(interaction, discord_forms.confirm_modal(task_id))
             elif action == "edit":
                 async with asyncio.timeout(SHOW_TIMEOUT_S):
+                    await self._commands.may_approve(task_id, actor)
                     proposal = await self._commands.show(task_id)
                 if not discord_forms.edit_keys(proposal):
                     await self._reply(interaction, f"Task #{task_id} has nothing an approver may edit.")

@@ -61,6 +61,7 @@ from bot.routing import route_channel
 
 log = structlog.get_logger(__name__)
 
+INTERACTIVE = frozenset({"block_actions", "view_submission"})
 SEEN_EVENTS = 2048  # event ids remembered for retry dedup; Slack retries within minutes
 # Where HTTP mode hands the HTTP request's correlation id to the bolt middleware that binds it.
 CORRELATION_KEY = "ooda_correlation_id"
@@ -360,9 +361,13 @@ class SlackSurface:
         # Slack re-delivers an event it thinks we missed (X-Slack-Retry-Num, or retry_attempt in
         # Socket Mode) with the same event_id; answer 200 and do the work only once.
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if body.get("type") in INTERACTIVE and body.get("trigger_id"):
+            # A click or form delivered again (a Socket Mode retry, a replayed request): trigger
+            # ids are unique per interaction, so the same one is a duplicate, answered quietly.
+            event_id = f"{body['type']}:{body['trigger_id']}"
         if event_id:
             if event_id in self._seen_events:
-                log.info("slack.event_duplicate", event_id=event_id)
+                log.info("slack.duplicate", event_id=event_id)
                 return BoltResponse(status=200, body="")
             self._seen_events[event_id] = None
             if len(self._seen_events) > SEEN_EVENTS:
@@ -401,14 +406,20 @@ class SlackSurface:
 
     async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        _, task_id, channel, ts = await self._click(body)
+        actor, task_id, channel, ts = await self._click(body)
+        try:
+            await self.commands.may_reject(task_id, actor)  # told at once, not after typing a reason
+        except Exception as exc:
+            await self._refuse(exc, channel, body["user"]["id"])
+            return
         ctx = kit.ModalContext(task_id=task_id, channel=channel, message_ts=ts)
         await self._open_view(body["trigger_id"], kit.reject_modal(ctx), channel, body["user"]["id"])
 
     async def _on_edit(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        _, task_id, channel, ts = await self._click(body)
+        actor, task_id, channel, ts = await self._click(body)
         try:
+            await self.commands.may_approve(task_id, actor)  # told at once, not after filling the form
             proposal = await self.commands.show(task_id)
         except Exception as exc:
             await self._refuse(exc, channel, body["user"]["id"])

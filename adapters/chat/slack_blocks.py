@@ -32,9 +32,10 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot import wording
+from bot import chat_text, wording
 from bot.param_paths import param_at
 from bot.proposals import ParamBound, Proposal
+from bot.readable import bound_text
 
 ACTION_APPROVE = "ooda.approve"
 ACTION_REJECT = "ooda.reject"
@@ -56,8 +57,8 @@ EVIDENCE_BUDGET = 1500
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn control characters; escaping ``<`` also defuses ``<!here>`` and ``<@U1>``."""
-    return wording.neutralize_mentions(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for mrkdwn that mentions, links and formats nothing; URLs in it stay copyable (bot/chat_text.py)."""
+    return chat_text.slack_mrkdwn(text)
 
 
 def _md(text: str, limit: int = SECTION_LIMIT, pointer: str = "") -> MarkdownTextObject:
@@ -65,8 +66,9 @@ def _md(text: str, limit: int = SECTION_LIMIT, pointer: str = "") -> MarkdownTex
 
 
 def _link(url: str, title: str) -> str:
-    if url.startswith(("http://", "https://")) and "|" not in url and ">" not in url:
-        return f"<{url}|{escape(title)}>"
+    if url.startswith(("http://", "https://")) and not any(c in url for c in "|<> \n"):
+        # Slack reads "&amp;" in a link target as "&": the URL a person opens is the alert's own.
+        return f"<{url.replace('&', '&amp;')}|{escape(title)}>"
     return f"{escape(title)} ({escape(url)})"
 
 
@@ -76,7 +78,7 @@ def _evidence_text(p: Proposal) -> str:
     used = 0
     for i, ev in enumerate(p.evidence):
         title = _link(ev.url, ev.title) if ev.url else escape(ev.title)
-        line = f"• {escape(ev.kind)}: {title}"
+        line = f"• {escape(wording.evidence_kind(ev.kind))}: {title}"
         if ev.snippet:
             line += "\n> " + escape(wording.truncate(ev.snippet.strip(), 300, pointer)).replace("\n", "\n> ")
         if used + len(line) > EVIDENCE_BUDGET:
@@ -108,8 +110,9 @@ def proposal_buttons(p: Proposal) -> list[ButtonElement]:
 def proposal_blocks(p: Proposal) -> list[Block]:
     pointer = wording.show_pointer(p.task_id)
     factors = "\n".join(escape(line) for line in wording.risk_factor_lines(p)) or "no factors"
-    steps = "\n".join(escape(wording.step_line(s)) for s in p.steps) or "no steps"
+    steps = "\n".join(escape(line) for s in p.steps for line in wording.step_lines(s)) or "none (nothing to change)"
     rollback = "\n".join(escape(line) for line in wording.rollback_lines(p))
+    links = " · ".join(_link(link.url, link.title) for link in p.links)
     blocks: list[Block] = [
         HeaderBlock(text=wording.truncate(wording.headline(p), HEADER_LIMIT)),
         SectionBlock(text=_md(f"*{escape(p.title)}*\n{escape(p.summary)}", pointer=pointer)),
@@ -117,11 +120,14 @@ def proposal_blocks(p: Proposal) -> list[Block]:
             _md(f"*{wording.risk_line(p)}*\n{factors}", FIELD_LIMIT),
             _md(f"*Blast radius*\n{escape(p.blast_radius)}", FIELD_LIMIT),
             _md(f"*Environment*\n{escape(p.environment)} · severity {escape(p.severity)}", FIELD_LIMIT),
-            _md(f"*{escape(wording.approvals_line(p))}*", FIELD_LIMIT),
+            _md(f"*{escape(wording.approvals_line(p))}*" + (f"\n{escape(wording.expiry_line(p))}"
+                                                              if p.expires_at else ""), FIELD_LIMIT),
         ]),
         SectionBlock(text=_md(f"*Steps*\n{steps}", pointer=pointer)),
         SectionBlock(text=_md(f"*Rollback plan*\n{rollback}", pointer=pointer)),
     ]
+    if links:
+        blocks.append(SectionBlock(text=_md(f"*Links* {links}")))
     if p.evidence:
         blocks.append(SectionBlock(text=_md(_evidence_text(p), pointer=pointer)))
     context = f"requested by {escape(p.requester)} · {p.signal_count} signal(s) · updated {p.updated_at:%H:%M UTC}"
@@ -138,7 +144,8 @@ def proposal_blocks(p: Proposal) -> list[Block]:
 def proposal_message(p: Proposal) -> dict[str, Any]:
     """``text`` and ``blocks`` for chat.postMessage / chat.update; serializing validates the limits."""
     return {
-        "text": wording.truncate(f"{wording.headline(p)}: {wording.neutralize_mentions(p.title)}", FALLBACK_LIMIT),
+        # The fallback (notifications, screen readers) is mrkdwn too: escaped like the blocks.
+        "text": wording.truncate(escape(f"{wording.headline(p)}: {p.title}"), FALLBACK_LIMIT),
         "blocks": [b.to_dict() for b in proposal_blocks(p)],
     }
 
@@ -192,16 +199,7 @@ def edit_block_id(step_index: int, param: str) -> str:
 
 
 def bound_hint(bound: ParamBound) -> str:
-    if bound.choices:
-        return "one of " + ", ".join(bound.choices)
-    parts = [{"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}[bound.type]]
-    if bound.min is not None:
-        parts.append(f"at least {bound.min:g}")
-    if bound.max is not None:
-        parts.append(f"at most {bound.max:g}")
-    if bound.max_length is not None:
-        parts.append(f"up to {bound.max_length} characters")
-    return ", ".join(parts)
+    return bound_text(bound)  # the same words as Discord's form and the core's refusals
 
 
 def _edit_element(bound: ParamBound, current: Any) -> PlainTextInputElement | StaticSelectElement:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import signal
 import time
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import ClassVar, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.tools.find_preview import listing_argv, listing_preview
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.ports import StepCall
 from bot.proposals import Category
@@ -150,6 +152,7 @@ class ShellResult(BaseModel):
     truncated: bool = False
     duration_ms: int = 0
     dry_run: bool = False
+    preview: str = ""  # dry run: what the command would do (for find -delete: the files it would delete)
 
 
 def last_lines(text: str, count: int = 5) -> str:
@@ -184,13 +187,14 @@ class ShellTool:
 
     async def run(self, params: ShellParams, *, dry_run: bool) -> ShellResult:
         argv = self.resolve(params.argv)
-        if dry_run:
+        listing = listing_argv(argv) if dry_run else None
+        if dry_run and listing is None:
             return ShellResult(argv=[redact_text(a) for a in argv], dry_run=True)
 
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *(listing or argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -222,6 +226,11 @@ class ShellTool:
         duration_ms = int((time.monotonic() - started) * 1000)
         stdout = redact_text(out.decode("utf-8", errors="replace"))
         stderr = redact_text(err.decode("utf-8", errors="replace"))
+        if listing is not None:
+            preview = listing_preview("on the Ooda host", redact_text(shlex.join(argv)), exit_code, stdout, stderr,
+                                      out_cut)
+            return ShellResult(argv=[redact_text(a) for a in argv], dry_run=True, preview=preview,
+                               duration_ms=duration_ms)
         log.info("shell.done", command=params.argv[0], exit_code=exit_code, duration_ms=duration_ms)
         if exit_code != 0 and self.config.fail_on_nonzero:
             raise ToolError(f"{params.argv[0]} exited with code {exit_code}: {last_lines(stderr) or '(no stderr)'}")

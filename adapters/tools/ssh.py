@@ -42,6 +42,7 @@ import structlog
 from cryptography.utils import CryptographyDeprecationWarning
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.tools.find_preview import listing_argv, listing_preview
 from adapters.tools.shell import CommandAllowlist, CommandConfig, last_lines, read_capped
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.ports import StepCall
@@ -169,6 +170,7 @@ class SshResult(BaseModel):
     truncated: bool = False
     duration_ms: int = 0
     dry_run: bool = False
+    preview: str = ""  # dry run: what the command would do (for find -delete: the files it would delete)
 
 
 class SshRunTool:
@@ -216,7 +218,8 @@ class SshRunTool:
         argv = self.resolve(params.argv)
         command_line = shlex.join(argv)
         shown_argv = [redact_text(a) for a in argv]
-        if dry_run:
+        listing = listing_argv(argv) if dry_run else None
+        if dry_run and listing is None:
             return SshResult(host=params.host, argv=shown_argv, command=redact_text(command_line), dry_run=True)
 
         address, port = self.address_of(params.host)
@@ -226,7 +229,7 @@ class SshRunTool:
         started = time.monotonic()
         conn = await self._connect(params.host, where, address, port, key, known_hosts)
         try:
-            exit_code, out, err, cut = await self._execute(conn, params, command_line)
+            exit_code, out, err, cut = await self._execute(conn, params, shlex.join(listing or argv))
         finally:
             # Also on cancellation; shielded so a second cancellation cannot leave the socket open.
             conn.close()
@@ -235,6 +238,10 @@ class SshRunTool:
 
         stdout = redact_text(out.decode("utf-8", errors="replace"))
         stderr = redact_text(err.decode("utf-8", errors="replace"))
+        if listing is not None:
+            preview = listing_preview(f"on {params.host}", redact_text(command_line), exit_code, stdout, stderr, cut)
+            return SshResult(host=params.host, argv=shown_argv, command=redact_text(command_line), dry_run=True,
+                             preview=preview, duration_ms=duration_ms)
         log.info("ssh.done", host=params.host, command=params.argv[0], exit_code=exit_code, duration_ms=duration_ms)
         if exit_code != 0 and self.config.fail_on_nonzero:
             raise ToolError(

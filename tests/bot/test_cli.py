@@ -86,7 +86,7 @@ async def test_operator_session_fire_approve_pause_and_export(tmp_path, capsys, 
 
         code, out, _ = await ooda(capsys, "show", task_id, "--config", config)
         assert code == 0
-        assert f"next: ooda approve {task_id}" in out
+        assert f"Next: ooda approve {task_id}" in out
 
         code, out, _ = await ooda(capsys, "pause", "--reason", "maintenance", "--config", config)
         assert code == 0 and "kill switch: ON (by Local admin: maintenance)" in out

@@ -16,5 +16,6 @@ def test_plain_approvals_failures_and_undo_are_worded_for_people():
     assert _note(Event(ev.APPROVED, 7, {"actor": "lead", "display": "Lead"})) == "approved by Lead"
     assert _note(Event(ev.FAILED, 7, {"step": "restart", "tool": "http.request", "error": "503"})) == (
         "restart failed (http.request): 503")
-    assert _note(Event(ev.UNDONE, 7, {"actor": "lead", "steps": ["throttle"]})) == "lead undid throttle"
+    assert _note(Event(ev.UNDONE, 7, {"actor": "lead", "display": "Lead", "steps": ["flag x back to off"]})) == \
+        "Undone by Lead: flag x back to off"
     assert _note(Event(ev.STATE_CHANGED, 7, {"from": "running", "to": "executing"})) is None

@@ -26,20 +26,24 @@ def test_truncate_keeps_limit_and_pointer():
     assert wording.truncate("short", 100) == "short"
 
 
-def test_approvals_line_counts_and_names():
-    p = make_proposal().model_copy(update={
-        "approvals_required": 3,
+def test_approvals_line_counts_the_approvals_of_the_step_waiting_first():
+    p = make_proposal()
+    step = p.steps[0].model_copy(update={"decision": p.steps[0].decision.model_copy(update={"approvals_required": 3}),
+                                         "approved_by": ["alice", "bob"]})
+    p = p.model_copy(update={
+        "approvals_required": 3, "steps": [step],
         "approvals": [ApprovalView(actor="alice", at=datetime(2026, 1, 5, tzinfo=UTC)),
                       ApprovalView(actor="bob", at=datetime(2026, 1, 5, tzinfo=UTC))],
     })
-    assert wording.approvals_line(p) == "Approvals: 2 of 3: alice, bob"
-    assert wording.approvals_line(make_proposal()) == "Approvals: 0 of 1"
+    assert wording.approvals_line(p) == "Approvals: 2 of 3: alice, bob · needs 1 more from approver"
+    assert wording.approvals_line(make_proposal()) == "Approvals: 0 of 1 · needs 1 more from approver"
 
 
-def test_step_line_names_decision_and_rule():
-    line = wording.step_line(make_proposal().steps[0])
-    assert line.startswith("1. rotate: shell.run (write_reversible)")
-    assert "needs 1 approval (approver) [prod-writes]" in line
+def test_step_lines_say_the_exact_action_then_the_decision():
+    step = make_proposal().steps[0].model_copy(update={"params": {"argv": ["logrotate", "-f", "/etc/my conf"]}})
+    first, detail = wording.step_lines(step)[:2]
+    assert first == "1. rotate: `on the Ooda host: logrotate -f '/etc/my conf'`"
+    assert detail.strip() == "shell.run · reversible · needs 1 approval from approver · approved 0 of 1"
 
 
 def test_long_evidence_is_cut_with_pointer_to_show():

@@ -33,10 +33,13 @@ async def test_a_filesystem_alert_is_proposed_approved_and_acted_on_on_the_host_
         assert "db-01:9100" in evidence["usage"]
         (alert,) = [e for e in proposal["evidence"] if e["kind"] == "signal"]
         assert "less than 3% space left" in alert["snippet"] or "space left" in alert["snippet"]
-        assert [e["url"] for e in proposal["evidence"] if e["kind"] == "link"] == [
-            "https://runbooks.prometheus-operator.dev/runbooks/node/nodefilesystemalmostoutofspace"]
+        assert (proposal["links"][0]["title"], proposal["links"][0]["url"]) == (
+            "runbook", "https://runbooks.prometheus-operator.dev/runbooks/node/nodefilesystemalmostoutofspace")
         assert standin.ssh_host is not None
-        assert {argv[0] for argv in standin.ssh_host.commands_run} == {"/usr/bin/df", "/usr/bin/du"}  # reads only
+        # Reads only: the dry run lists what find would delete with -print in place of -delete.
+        assert {argv[0] for argv in standin.ssh_host.commands_run} == {"/usr/bin/df", "/usr/bin/du", "/usr/bin/find"}
+        assert not any("-delete" in argv for argv in standin.ssh_host.commands_run)
+        assert "would delete 12 files:\n  /var/tmp/reports/export-0001.tmp" in step["dry_run"]
 
         # Critical and irreversible: tier 4, two different people.
         for who in (ADMIN, SECOND):

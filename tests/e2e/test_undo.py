@@ -69,7 +69,9 @@ async def test_undo_after_a_partial_failure_rolls_back_the_step_that_ran(tmp_pat
         await app.commands.undo(task_id, APPROVER)
 
         assert production(standin) == before
-        assert "undone" in (await app.store.get_task(task_id)).outcome
+        # Worded as a colleague would: who, and what was put back.
+        assert (await app.store.get_task(task_id)).outcome == (
+            f"Undone by {APPROVER.display}: flag throttle-checkout back to off, rollout 0%")
 
 
 async def test_undo_is_refused_while_the_kill_switch_is_on_and_changes_nothing(tmp_path):

@@ -85,8 +85,7 @@ class FakeCommands(Commands):
             raise UnknownTask(f"No task #{task_id}. `/ops tasks` lists the open ones.")
         return self.proposals[task_id]
 
-    async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
-                      confirmation: str | None = None) -> ActionResult:
+    async def may_approve(self, task_id: int, actor: Actor) -> None:
         p = self._get(task_id)
         if self.paused_by:
             raise Forbidden("The kill switch is on; nothing runs until `/ops resume`.")
@@ -96,6 +95,18 @@ class FakeCommands(Commands):
             raise Forbidden(f"Separation of duties: {actor.display} requested task #{task_id} and cannot approve it.")
         if p.state != "needs_approval":
             raise Conflict(f"Task #{task_id} is already {p.state}.")
+
+    async def may_reject(self, task_id: int, actor: Actor) -> None:
+        p = self._get(task_id)
+        if p.state != "needs_approval":
+            raise Conflict(f"Task #{task_id} is already {p.state}.")
+        if not actor.has_any(p.approver_roles) and actor.id != p.requester:
+            raise Forbidden(f"rejecting needs the role approver; {actor.display} has none")
+
+    async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
+                      confirmation: str | None = None) -> ActionResult:
+        p = self._get(task_id)
+        await self.may_approve(task_id, actor)
         if p.risk.band is RiskBand.critical and confirmation != f"approve {task_id}":
             raise ConfirmationRequired(f"Task #{task_id} is critical risk.", phrase=f"approve {task_id}")
         for step_name, changes in (edits or {}).items():

@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.chat_limits import discord_problems, embed_size
+
 APPLICATION_ID = 900000000000000001
 BOT_USER_ID = 900000000000000002
 GUILD_ID = 900000000000000003
@@ -66,11 +68,6 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
     return [c["custom_id"] for row in message["components"] for c in row["components"]]
 
 
-def embed_size(embed: dict[str, Any]) -> int:
-    """What Discord counts towards the 6000-character limit of an embed."""
-    fields = embed.get("fields", [])
-    texts = [embed.get("title", ""), embed.get("description", ""), embed.get("footer", {}).get("text", "")]
-    return sum(map(len, texts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
 
 
 EMBED_LIMITS = {"title": 256, "description": 4096}
@@ -156,6 +153,8 @@ class FakeDiscord:
     attachments: dict[str, bytes] = field(default_factory=dict)  # attachment id -> the uploaded bytes
     refuse_attachments: bool = False  # answer a message with files 413, as Discord does past its size limit
     resumes: int = 0
+    interactions: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> the payload dispatched
+    limit_violations: list[str] = field(default_factory=list)  # messages Discord would refuse (chat_limits.py)
 
     def __post_init__(self) -> None:
         self._failures: list[ScriptedFailure] = []
@@ -188,6 +187,8 @@ class FakeDiscord:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.limit_violations and exc[0] is None:
+            raise AssertionError(f"messages Discord would refuse: {self.limit_violations}")
 
     @property
     def api_base(self) -> str:
@@ -265,8 +266,13 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = message
+        self.interactions[interaction_id] = payload
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id
+
+    async def replay(self, interaction_id: int) -> None:
+        """Deliver an interaction again, as the gateway does when it replays events after a resume."""
+        await self.dispatch("INTERACTION_CREATE", self.interactions[interaction_id])
 
     async def click(self, message_id: int, custom_id: str, *, user_id: int, role_ids: list[int] = (),  # type: ignore[assignment]
                     name: str = "someone") -> int:
@@ -455,6 +461,12 @@ class FakeDiscord:
             self._holds.remove(hold)
             await self._notify()
             await hold[2].wait()
+        problems = discord_problems(body) if request.method in {"POST", "PATCH"} else []
+        if problems:
+            # What Discord answers a message over a limit; remembered to fail the test.
+            self.limit_violations += [f"{request.method} {path}: {p}" for p in problems]
+            await self._notify()
+            return _json({"message": "Invalid Form Body", "code": 50035, "errors": problems}, 400)
         try:
             response = self._scripted(request.method, path) or self._route(request.method, path, body or {})
         finally:
@@ -510,6 +522,8 @@ class FakeDiscord:
             return _json(thread)
         if parts[:1] == ["interactions"] and parts[3:] == ["callback"]:
             interaction_id = int(parts[1])
+            if interaction_id in self.callbacks:  # Discord takes one response per interaction
+                return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
             self.callbacks[interaction_id] = body
             return _json({"interaction": {"id": parts[1], "type": body.get("type")}})
         if parts[:1] == ["webhooks"] and len(parts) == 3 and method == "POST":

@@ -31,12 +31,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 
-# Block Kit limits Slack enforces on chat.postMessage / chat.update (invalid_blocks past them).
-MAX_BLOCKS = 50
-BLOCK_TEXT_LIMITS = {"section": 3000, "header": 150, "context": 2000}
-MAX_CONTEXT_ELEMENTS = 10
-MAX_FIELDS = 10
-FIELD_LIMIT = 2000
+from tests.fakes.chat_limits import slack_problems
 
 
 @dataclass
@@ -64,6 +59,7 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
+        self.limit_violations: list[str] = []  # messages Slack would refuse (tests/fakes/chat_limits.py)
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url key, body)
         self.acks: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}  # group id -> user ids, for usergroups.list
@@ -100,6 +96,8 @@ class FakeSlack:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.limit_violations and exc[0] is None:
+            raise AssertionError(f"messages Slack would refuse: {self.limit_violations}")
 
     @property
     def api_url(self) -> str:
@@ -159,7 +157,12 @@ class FakeSlack:
         if failure is None and method in self._down:
             failure = ScriptedFailure(status=503)
         status, headers = 200, {}
-        if failure is None:
+        problems = slack_problems(method, args) if failure is None else []
+        if problems:
+            # What Slack answers a message over a Block Kit limit; remembered to fail the test.
+            self.limit_violations += problems
+            body = {"ok": False, "error": "invalid_blocks", "errors": problems}
+        elif failure is None:
             body = self._answer(method, args)
         elif failure.status != 200:
             error = "ratelimited" if failure.status == 429 else "service_unavailable"
@@ -172,10 +175,6 @@ class FakeSlack:
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        if method in {"chat.postMessage", "chat.update"} and args.get("blocks") is not None:
-            problem = blocks_problem(_loads(args["blocks"]))
-            if problem:
-                return {"ok": False, "error": "invalid_blocks", "errors": [problem]}
         if method == "files.getUploadURLExternal":
             return self._upload_url(args)
         if method == "files.completeUploadExternal":
@@ -238,7 +237,9 @@ class FakeSlack:
         return {"ok": True, "files": done}
 
     async def _respond(self, request: web.Request) -> web.Response:
-        self.responses.append((request.match_info["key"], await request.json()))
+        body = await request.json()
+        self.limit_violations += slack_problems("response_url", body)
+        self.responses.append((request.match_info["key"], body))
         await self._notify()
         return web.Response(text="ok")
 
@@ -293,25 +294,3 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def blocks_problem(blocks: Any) -> str | None:
-    """What Slack would refuse in ``blocks`` (Block Kit's documented limits), or None."""
-    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
-        return f"blocks must be a list of at most {MAX_BLOCKS}"
-    for n, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind is None:
-            return f"block {n} has no type"
-        text = (block.get("text") or {}).get("text")
-        limit = BLOCK_TEXT_LIMITS.get(kind)
-        if limit is not None and text is not None and not 0 < len(text) <= limit:
-            return f"block {n} ({kind}): text must be 1 to {limit} characters, got {len(text)}"
-        if kind == "header" and block["text"].get("type") != "plain_text":
-            return f"block {n} (header): text must be plain_text"
-        if kind == "context":
-            elements = block.get("elements") or []
-            if not 0 < len(elements) <= MAX_CONTEXT_ELEMENTS:
-                return f"block {n} (context): 1 to {MAX_CONTEXT_ELEMENTS} elements"
-        fields = block.get("fields") or []
-        if len(fields) > MAX_FIELDS or any(len(f.get("text", "")) > FIELD_LIMIT for f in fields):
-            return f"block {n}: at most {MAX_FIELDS} fields of {FIELD_LIMIT} characters"
-    return None

@@ -156,7 +156,7 @@ async def test_a_firing_alert_is_posted_as_a_proposal_with_buttons(app, http, fa
     assert embed_size(embed) <= 6000 and len(embed["description"]) <= 4096
     assert all(len(f["value"]) <= 1024 for f in embed["fields"])
     steps = next(f["value"] for f in embed["fields"] if f["name"] == "Steps")
-    assert "restart" in steps and "tier3" in steps
+    assert "rolling restart of deployment shop/checkout" in steps and "(tier 3)" in steps
     assert custom_ids(message) == [f"ooda:approve:{task.id}", f"ooda:reject:{task.id}", f"ooda:details:{task.id}"]
     assert message["author"]["id"] == str(BOT_USER_ID)
     stored = await app.store.get_task(task.id)

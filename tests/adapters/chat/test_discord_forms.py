@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.chat import discord_forms
 from adapters.chat.discord_forms import InvalidEdit, edit_keys, edit_modal, modal_values, parse_edits
 from bot.proposals import ParamBound, RiskBand
 from tests.adapters.chat.test_discord import proposal
@@ -60,3 +61,13 @@ def test_modal_values_reads_rows_and_labels():
         {"type": 18, "id": 2, "component": {"type": 4, "custom_id": "confirmation", "value": "approve 7"}},
     ]}
     assert modal_values(data) == {"reason": "wrong host", "confirmation": "approve 7"}
+
+
+def test_bounds_are_worded_for_people_never_as_a_type_name():
+    bound = ParamBound(type="int", min=10, max=100)
+    assert discord_forms.describe_bound(bound) == "a whole number from 10 to 100"
+    with pytest.raises(discord_forms.InvalidEdit) as refused:
+        discord_forms.parse_value("throttle.rollout", "5", bound)
+    assert str(refused.value) == ("throttle.rollout must be at least 10, got 5. "
+                                  "Allowed: a whole number from 10 to 100.")
+    assert " int" not in str(refused.value) and "a int" not in str(refused.value)

@@ -105,7 +105,7 @@ async def test_event_retry_is_deduplicated_on_event_id(fake, server):
         await fake.wait_for("chat.postMessage", 2)
     assert sorted(c.args["thread_ts"] for c in fake.calls_to("chat.postMessage")) == [
         "1700000000.000500", "1700000000.000600"]
-    assert [e["event_id"] for e in logs if e["event"] == "slack.event_duplicate"] == ["Ev1"]
+    assert [e["event_id"] for e in logs if e["event"] == "slack.duplicate"] == ["Ev1"]
 
 
 async def test_url_verification_is_answered_by_bolt(server):
