@@ -20,9 +20,10 @@ from bot.sqlite_store import SqliteStore
 from tests.adapters.chat import slack_harness
 from tests.adapters.chat.test_discord import make_surface as discord_surface
 from tests.digest_seed import DAY, seed_known_day
+from tests.fakes.chat_limits import slack_problems
 from tests.fakes.core import FakeCommands
 from tests.fakes.discord import CHANNEL_ID, FakeDiscord
-from tests.fakes.slack import FakeSlack, blocks_problem
+from tests.fakes.slack import FakeSlack
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIGEST_CHANNEL = "C_DIGEST"
@@ -66,7 +67,7 @@ async def test_slack_gets_blocks_and_the_chart_uploaded_into_the_digest_channel(
     [message] = fake.calls_to("chat.postMessage")
     assert message.ok and message.args["channel"] == DIGEST_CHANNEL
     blocks = message.args["blocks"]
-    assert blocks_problem(blocks) is None
+    assert slack_problems("chat.postMessage", message.args) == [] and not fake.limit_violations
     assert blocks[0]["text"]["text"].startswith("Ooda digest: Thursday 2026-01-15")
     text = json.dumps(blocks)
     assert "MTTR (completed tasks): 17.3 min" in text and "HighLatency: 6" in text
