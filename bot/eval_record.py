@@ -30,6 +30,7 @@ import yaml
 from bot.config import load_settings
 from bot.errors import BotError
 from bot.redaction import redact
+from bot.store import Store
 
 ALERTMANAGER_GROUP_KEYS = ("groupKey", "receiver", "externalURL", "orgId")
 
@@ -71,16 +72,16 @@ async def record_tasks(config: Path, task_ids: list[int], first_number: int) -> 
     return written
 
 
-async def _record_one(store: Any, task_id: int, kinds: dict[str, str],
+async def _record_one(store: Store, task_id: int, kinds: dict[str, str],
                       number: int) -> tuple[dict[str, str], str | None]:
     task = await store.get_task(task_id)
     if task is None:
         raise BotError(f"no task {task_id} in the store; `ooda tasks --all` lists them")
     rows = await store.signals_of_task(task_id, limit=1000)
-    raws = {r["id"]: r["raw"] for r in await store.raw_signals_of_task(task_id)}
+    raws = {r.id: r.raw for r in await store.raw_signals_of_task(task_id)}
     by_source: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_source.setdefault(row["source"], []).append(redact(raws.get(row["id"], {})))
+        by_source.setdefault(row.signal.source, []).append(redact(raws.get(row.signal.id, {})))
     if not by_source:
         raise BotError(f"task {task_id} has no alert signals (a manual run?); only alert-driven tasks can be "
                        "recorded")

@@ -208,7 +208,7 @@ async def test_a_viewer_sees_no_button_and_a_post_from_one_is_403(env):
             assert "can read but not act" in r.text
         assert (await http.post("/ui/pause", data={"csrf": csrf, "reason": "x"})).status_code == 403
     assert await state(app, task_id) is TaskState.needs_approval and restarts(standin) == []
-    assert not app.core.kill_switch
+    assert not await app.core.load_kill_switch()
     refused = [a for a in await audit_actions(app, task_id) if a[1] == "command.refused"]
     assert refused == [("viewer", "command.refused")] * 3
 
@@ -274,11 +274,11 @@ async def test_admins_pause_and_resume(env):
         assert (await lead.post("/ui/pause", data={"csrf": lead_csrf})).status_code == 403  # not admin/operator
     async with signed_in(app, "OODA_ADMIN_TOKEN") as (http, csrf):
         r = await http.post("/ui/pause", data={"csrf": csrf, "reason": "bad deploy"})
-        assert r.status_code == 303 and app.core.kill_switch
+        assert r.status_code == 303 and await app.core.load_kill_switch()
         page = await http.get("/ui/policy")
         assert "bad deploy" in page.text and 'id="resume"' in page.text and "kill-switch-banner" in page.text
         assert (await http.post("/ui/resume", data={"csrf": csrf})).status_code == 303
-        assert not app.core.kill_switch
+        assert not await app.core.load_kill_switch()
     assert [a for a in await audit_actions(app) if a[1].startswith("kill_switch")] == [
         ("admin", "kill_switch.on"), ("admin", "kill_switch.off")]
 
