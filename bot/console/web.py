@@ -138,6 +138,9 @@ class Console:
                 response = await handler(request)
             except UserError as exc:
                 response = self._error(None, exc.status, str(exc))
+            except StoreUnavailable as exc:
+                log.warning("console.store_unavailable", path=request.path, error=str(exc))
+                response = self._error(None, 503, f"The store cannot answer right now ({exc}); try again shortly.")
             return security.protect(response)
 
         return wrapped
