@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import secrets
@@ -171,14 +172,21 @@ async def seed_task(t: TaskOps, n: int, proposal: dict[str, Any], steps: list[St
                       outcome="all steps succeeded" if end is TaskState.completed else "step restart failed")
 
 
+CPU_MS: dict[int, float] = {}  # id of a timings list -> CPU ms per request of this process while it ran
+
+
 async def timed(http: httpx.AsyncClient, paths: list[str], headers: dict[str, str] | None = None) -> list[float]:
-    took = []
+    """Wall time of each GET in ms; the process's CPU per request (server, client and SQLite's
+    thread together) is kept in ``CPU_MS``: it moves far less than wall time when the machine is busy."""
+    took: list[float] = []
+    cpu = time.process_time()
     for path in paths:
         start = time.perf_counter()
         r = await http.get(path, headers=headers)
         took.append((time.perf_counter() - start) * 1000)
         if r.status_code != 200:
             raise SystemExit(f"GET {path}: {r.status_code} {r.text[:300]}")
+    CPU_MS[id(took)] = (time.process_time() - cpu) * 1000 / len(paths)
     return took
 
 
@@ -206,7 +214,8 @@ async def measure(settings: Any, doc: Any, env: dict[str, str], tasks: int, requ
         sizes = {"inbox": len(inbox.content), "task page": len((await http.get(task_paths[0])).content)}
         return {"waiting_in_inbox": waiting, "bytes": sizes,
                 "ms": {name: {"p50": percentile(v, 0.50), "p95": percentile(v, 0.95), "p99": percentile(v, 0.99),
-                              "max": max(v), "mean": statistics.fmean(v)} for name, v in results.items()}}
+                              "max": max(v), "mean": statistics.fmean(v), "cpu": CPU_MS[id(v)]}
+                       for name, v in results.items()}}
 
 
 async def main() -> None:
@@ -238,16 +247,19 @@ async def main() -> None:
             await store.close()
         db_mb = sum(f.stat().st_size for f in settings.db_path.parent.glob("ooda.db*")) / 1e6
         figures = await measure(settings, doc, env, args.tasks, args.requests)
-    figures.update(tasks=args.tasks, signals=args.signals, requests=args.requests, store_mb=round(db_mb))
+    figures.update(load_average=round(os.getloadavg()[0], 1), cpus=os.cpu_count(), tasks=args.tasks,
+                   signals=args.signals, requests=args.requests, store_mb=round(db_mb))
     if args.json:
         print(json.dumps(figures, indent=2))
         return
     print(f"\n{args.tasks:,} tasks ({figures['waiting_in_inbox']} waiting for a decision, the inbox shows the riskiest "
           f"50), {args.signals:,} signals, "
           f"store {figures['store_mb']} MB; {args.requests} sequential GETs each over one keep-alive connection")
-    print(f"{'page':<22}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    print(f"{'page':<22}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'CPU ms':>9}")
     for name, ms in figures["ms"].items():
-        print(f"{name:<22}{ms['p50']:>9.1f}{ms['p95']:>9.1f}{ms['p99']:>9.1f}{ms['max']:>9.1f}")
+        print(f"{name:<22}{ms['p50']:>9.1f}{ms['p95']:>9.1f}{ms['p99']:>9.1f}{ms['max']:>9.1f}{ms['cpu']:>9.1f}")
+    print(f"load average {figures['load_average']} on {figures['cpus']} CPUs (above {figures['cpus']}: the wall "
+          "times are mostly waiting for a CPU; CPU ms per request is this process's own work)")
     sizes = figures["bytes"]
     print(f"page sizes: inbox {sizes['inbox'] / 1024:.0f} KiB, task {sizes['task page'] / 1024:.0f} KiB")
     for name in ("inbox", "task page"):

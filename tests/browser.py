@@ -43,7 +43,6 @@ def _binary(*names: str) -> str:
 
 @contextmanager
 def chrome(*, javascript: bool = True, width: int = 1280, height: int = 900) -> Iterator[WebDriver]:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not reach the network, whatever happens
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium", "chromium-browser")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -52,7 +51,16 @@ def chrome(*, javascript: bool = True, width: int = 1280, height: int = 900) -> 
         options.add_argument(argument)
     if not javascript:
         options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(service=Service(executable_path=_binary("chromedriver")), options=options)
+    service = Service(executable_path=_binary("chromedriver"))
+    offline = os.environ.get("SE_OFFLINE")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not reach the network, whatever happens
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    finally:
+        if offline is None:
+            del os.environ["SE_OFFLINE"]
+        else:
+            os.environ["SE_OFFLINE"] = offline
     driver.set_page_load_timeout(WAIT_S)
     try:
         yield driver

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+from markupsafe import Markup, escape
 
 from bot.jsoncodec import dumps_canonical
 from bot.tasks import clock_text
@@ -68,6 +69,54 @@ def _web_url(url: str | None) -> str:
     return url if url and urlsplit(url).scheme in {"http", "https"} else ""
 
 
+MAX_DEPTH = 4
+MAX_ITEMS = 50
+
+
+def _value(value: Any, depth: int = 0) -> Markup:
+    """Any JSON value as HTML people read: mappings as term lists, lists as numbered lists, long or
+    multi-line text preformatted, deeper levels as compact JSON. Every piece of text goes through
+    ``escape``; this is the one place HTML is built in Python, because evidence trees are large
+    and a recursive template macro costs ten times as much per node."""
+    parts: list[str] = []
+    _append_value(parts, value, depth)
+    return Markup("".join(parts))
+
+
+def _append_value(out: list[str], value: Any, depth: int) -> None:
+    if value is None:
+        out.append('<span class="none">none</span>')
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        if "\n" in value or len(value) > 160:
+            out.append(f"<pre>{escape(_clip(value))}</pre>")
+        else:
+            out.append(str(escape(value)))
+    elif isinstance(value, dict | list) and not value:
+        out.append('<span class="none">empty</span>' if isinstance(value, dict) else '<span class="none">none</span>')
+    elif isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        out.append(f"<pre>{escape(_clip(_as_json(value)))}</pre>")
+    elif isinstance(value, dict):
+        out.append('<dl class="kv">')
+        for key, item in value.items():
+            out.append(f"<dt>{escape(str(key))}</dt><dd>")
+            _append_value(out, item, depth + 1)
+            out.append("</dd>")
+        out.append("</dl>")
+    elif isinstance(value, list):
+        out.append('<ol class="items">')
+        for item in value[:MAX_ITEMS]:
+            out.append("<li>")
+            _append_value(out, item, depth + 1)
+            out.append("</li>")
+        if len(value) > MAX_ITEMS:
+            out.append(f'<li class="none">and {len(value) - MAX_ITEMS} more</li>')
+        out.append("</ol>")
+    else:
+        out.append(str(escape(str(value))))
+
+
 class _PackageLoader(jinja2.BaseLoader):
     """Templates from ``bot/console/templates`` inside the installed package."""
 
@@ -87,5 +136,6 @@ class _PackageLoader(jinja2.BaseLoader):
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=_PackageLoader(), autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, auto_reload=False)
-    env.filters.update(when=_when, ago=_ago, seconds=_seconds, as_json=_as_json, clip=_clip, web_url=_web_url)
+    env.filters.update(when=_when, ago=_ago, seconds=_seconds, as_json=_as_json, clip=_clip, web_url=_web_url,
+                       value=_value)
     return env

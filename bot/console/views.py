@@ -62,15 +62,16 @@ def inbox_row(row: dict[str, Any], now: datetime, expiry: timedelta) -> InboxRow
     )
 
 
-async def inbox(core: Core) -> tuple[list[InboxRow], list[InboxRow]]:
-    """(tasks waiting for a decision, riskiest and oldest first; tasks under way, newest first)."""
+async def inbox(core: Core, shown: int) -> tuple[list[InboxRow], int, list[InboxRow]]:
+    """(the first ``shown`` tasks waiting for a decision, riskiest and oldest first; how many wait
+    in all, up to ``INBOX_LIMIT``; the tasks under way, newest first)."""
     now = core.clock()
     expiry = timedelta(seconds=core.settings.engine.approval_expiry_s)
-    rows = [inbox_row(r, now, expiry) for r in await core.store.task_summaries(
-        [s.value for s in (*WAITING, *IN_PROGRESS)], INBOX_LIMIT)]
-    waiting = [r for r in rows if r.state in WAITING]
-    busy = sorted((r for r in rows if r.state in IN_PROGRESS), key=lambda r: r.id, reverse=True)
-    return waiting, busy
+    summaries = await core.store.task_summaries([s.value for s in (*WAITING, *IN_PROGRESS)], INBOX_LIMIT)
+    waiting = [r for r in summaries if r["state"] in WAITING]
+    busy = sorted((inbox_row(r, now, expiry) for r in summaries if r["state"] in IN_PROGRESS),
+                  key=lambda r: r.id, reverse=True)
+    return [inbox_row(r, now, expiry) for r in waiting[:shown]], len(waiting), busy
 
 
 @dataclass

@@ -34,10 +34,11 @@ from bot.commands import RESUME_ROLES, Commands
 from bot.console import security, views
 from bot.console.render import environment
 from bot.console.sessions import Session, SessionStore, new_secret, same_secret
-from bot.errors import ConfirmationRequired, Forbidden, StoreUnavailable, UserError
+from bot.errors import ConfirmationRequired, Forbidden, StoreUnavailable, UnknownTask, UserError
 from bot.identity import Actor, IdentityDirectory
 from bot.param_paths import param_at
 from bot.policy import autonomy_for, tier_of
+from bot.proposal_view import current_proposal
 from bot.proposals import Category, Proposal, RiskBand
 from bot.request_limits import InvalidParameter, QuerySpec, free_text, one_of, task_id_from_path
 from bot.store import Store, TaskOps
@@ -138,6 +139,9 @@ class Console:
                 response = await handler(request)
             except UserError as exc:
                 response = self._error(None, exc.status, str(exc))
+            except StoreUnavailable as exc:
+                log.warning("console.store_unavailable", path=request.path, error=str(exc))
+                response = self._error(None, 503, f"The store cannot answer right now ({exc}); try again shortly.")
             return security.protect(response)
 
         return wrapped
@@ -297,18 +301,18 @@ class Console:
         # The riskiest INBOX_SHOWN by default: a person works from the top, and the page stays
         # quick to refresh every few seconds even when hundreds wait (``?all=true`` lists them all).
         show_all = INBOX_QUERY.parse(request.query).get("all") == "true"
-        waiting, busy = await views.inbox(self.core)
-        return self._render(template, visit, waiting=waiting, busy=busy, show_all=show_all,
-                            shown=views.INBOX_LIMIT if show_all else INBOX_SHOWN, limit=views.INBOX_LIMIT)
+        waiting, total, busy = await views.inbox(self.core, views.INBOX_LIMIT if show_all else INBOX_SHOWN)
+        return self._render(template, visit, waiting=waiting, waiting_total=total, busy=busy, show_all=show_all,
+                            limit=views.INBOX_LIMIT)
 
     # -- task ------------------------------------------------------------------------------------
 
     async def _timeline(self, request: web.Request) -> views.Timeline:
         task_id = task_id_from_path(request.match_info["id"])
-        proposal = await self.commands.show(task_id)  # UnknownTask: 404
         task = await self.store.get_task(task_id)
-        assert task is not None  # show() found it
-        return await views.timeline(self.store, self.core, task, proposal)
+        if task is None:
+            raise UnknownTask(f"there is no task {task_id}; the inbox lists the open ones")
+        return await views.timeline(self.store, self.core, task, await current_proposal(self.store, task))
 
     def _task_context(self, visit: Visit, line: views.Timeline) -> dict[str, Any]:
         proposal, task, actor = line.proposal, line.task, visit.actor

@@ -32,6 +32,11 @@
           // The server rendered and escaped this; parsing it runs no script (and the CSP allows none inline).
           var parsed = new DOMParser().parseFromString("<div>" + html + "</div>", "text/html").body.firstChild;
           region.replaceChildren.apply(region, Array.prototype.slice.call(parsed.childNodes));
+          if (region.querySelector("[data-live-end]")) {
+            // The task has ended: nothing more will change, so stop asking.
+            stamp("Final: updated " + new Date().toLocaleTimeString());
+            return;
+          }
           stamp("Live: updated " + new Date().toLocaleTimeString());
           schedule();
         })
