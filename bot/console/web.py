@@ -127,6 +127,7 @@ class Console:
             web.post(P + "/pause", action(self.pause)),
             web.post(P + "/resume", action(self.resume)),
             web.get(P + "/digest", page(self.digest)),
+            web.get(P + "/digest/chart.png", page(self.digest_chart)),
             web.get(P + "/static/{name}", self._public(self.static)),
             web.route("*", P + "/{tail:.*}", self._public(self.not_found)),
         ]
@@ -501,7 +502,13 @@ class Console:
     # -- digest ----------------------------------------------------------------------------------
 
     async def digest(self, request: web.Request, visit: Visit) -> web.StreamResponse:
-        return self._render("digest.html", visit, digest=await self.commands.digest())
+        return self._render("digest.html", visit, digest=await self.commands.digest(),
+                            chart=self.core.settings.digest.chart)
+
+    async def digest_chart(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        """The digest's 7-day chart, drawn now (matplotlib off the event loop)."""
+        digest = await self.commands.digest(chart=True)
+        return web.Response(body=digest.chart_png, content_type="image/png", headers={"Cache-Control": "no-store"})
 
     # -- static files and the rest ---------------------------------------------------------------
 

@@ -321,3 +321,17 @@ async def test_bad_paths_and_queries_are_4xx_pages(env):
                 ).status_code == 304
         for path in ("/ui/playbooks", "/ui/policy", "/ui/digest", "/ui/audit?task=1&actor=&tool="):
             assert (await http.get(path)).status_code == 200, path
+
+
+async def test_the_digest_page_shows_its_sections_and_the_chart(env):
+    app, _, _ = env
+    await planned(app, "restart", dep="api")
+    async with signed_in(app, "OODA_LEAD_TOKEN") as (http, _):
+        page = await http.get("/ui/digest")
+        assert page.status_code == 200
+        assert "<h1>Ooda digest" in page.text and '<img src="/ui/digest/chart.png"' in page.text
+        chart = await http.get("/ui/digest/chart.png")
+        assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
+        assert chart.content.startswith(b"\x89PNG\r\n\x1a\n")
+    async with browser(app) as anonymous:
+        assert (await anonymous.get("/ui/digest/chart.png")).status_code in (302, 303)
