@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from statistics import median
+from typing import Protocol
 
-from bot.store import Store
+from bot.store_ports import EventReads, SignalReads, TaskReads
 from bot.tasks import TaskState
 
 UNMATCHED_IN_DIGEST = 5
@@ -24,7 +25,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-async def build_digest(store: Store, since: datetime, now: datetime) -> str:
+class DigestStore(TaskReads, EventReads, SignalReads, Protocol):
+    """The store ports the digest reads: the day's tasks, their events and the alerts."""
+
+
+async def build_digest(store: DigestStore, since: datetime, now: datetime) -> str:
     tasks = await store.tasks_since(since.isoformat())
     lines = [f"Ooda digest {since:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC"]
     if not tasks:

@@ -22,7 +22,7 @@ from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.ports import AlertSource
 from bot.signals import Signal
-from bot.store import Store
+from bot.store_ports import SignalIntake
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class Intake:
     def __init__(
         self,
         sources: dict[str, IntakeSource],
-        store: Store,
+        store: SignalIntake,
         metrics: Metrics,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,

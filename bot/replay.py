@@ -17,7 +17,7 @@ written but one audit record of who replayed what.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +28,7 @@ from bot.planner import Planner, evidence_value, load_signals, overall_risk, pla
 from bot.playbooks import Playbook, PlaybookSet
 from bot.signals import Signal
 from bot.store import TaskOps
+from bot.store_ports import StepReads, UnitOfWork
 from bot.tasks import Task
 from bot.templates import evaluate
 
@@ -107,9 +108,14 @@ def compare(old: ReplayedProposal | None, new: ReplayedProposal | None) -> list[
     return sorted(changes, key=lambda line: not line.startswith("risk"))
 
 
+class ReplayStore(StepReads, UnitOfWork, Protocol):
+    """The store ports the replayer uses: the evidence a task recorded, and units of work."""
+
+
 class Replayer:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.store: ReplayStore = core.store
 
     async def replay(self, playbooks: PlaybookSet, tasks: list[Task], actor: str) -> list[ReplayResult]:
         """Replay ``tasks`` of the playbooks in ``playbooks``; tasks of other playbooks are skipped."""
@@ -122,7 +128,7 @@ class Replayer:
         async def unit(t: TaskOps) -> None:
             t.audit(entry)
 
-        await self.core.store.transact(unit)
+        await self.store.transact(unit)
         return results
 
     async def _one(self, playbook: Playbook, playbooks: PlaybookSet, task: Task) -> ReplayResult:

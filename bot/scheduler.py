@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -27,6 +27,7 @@ from bot.cron import cron_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
+from bot.store_ports import AuditReads, SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.tasks import Task, TaskState
 from bot.wording import neutralize_mentions, truncate
 
@@ -79,9 +80,15 @@ def digest_trigger(at: str, days: str, timezone: str) -> CronTrigger:
     return CronTrigger(hour=hour, minute=minute, day_of_week=days, timezone=ZoneInfo(timezone))
 
 
+class SchedulerStore(SignalReads, TaskReads, AuditReads, SettingReads, UnitOfWork, Protocol):
+    """The store ports the scheduler uses: retention, reminders and expiry of tasks, marks of what
+    was sent, the audit head."""
+
+
 class Scheduler:
     def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface]) -> None:
         self.core = core
+        self.store: SchedulerStore = core.store
         self.commands = commands
         self.notifier = notifier
         self.surfaces = surfaces
@@ -134,7 +141,7 @@ class Scheduler:
     async def log_audit_head(self) -> tuple[int, str]:
         """Log the audit chain's head. Shipped logs are the copy outside the store that shows
         records cut off the end of the chain, which the chain alone cannot reveal."""
-        seq, digest = await self.core.store.audit_head()
+        seq, digest = await self.store.audit_head()
         # ``head`` in the form ``ooda audit verify --expect-head`` takes.
         log.info("audit.head", seq=seq, hash=digest, head=f"{seq}:{digest}")
         return seq, digest
@@ -145,7 +152,7 @@ class Scheduler:
         if days is None:
             return 0
         before = self.core.clock() - timedelta(days=days)
-        count = await self.core.store.purge_signals(before.isoformat())
+        count = await self.store.purge_signals(before.isoformat())
         if count:
             log.info("retention.signals_purged", count=count, delivered_before=before.isoformat())
         return count
@@ -153,7 +160,7 @@ class Scheduler:
     async def send_digest(self) -> bool:
         """Post the digest once per day; returns False when today's was already sent."""
         today = self.core.clock().date().isoformat()
-        sent = await self.core.store.get_setting(f"digest.sent.{today}")
+        sent = await self.store.get_setting(f"digest.sent.{today}")
         if sent:
             return False
         text = await self.commands.digest()
@@ -163,7 +170,7 @@ class Scheduler:
         async def mark(t: TaskOps) -> None:
             await t.set_setting(f"digest.sent.{today}", True, "scheduler")
 
-        await self.core.store.transact(mark)
+        await self.store.transact(mark)
         log.info("digest.sent", day=today)
         return True
 
@@ -178,7 +185,7 @@ class Scheduler:
         due: list[tuple[UnmatchedAlert, str]] = []
         for alert in report.alerts:
             key = f"unmatched_fyi.{alert.alertname[:100]}"
-            told = await self.core.store.get_setting(key)
+            told = await self.store.get_setting(key)
             # Each time against its own clock: ``at`` is ours, ``last_seen`` is the store's.
             if told and (now - datetime.fromisoformat(told.value["at"]) < window
                          or alert.last_seen <= datetime.fromisoformat(told.value["last_seen"])):
@@ -201,7 +208,7 @@ class Scheduler:
                 for key, value in marks.items():
                     await t.set_setting(key, value, "scheduler")
 
-            await self.core.store.transact(mark)
+            await self.store.transact(mark)
             log.info("unmatched_fyi.posted", names=len(due), notices=len(texts))
         return [alert.alertname for alert, _ in due]
 
@@ -210,9 +217,9 @@ class Scheduler:
         after = timedelta(seconds=self.core.settings.engine.reminder_after_s)
         now = self.core.clock()
         reminded = []
-        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+        for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             key = f"reminded.{task.id}"
-            if now - task.updated_at < after or await self.core.store.get_setting(key):
+            if now - task.updated_at < after or await self.store.get_setting(key):
                 continue
             playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
             waited = int((now - task.updated_at).total_seconds() // 60)
@@ -228,7 +235,7 @@ class Scheduler:
             async def mark(t: TaskOps, key: str = key) -> None:
                 await t.set_setting(key, True, "scheduler")
 
-            await self.core.store.transact(mark)
+            await self.store.transact(mark)
             reminded.append(task.id)
         return reminded
 
@@ -238,11 +245,11 @@ class Scheduler:
         now = self.core.clock()
         expired = []
         reason = f"expired: no decision within {limit}"
-        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+        for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             if now - task.updated_at < limit:
                 continue
             try:
-                await self.core.store.transact(functools.partial(_expire, task_id=task.id, reason=reason))
+                await self.store.transact(functools.partial(_expire, task_id=task.id, reason=reason))
             except Exception:
                 log.exception("expire.failed", task_id=task.id)
                 continue

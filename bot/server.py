@@ -30,7 +30,7 @@ from aiohttp import web
 
 from bot.config import ServerConfig
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.store_ports import Lifecycle
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +85,7 @@ def _guarded(request: web.Request) -> GuardedConnection | None:
 def build_web_app(
     *,
     routes: list[web.RouteDef],
-    store: Store,
+    store: Lifecycle,
     metrics: Metrics,
     max_body_bytes: int,
 ) -> web.Application:
