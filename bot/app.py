@@ -43,7 +43,7 @@ from bot.redaction import register_secret
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.server import build_web_app, serve
-from bot.sqlite_store import SqliteStore
+from bot.store_url import build_store
 from bot.yamlfile import YamlDocument
 
 log = structlog.get_logger(__name__)
@@ -185,8 +185,7 @@ class App:
 
         audit_key = secrets.get(s.audit.hmac_key_env).encode() if s.audit.hmac_key_env else None
         self.audit_key = audit_key
-        self.store = SqliteStore(s.db_path, self.bus, synchronous=s.store.synchronous, audit_key=audit_key,
-                                 queue_size=s.engine.queue_size, cache_mib=s.store.cache_mib)
+        self.store = build_store(s, self.bus, audit_key=audit_key, env=env)
         await self.store.open()
         self.stack.push_async_callback(self.store.close)
         self.metrics.track_queue(self.metrics.store_queue_depth, lambda: self.store.queue_depth)

@@ -13,8 +13,8 @@ pool opens new connections when PostgreSQL is back.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import structlog
@@ -44,6 +44,7 @@ from bot.tasks import ATTENTION_STATES, ApprovalRecord, StepRecord, Task
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 WRITE_LOCK = 0x4F4F4441  # "OODA": every write transaction holds it (pg_advisory_xact_lock)
 MIGRATE_LOCK = 0x4F4F4442
@@ -67,11 +68,11 @@ SIGNAL_COLUMNS = ("id, seq, source, fingerprint, status, severity, title, labels
                   "ends_at, url, task_id")
 
 
-def _unavailable(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _unavailable(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn a lost connection into ``StoreUnavailable``, naming the failure but never the URL."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except UNAVAILABLE as exc:
