@@ -34,6 +34,7 @@ from bot.gateway import ToolGateway, ToolRegistry
 from bot.identity import IdentityDirectory
 from bot.intake import Intake, IntakeSource
 from bot.labels import LabelNormalizer
+from bot.leadership import leadership_for
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.planner import Planner
@@ -188,6 +189,9 @@ class App:
         self.store = build_store(s, self.bus, audit_key=audit_key, env=env)
         await self.store.open()
         self.stack.push_async_callback(self.store.close)
+        self.leadership = leadership_for(self.store, self.metrics)
+        await self.leadership.start()
+        self.stack.push_async_callback(self.leadership.stop)
         self.metrics.track_queue(self.metrics.store_queue_depth, lambda: self.store.queue_depth)
 
         tokens = {secrets.get(i.api_token_env): i.id for i in s.identities if i.api_token_env}
@@ -226,7 +230,7 @@ class App:
         for surface in self.surfaces:
             if hasattr(surface, "web_routes"):
                 routes += surface.web_routes()
-        web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics,
+        web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics, leadership=self.leadership,
                                 max_body_bytes=s.intake.max_body_bytes)
         server = await serve(web_app, s.server, self.metrics)
         self.stack.push_async_callback(server.stop)
@@ -241,7 +245,8 @@ class App:
         self.stack.push_async_callback(self.notifier.stop)
         await self.engine.start()
         self.stack.push_async_callback(self.engine.stop)
-        self.scheduler = Scheduler(self.core, self.commands, self.notifier, self.surfaces)
+        self.scheduler = Scheduler(self.core, self.commands, self.notifier, self.surfaces,
+                                   leading=self.leadership.is_leader)
         self.scheduler.start()
         self.stack.callback(self.scheduler.stop)
         log.info("ooda.started", host=s.server.host, port=self.port, environment=s.environment,

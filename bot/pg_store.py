@@ -108,6 +108,10 @@ class PostgresStore:
             await self._pool.close()
             self._pool = None
 
+    async def connect(self) -> asyncpg.Connection:
+        """A connection outside the pool, for the one that holds the leader's lock."""
+        return await asyncpg.connect(self._dsn, password=self._password, timeout=10)
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:

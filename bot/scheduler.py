@@ -34,8 +34,11 @@ from bot.wording import neutralize_mentions, truncate
 log = structlog.get_logger(__name__)
 
 
-def _job(name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+def _job(name: str, fn: Callable[[], Awaitable[Any]], leading: Callable[[], bool] = lambda: True,
+         ) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
+        if not leading():
+            return  # another process leads and runs the singletons
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=f"job-{name}")
         try:
@@ -86,8 +89,10 @@ class SchedulerStore(SignalReads, TaskReads, AuditReads, SettingReads, UnitOfWor
 
 
 class Scheduler:
-    def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface]) -> None:
+    def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface],
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.core = core
+        self._leading = leading
         self.store: SchedulerStore = core.store
         self.commands = commands
         self.notifier = notifier
@@ -98,29 +103,29 @@ class Scheduler:
         s = self.core.settings
         sched = AsyncIOScheduler(timezone="UTC")
         if s.digest.enabled:
-            sched.add_job(_job("digest", self.send_digest), digest_trigger(s.digest.at, s.digest.days,
+            sched.add_job(_job("digest", self.send_digest, self._leading), digest_trigger(s.digest.at, s.digest.days,
                                                                            s.digest.timezone),
                           id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
-        sched.add_job(_job("expire", self.expire_approvals), IntervalTrigger(seconds=60), id="expire",
+        sched.add_job(_job("expire", self.expire_approvals, self._leading), IntervalTrigger(seconds=60), id="expire",
                       replace_existing=True, misfire_grace_time=60)
-        sched.add_job(_job("remind", self.remind_approvers), IntervalTrigger(seconds=60), id="remind",
+        sched.add_job(_job("remind", self.remind_approvers, self._leading), IntervalTrigger(seconds=60), id="remind",
                       replace_existing=True, misfire_grace_time=60)
-        sched.add_job(_job("outbox", self.notifier.retry_outbox), IntervalTrigger(seconds=30), id="outbox",
-                      replace_existing=True, misfire_grace_time=30)
-        sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
-                      replace_existing=True, misfire_grace_time=600)
+        sched.add_job(_job("outbox", self.notifier.retry_outbox, self._leading), IntervalTrigger(seconds=30),
+                      id="outbox", replace_existing=True, misfire_grace_time=30)
+        sched.add_job(_job("audit_head", self.log_audit_head, self._leading), IntervalTrigger(minutes=10),
+                      id="audit_head", replace_existing=True, misfire_grace_time=600)
         if s.engine.unmatched_fyi.enabled:
-            sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi),
+            sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi, self._leading),
                           IntervalTrigger(seconds=UNMATCHED_FYI_CHECK_S), id="unmatched_fyi", replace_existing=True,
                           misfire_grace_time=UNMATCHED_FYI_CHECK_S, coalesce=True, max_instances=1)
         if s.store.retention_days is not None:
-            sched.add_job(_job("retention", self.purge_signals), IntervalTrigger(hours=1), id="retention",
-                          replace_existing=True, misfire_grace_time=3600, coalesce=True)
+            sched.add_job(_job("retention", self.purge_signals, self._leading), IntervalTrigger(hours=1),
+                          id="retention", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         for playbook_id in self.core.playbooks.ids:
             for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
                 name = f"check:{playbook_id}:{i}"
                 # A tick missed by more than 5 minutes (the process was down) is skipped, not run late.
-                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i)),
+                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i), self._leading),
                               cron_trigger(schedule.cron, schedule.timezone), id=name, replace_existing=True,
                               misfire_grace_time=300, coalesce=True, max_instances=1)
         sched.start()
