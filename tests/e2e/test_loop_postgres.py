@@ -29,6 +29,7 @@ async def test_an_alert_is_proposed_approved_and_acted_on_with_the_store_on_post
         proposal = (await http.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
         assert proposal["state"] == "completed" and proposal["steps"][0]["state"] == "succeeded"
         assert "71% /var" in standin.ssh_host.filesystem.df(["-P", "/var"])[1]
-        assert (await http.get("/readyz")).json() == {"status": "ready", "store": "writable"}
+        ready = (await http.get("/readyz")).json()
+        assert (ready["status"], ready["store"]) == ("ready", "writable")
         verify = (await http.get("/api/v1/audit/verify", headers=ADMIN)).json()
         assert verify["ok"] and verify["checked"] > 5
