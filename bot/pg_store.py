@@ -96,8 +96,11 @@ class PostgresStore:
 
     @_unavailable
     async def open(self) -> None:
+        # synchronous_commit on whatever the server's default: a write is acknowledged (a 202) only
+        # once its commit is on disk, as SQLite's synchronous=FULL gives.
         self._pool = await asyncpg.create_pool(self._dsn, password=self._password, min_size=self._min_size,
-                                               max_size=self._max_size, command_timeout=30)
+                                               max_size=self._max_size, command_timeout=30,
+                                               server_settings={"synchronous_commit": "on"})
         async with self.pool.acquire() as conn:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")

@@ -39,6 +39,20 @@ class PostgresServer:
     user: str
 
     @property
+    def _data(self) -> Path:
+        return self.root / "data"
+
+    def stop(self) -> None:
+        """Stop the server at once, as a crash or a failover would (the test restarts it)."""
+        subprocess.run(_as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(self._data)]),
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(self._data), "-l",
+                                  str(self.root / "log"), "-o", _options(self.port, self.root / "sockets")]),
+                       check=True, capture_output=True)
+
+    @property
     def admin_url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
@@ -54,6 +68,15 @@ class PostgresServer:
         finally:
             await conn.close()
         return self.url(name)
+
+
+def _options(port: int, sockets: Path) -> str:
+    # fsync off: the tests stop PostgreSQL (immediate, as a crash) but never the machine, so WAL in
+    # the page cache survives, and they share two cores with everything else. synchronous_commit
+    # off server-wide: the store must turn it on for its own sessions, or a crash loses writes it
+    # acknowledged (tests/e2e/test_postgres_outage.py).
+    return (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200 "
+            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
 
 
 def _as_owner(argv: list[str]) -> list[str]:
@@ -74,14 +97,10 @@ def start_postgres() -> Iterator[PostgresServer]:
     subprocess.run(_as_owner(["mkdir", str(sockets)]), check=True)
     subprocess.run(_as_owner([str(BIN / "initdb"), "-A", "trust", "-U", user, "-E", "UTF8", "--no-sync",
                               "-D", str(data)]), check=True, capture_output=True)
-    port = free_port()
-    # fsync off: test data needs no durability, and the tests share two cores with everything else.
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200 "
-               "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
-    subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(data), "-l", str(root / "log"),
-                              "-o", options]), check=True, capture_output=True)
+    server = PostgresServer(root, free_port(), user)
+    server.start()
     try:
-        yield PostgresServer(root, port, user)
+        yield server
     finally:
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(data)]),
                        capture_output=True)
