@@ -26,7 +26,7 @@ from bot.jsoncodec import dumps, loads
 from bot.pg_migrations import MIGRATIONS
 from bot.pg_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.signals import Signal, signal_from_row
-from bot.sqlite_store import _MOVED, ENGINE_CURSOR, now_iso, to_signal_row
+from bot.sqlite_store import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
 from bot.sqlite_tasks import APPROVAL_COLUMNS, TASK_COLUMNS, approval_from_row, step_from_row, task_from_row
 from bot.store_ports import (
     AuditRow,
@@ -236,7 +236,7 @@ class PostgresStore:
         for signal_id, raw_text, labels_text, annotations_text in rows:
             raw = loads(raw_text)
             columns = {"labels": labels_text, "annotations": annotations_text}
-            for key in raw.pop(_MOVED, []):
+            for key in raw.pop(MOVED_TO_COLUMNS, []):
                 raw[key] = loads(columns[key])
             out.append(RawSignal(signal_id, raw))
         return out

@@ -16,9 +16,9 @@ from bot.errors import Conflict, UnknownTask
 from bot.events import Event
 from bot.jsoncodec import dumps, loads
 from bot.sqlite_tasks import (
-    _STATE_EVENTS,
     APPROVAL_COLUMNS,
     FINAL_STATES,
+    STATE_EVENTS,
     STEP_COLUMNS,
     TASK_COLUMNS,
     approval_from_row,
@@ -161,8 +161,8 @@ class PgTaskTx:
             "WHERE id = $5 AND state = $6", target.value, at, closed, outcome, task_id, task.state.value)
         payload = {"from": task.state.value, "to": target.value, "reason": reason, "actor": actor}
         self.event(Event(ev.STATE_CHANGED, task_id, payload))
-        if target in _STATE_EVENTS:
-            self.event(Event(_STATE_EVENTS[target], task_id, payload))
+        if target in STATE_EVENTS:
+            self.event(Event(STATE_EVENTS[target], task_id, payload))
         self.audit(AuditEntry(actor, f"task.{target.value}", task_id, {"from": task.state.value, "reason": reason}))
         return task.model_copy(update={"state": target, "outcome": outcome or task.outcome})
 
