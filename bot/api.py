@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.audit import AuditEntry, parse_head, verify_chain
 from bot.commands import Commands, parse_since
 from bot.errors import ConfigError, ConfirmationRequired, StoreUnavailable, UserError
-from bot.evidence import export_bundle
+from bot.evidence import EvidenceStore, export_bundle
 from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
 from bot.redaction import redact
@@ -45,7 +45,8 @@ from bot.request_limits import (
     task_id_from_path,
     whole_number,
 )
-from bot.store import Store, TaskOps
+from bot.store import TaskOps
+from bot.store_ports import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +165,12 @@ def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, "message": message, **extra}, status=status)
 
 
+class ApiStore(EvidenceStore, UnitOfWork, Protocol):
+    """The store ports the API uses beside the commands: bundles, the audit chain, audited reads."""
+
+
 class Api:
-    def __init__(self, commands: Commands, identities: IdentityDirectory, store: Store, metrics: Metrics,
+    def __init__(self, commands: Commands, identities: IdentityDirectory, store: ApiStore, metrics: Metrics,
                  audit_key: bytes | None, extras: Any = None) -> None:
         self._commands = commands
         self._identities = identities

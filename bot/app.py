@@ -35,6 +35,7 @@ from bot.gateway import ToolGateway, ToolRegistry
 from bot.identity import IdentityDirectory
 from bot.intake import Intake, IntakeSource
 from bot.labels import LabelNormalizer
+from bot.leadership import leadership_for
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.planner import Planner
@@ -44,7 +45,7 @@ from bot.redaction import register_secret
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.server import build_web_app, serve
-from bot.sqlite_store import SqliteStore
+from bot.store_url import build_store
 from bot.yamlfile import YamlDocument
 
 log = structlog.get_logger(__name__)
@@ -190,10 +191,12 @@ class App:
 
         audit_key = secrets.get(s.audit.hmac_key_env).encode() if s.audit.hmac_key_env else None
         self.audit_key = audit_key
-        self.store = SqliteStore(s.db_path, self.bus, synchronous=s.store.synchronous, audit_key=audit_key,
-                                 queue_size=s.engine.queue_size, cache_mib=s.store.cache_mib)
+        self.store = build_store(s, self.bus, audit_key=audit_key, env=env)
         await self.store.open()
         self.stack.push_async_callback(self.store.close)
+        self.leadership = leadership_for(self.store, self.metrics)
+        await self.leadership.start()
+        self.stack.push_async_callback(self.leadership.stop)
         self.metrics.track_queue(self.metrics.store_queue_depth, lambda: self.store.queue_depth)
 
         tokens = {secrets.get(i.api_token_env): i.id for i in s.identities if i.api_token_env}
@@ -235,7 +238,7 @@ class App:
         for surface in self.surfaces:
             if hasattr(surface, "web_routes"):
                 routes += surface.web_routes()
-        web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics,
+        web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics, leadership=self.leadership,
                                 max_body_bytes=s.intake.max_body_bytes)
         server = await serve(web_app, s.server, self.metrics)
         self.stack.push_async_callback(server.stop)
@@ -250,7 +253,8 @@ class App:
         self.stack.push_async_callback(self.notifier.stop)
         await self.engine.start()
         self.stack.push_async_callback(self.engine.stop)
-        self.scheduler = Scheduler(self.core, self.commands, self.notifier, self.surfaces)
+        self.scheduler = Scheduler(self.core, self.commands, self.notifier, self.surfaces,
+                                   leading=self.leadership.is_leader)
         self.scheduler.start()
         self.stack.callback(self.scheduler.stop)
         log.info("ooda.started", host=s.server.host, port=self.port, environment=s.environment,

@@ -29,6 +29,7 @@ from bot.errors import BotError, ConfigError
 from bot.eval_cli import register as register_eval
 from bot.server_address import cli_base_url, forget, local_url, record
 from bot.signing import signature_headers
+from bot.store_cli import add_store_commands
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
 
@@ -458,14 +459,14 @@ async def _offline_store(config: Path) -> Any:
     from bot.config import load_settings
     from bot.events import EventBus
     from bot.secrets import SecretResolver
-    from bot.sqlite_store import SqliteStore
+    from bot.store_url import build_store
 
     settings, _ = load_settings(config)
-    if not settings.db_path.exists():
+    if settings.store_target.backend == "sqlite" and not settings.db_path.exists():
         raise BotError(f"no store at {settings.db_path}; has `ooda serve` run with this config?")
     secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
     key = secrets.get(settings.audit.hmac_key_env).encode() if settings.audit.hmac_key_env else None
-    store = SqliteStore(settings.db_path, EventBus(), audit_key=key)
+    store = build_store(settings, EventBus(), audit_key=key, env=os.environ)
     await store.open()
     return store, key
 
@@ -614,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("task_id")
     e.add_argument("-o", "--output", help="write the bundle to this file, '-' for stdout (default: "
                                           "exports/task-ID.json in the data folder)")
+    add_store_commands(add, nested)
     return finish_help(parser)
 
 

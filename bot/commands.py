@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -51,7 +51,16 @@ from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
 from bot.request_limits import MAX_TASK_ID
 from bot.store import TaskOps
-from bot.store_ports import KillSwitch
+from bot.store_ports import (
+    ApprovalReads,
+    EventReads,
+    KillSwitch,
+    SettingReads,
+    SignalReads,
+    StepReads,
+    TaskReads,
+    UnitOfWork,
+)
 from bot.tasks import ATTENTION_STATES, Task, TaskState
 
 if TYPE_CHECKING:
@@ -152,9 +161,16 @@ def parse_since(text: str, now: datetime) -> datetime:
     return since.astimezone(UTC)
 
 
+class CommandStore(SignalReads, TaskReads, StepReads, ApprovalReads, EventReads, SettingReads, UnitOfWork,
+                   Protocol):
+    """The store ports the commands use: tasks and what hangs off them, unmatched alerts, the digest,
+    and units of work."""
+
+
 class Commands:
     def __init__(self, core: Core, engine: Engine, approvals: Approvals, executor: Executor) -> None:
         self.core = core
+        self.store: CommandStore = core.store
         self.engine = engine
         self.approvals = approvals
         self.executor = executor
@@ -168,7 +184,7 @@ class Commands:
                  actor=actor.id if actor else None, reason=reason)
         if not isinstance(exc, Forbidden) or task_id is None or not 0 < task_id < 2**63:
             return  # 2**63: past SQLite's integers, so surely no task
-        if await self.core.store.get_task(task_id) is None:
+        if await self.store.get_task(task_id) is None:
             return
         entry = AuditEntry(actor.id if actor else "unknown", "command.refused", task_id,
                            {"command": command, "reason": reason, "via": actor.via if actor else None})
@@ -177,14 +193,14 @@ class Commands:
             t.audit(entry)
 
         try:
-            await self.core.store.transact(unit)
+            await self.store.transact(unit)
         except Exception:
             log.exception("audit.refusal_not_recorded", command=command)
 
     async def _task(self, task_id: int) -> Task:
         # Chat and the CLI parse ids too: an id past SQLite's integer range exists nowhere, and must
         # not reach a statement (it would fail it, and the batch it shares with other requests).
-        task = await self.core.store.get_task(task_id) if 1 <= task_id <= MAX_TASK_ID else None
+        task = await self.store.get_task(task_id) if 1 <= task_id <= MAX_TASK_ID else None
         if task is None:
             raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks` or /ops tasks")
         return task
@@ -225,14 +241,14 @@ class Commands:
     async def reject(self, task_id: int, actor: Actor, reason: str) -> ActionResult:
         task = await self.approvals.reject(await self._task(task_id), actor, reason)
         return ActionResult(message=f"Rejected by {actor.display}: {reason}",
-                            proposal=await current_proposal(self.core.store, task))
+                            proposal=await current_proposal(self.store, task))
 
     @audited_refusals("undo")
     async def undo(self, task_id: int, actor: Actor) -> ActionResult:
         task = await self._task(task_id)
         if (await self.core.kill_switch()).on:
             raise Forbidden("the kill switch is on: undo is a write too; resume first")
-        proposal = await current_proposal(self.core.store, task)
+        proposal = await current_proposal(self.store, task)
         allowed = set(proposal.approver_roles) | RESUME_ROLES
         if not actor.has_any(allowed):
             raise Forbidden(f"undo needs one of the roles {', '.join(sorted(allowed))}; "
@@ -277,7 +293,7 @@ class Commands:
                                {"reason": reason, "via": actor.via}))
             t.event(Event(ev.KILL_SWITCH, None, value))
 
-        await self.core.store.transact(unit)
+        await self.store.transact(unit)
         self.core.metrics.kill_switch.set(1 if on else 0)
         log.warning("kill_switch.changed", on=on, actor=actor.id, reason=reason)
 
@@ -297,7 +313,7 @@ class Commands:
                 args=resolved, signal_ids=[], last_signal_at=None,
             )
 
-        task = await self.core.store.transact(unit)
+        task = await self.store.transact(unit)
         await self.engine.submit(task.id)
         return task
 
@@ -319,7 +335,7 @@ class Commands:
                 severity="info", requester=SCHEDULER, args=resolved, signal_ids=[], last_signal_at=None,
             )
 
-        task = await self.core.store.transact(unit)
+        task = await self.store.transact(unit)
         if task is None:
             log.info("schedule.skipped", playbook=playbook_id, schedule=index, reason="the previous run is still open")
             return None
@@ -341,19 +357,19 @@ class Commands:
         if task_ids:
             tasks = []
             for task_id in task_ids:
-                task = await self.core.store.get_task(task_id)
+                task = await self.store.get_task(task_id)
                 if task is None:
                     raise UnknownTask(f"there is no task {task_id}; list tasks with `ooda tasks --all`")
                 tasks.append(task)
         else:
-            tasks = await self.core.store.list_tasks(open_only=False, limit=last, playbook_ids=playbooks.ids)
+            tasks = await self.store.list_tasks(open_only=False, limit=last, playbook_ids=playbooks.ids)
         return await Replayer(self.core).replay(playbooks, tasks, actor.id)
 
     async def status(self) -> Status:
         paused = await self.core.kill_switch()
-        open_tasks = await self.core.store.list_tasks(open_only=True, limit=1000)
+        open_tasks = await self.store.list_tasks(open_only=True, limit=1000)
         since = (self.core.clock() - timedelta(days=1)).isoformat()
-        failed = [t for t in await self.core.store.tasks_since(since)
+        failed = [t for t in await self.store.tasks_since(since)
                   if t.state in (TaskState.failed_terminal, TaskState.escalated_to_human)]
         auto = autonomy_for(self.core.policy, environment=self.core.environment, kill_switch=paused.on)
         return Status(
@@ -378,10 +394,10 @@ class Commands:
         return checks
 
     async def list_tasks(self, *, open_only: bool = True, limit: int = 20) -> list[Task]:
-        return await self.core.store.list_tasks(open_only=open_only, limit=limit)
+        return await self.store.list_tasks(open_only=open_only, limit=limit)
 
     async def show(self, task_id: int) -> Proposal:
-        return await current_proposal(self.core.store, await self._task(task_id))
+        return await current_proposal(self.store, await self._task(task_id))
 
     async def digest(self, *, day: date | None = None, chart: bool = False) -> Digest:
         """The digest of ``day`` (a calendar day in the digest's time zone) or of the 24 hours to now."""
@@ -408,7 +424,7 @@ class Commands:
             UserError: ``since`` is neither a time nor a duration.
         """
         start = parse_since(since, self.core.clock()) if isinstance(since, str) else since.astimezone(UTC)
-        rows, names = await self.core.store.unmatched_signals(start.isoformat(), limit)
+        rows, names = await self.store.unmatched_signals(start.isoformat(), limit)
         # Labels are the alert's own text, read by people in chat and in the console: no secret
         # or personal data that a rule author templated into one goes further than the store.
         alerts = [UnmatchedAlert.model_validate({**asdict(row), "example_labels": redact(row.example_labels)})

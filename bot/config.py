@@ -18,6 +18,7 @@ from bot.errors import ConfigError
 from bot.identity import IdentityConfig
 from bot.labels import LabelsConfig
 from bot.playbooks import ExtraTrigger
+from bot.store_url import StoreTarget, check_store_url, store_target
 from bot.yamlfile import YamlDocument, load_yaml
 
 MiB = 1024 * 1024
@@ -49,6 +50,11 @@ class ServerConfig(_Strict):
 class StoreConfig(_Strict):
     kind: Literal["sqlite"] = "sqlite"
     path: Path = Path("data/ooda.db")
+    # sqlite:///data/ooda.db or postgresql://user@host:5432/db (bot/store_url.py); when set it
+    # replaces kind and path. The PostgreSQL password comes from the variable password_env names.
+    url: Annotated[str, AfterValidator(check_store_url)] | None = None
+    password_env: Annotated[str, AfterValidator(lambda v: _env_var_name(v))] | None = None
+    pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process
     # FULL fsyncs every commit: an acknowledged alert survives power loss, not only a crash.
     synchronous: Literal["full", "normal"] = "full"
     # SQLite's page cache per connection. Each new alert lands at a random place in the index of
@@ -237,8 +243,15 @@ class Settings(_Strict):
         return path if path.is_absolute() else (base / path)
 
     @property
+    def store_target(self) -> StoreTarget:
+        if self.store.url:
+            return store_target(self.store.url, self.resolve)
+        return StoreTarget("sqlite", path=self.resolve(self.store.path))
+
+    @property
     def db_path(self) -> Path:
-        return self.resolve(self.store.path)
+        """The SQLite file (``store.url`` or ``store.path``)."""
+        return self.store_target.path or self.resolve(self.store.path)
 
     @property
     def data_path(self) -> Path:

@@ -10,17 +10,22 @@ that calendar day in the digest's time zone (``ooda digest --date``).
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.digest_chart import render_chart_async
 from bot.digest_figures import calendar_days, rolling_days
 from bot.digest_text import Digest, DigestSection, build_sections, title_of
-from bot.store import Store
+from bot.store_ports import DigestReads, SignalReads
 
 UNMATCHED_IN_DIGEST = 5
 
 
-async def build_digest(store: Store, *, now: datetime, zone: str = "UTC", day: date | None = None,
+class DigestStore(DigestReads, SignalReads, Protocol):
+    """The store ports the digest reads: its figures and the alerts no playbook matched."""
+
+
+async def build_digest(store: DigestStore, *, now: datetime, zone: str = "UTC", day: date | None = None,
                        chart: tuple[int, int, int] | None = None) -> Digest:
     """The digest for ``day`` (or the 24 hours to ``now``) in ``zone``.
 

@@ -29,7 +29,7 @@ import contextlib
 import time
 from collections import deque
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -45,6 +45,7 @@ from bot.playbooks import Playbook
 from bot.redaction import redact_text
 from bot.signals import Signal, SignalStatus
 from bot.store import TaskOps
+from bot.store_ports import SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.tasks import (
     ENDED_BY_RESOLUTION,
     OPEN_STATES,
@@ -172,9 +173,14 @@ async def settle_resolution(t: TaskOps, task_id: int, now: datetime) -> str | No
     return "recorded"
 
 
+class EngineStore(SignalReads, TaskReads, SettingReads, UnitOfWork, Protocol):
+    """The store ports the engine uses: signals behind its cursor, tasks to resume, the cursor, and units of work."""
+
+
 class Engine:
     def __init__(self, core: Core, planner: Planner, executor: Executor) -> None:
         self.core = core
+        self.store: EngineStore = core.store
         self.planner = planner
         self.executor = executor
         self._wake = asyncio.Event()
@@ -205,13 +211,13 @@ class Engine:
     async def start(self) -> None:
         for task in await self.executor.recover():
             await self.submit(task.id)
-        for task in await self.core.store.tasks_in_states([TaskState.queued.value, TaskState.running.value]):
+        for task in await self.store.tasks_in_states([TaskState.queued.value, TaskState.running.value]):
             await self.submit(task.id)
         # Signals that joined a waiting task just before a stop: its plan is decided again now.
-        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+        for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             if task.plan_is_stale:
                 await self.submit(task.id)
-        setting = await self.core.store.get_setting(CURSOR_KEY)
+        setting = await self.store.get_setting(CURSOR_KEY)
         self._cursor = self._saved_cursor = int(setting.value) if setting else 0
         self._saved_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._observe(), name="engine-observe"))
@@ -241,7 +247,7 @@ class Engine:
     async def wait_idle(self) -> None:
         """Until every stored signal is grouped and every queued task was worked on (tests, bench)."""
         while True:
-            caught_up = not self._inbox and not await self.core.store.signals_after(self._cursor, 1)
+            caught_up = not self._inbox and not await self.store.signals_after(self._cursor, 1)
             if caught_up and self._work.empty() and not self._inflight and not self._deferred:
                 return
             self._idle.clear()
@@ -264,7 +270,7 @@ class Engine:
     async def _next_batch(self) -> list[tuple[int, Signal, int | None]] | None:
         """The next signals to group as (seq, signal, task id if known); None when there are none."""
         if self._catch_up:
-            rows = await self.core.store.signals_after(self._cursor, BATCH)
+            rows = await self.store.signals_after(self._cursor, BATCH)
             if rows:
                 return [(row.seq, row.signal, row.task_id) for row in rows]
             self._catch_up = False
@@ -322,7 +328,7 @@ class Engine:
             return
         cursor = self._cursor
         try:
-            await self.core.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
+            await self.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
         except StoreUnavailable as exc:
             # The cursor only shortens the catch-up after a restart: observing goes on, and the
             # next save (at the latest the one at stop) tries again.
@@ -448,12 +454,12 @@ class Engine:
                               actor="system", reason=reason, outcome=reason)
 
         try:
-            await self.core.store.transact(escalate)
+            await self.store.transact(escalate)
         except Exception:
             log.exception("engine.escalation_failed", task_id=task_id)
 
     async def _step(self, task_id: int) -> None:
-        task = await self.core.store.get_task(task_id)
+        task = await self.store.get_task(task_id)
         if task is None:
             return
         if task.state in (TaskState.queued, TaskState.running):

@@ -116,3 +116,7 @@ class ConfirmationRequired(UserError):
 
 class ChatUnavailable(BotError):
     """A chat surface could not deliver now (API down, rate limited, bad channel); retry later."""
+
+
+class SecretInputError(ValueError):
+    """A config value refused because it carries a secret: the error never quotes the value."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -33,8 +33,8 @@ from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe
 from bot.signing import signature_headers
-from bot.store import Store, TaskOps
-from bot.store_ports import StoredEvent
+from bot.store import TaskOps
+from bot.store_ports import EventReads, SettingReads, StoredEvent, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +42,16 @@ POLL_S = 30.0  # also look without a wake-up: events written by another process,
 MAX_BACKOFF_S = 300.0
 
 
+class SinkStore(EventReads, SettingReads, UnitOfWork, Protocol):
+    """The store ports an event sink uses: events after its cursor, and the cursor."""
+
+
 class DeliveryFailed(BotError):
     """The receiver did not acknowledge a batch; the reason is safe to log."""
 
 
 class WebhookSink:
-    def __init__(self, config: EventSinkConfig, store: Store, bus: EventBus, metrics: Metrics,
+    def __init__(self, config: EventSinkConfig, store: SinkStore, bus: EventBus, metrics: Metrics,
                  secret: bytes | None, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.config = config
         self._store = store

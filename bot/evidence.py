@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from bot.errors import UnknownTask
 from bot.proposal_view import current_proposal
-from bot.store import Store
+from bot.store_ports import ApprovalReads, AuditReads, EventReads, SignalReads, StepReads, TaskReads
 
 BUNDLE_FORMAT = "ooda.evidence-bundle/1"
 
 
-async def export_bundle(store: Store, task_id: int) -> dict[str, Any]:
+class EvidenceStore(TaskReads, StepReads, ApprovalReads, SignalReads, EventReads, AuditReads, Protocol):
+    """Everything the bundle holds: the task and all that hangs off it."""
+
+
+async def export_bundle(store: EvidenceStore, task_id: int) -> dict[str, Any]:
     """The task, its proposal, signals (with raw payloads), steps, approvals, events and audit records.
 
     Audit records carry their hashes, so the bundle can be checked against a later ``audit verify``.

@@ -23,7 +23,7 @@ from bot.metrics import Metrics
 from bot.ports import AlertSource
 from bot.refused_alerts import RefusedAlertNames, alert_names
 from bot.signals import Signal
-from bot.store import Store
+from bot.store_ports import SignalIntake
 from bot.value_cuts import DEFAULT_MAX_VALUE_BYTES, cut_signals
 
 log = structlog.get_logger(__name__)
@@ -41,7 +41,7 @@ class Intake:
     def __init__(
         self,
         sources: dict[str, IntakeSource],
-        store: Store,
+        store: SignalIntake,
         metrics: Metrics,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,

@@ -65,6 +65,8 @@ class Metrics:
         self.store_queue_depth = Gauge("ooda_store_queue_depth", "Writes waiting for the store writer", registry=r)
         self.engine_queue_depth = Gauge("ooda_engine_queue_depth", "Signals waiting for the engine", registry=r)
         self.kill_switch = Gauge("ooda_kill_switch", "1 when the kill switch is on", registry=r)
+        self.leader = Gauge("ooda_leader", "1 for the role this process has: leader (runs the scheduled jobs) "
+                            "or standby", ["role"], registry=r)
         self.unmatched = UnmatchedCounter(Counter(
             "ooda_unmatched_signals", "Firing signals that matched no playbook, by alertname "
             f"(at most {UNMATCHED_NAMES_MAX} names; the rest count as {UNMATCHED_OVERFLOW!r})",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+from typing import Protocol
 
 import structlog
 
@@ -24,7 +25,7 @@ from bot.ports import ChatSurface
 from bot.proposal_view import current_proposal
 from bot.proposals import MessageRef
 from bot.store import TaskOps
-from bot.store_ports import OutboxItem
+from bot.store_ports import ApprovalReads, OutboxItem, OutboxReads, StepReads, TaskReads, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +56,14 @@ def _note(event: Event) -> str | None:
     return None
 
 
+class NotifierStore(TaskReads, StepReads, ApprovalReads, OutboxReads, UnitOfWork, Protocol):
+    """The store ports the notifier uses: the proposal as it stands, the outbox, and units of work."""
+
+
 class Notifier:
     def __init__(self, core: Core, surfaces: list[ChatSurface]) -> None:
         self.core = core
+        self.store: NotifierStore = core.store
         self.surfaces = surfaces
         self._dirty: dict[int, list[str]] = {}
         self._wake = asyncio.Event()
@@ -119,10 +125,10 @@ class Notifier:
     async def sync(self, task_id: int, note: str | None) -> None:
         """Post or update the proposal of ``task_id`` on every surface; failures go to the outbox."""
         async with self._lock:
-            task = await self.core.store.get_task(task_id)
+            task = await self.store.get_task(task_id)
             if task is None or task.proposal is None:
                 return  # nothing to show until the proposal exists
-            proposal = fit_evidence(await current_proposal(self.core.store, task))
+            proposal = fit_evidence(await current_proposal(self.store, task))
             playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
             messages = list(task.messages)
             refs = {m["surface"]: MessageRef.model_validate(m) for m in messages}
@@ -140,14 +146,14 @@ class Notifier:
                 except (BotError, OSError, TimeoutError) as exc:
                     self.core.metrics.chat_deliveries.labels(surface.name, "failed").inc()
                     log.warning("chat.delivery_failed", surface=surface.name, task_id=task_id, error=str(exc))
-                    await self.core.store.transact(functools.partial(
+                    await self.store.transact(functools.partial(
                         _add_outbox, task_id=task_id, surface=surface.name, note=note, error=str(exc)))
             if changed:
-                await self.core.store.transact(lambda t: t.save_messages(task_id, messages))
+                await self.store.transact(lambda t: t.save_messages(task_id, messages))
 
     async def retry_outbox(self) -> int:
         """Deliver what failed before; returns how many deliveries are still waiting."""
-        items = await self.core.store.outbox_items()
+        items = await self.store.outbox_items()
         waiting = 0
         for item in items:
             before = len(await self._failures(item.task_id))
@@ -158,13 +164,13 @@ class Notifier:
         return waiting
 
     async def _failures(self, task_id: int) -> list[OutboxItem]:
-        return [i for i in await self.core.store.outbox_items(1000) if i.task_id == task_id]
+        return [i for i in await self.store.outbox_items(1000) if i.task_id == task_id]
 
     async def _drop(self, outbox_id: int) -> None:
         async def unit(t: TaskOps) -> None:
             await t.remove_outbox(outbox_id)
 
-        await self.core.store.transact(unit)
+        await self.store.transact(unit)
 
 
 async def _add_outbox(t: TaskOps, *, task_id: int, surface: str, note: str | None, error: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel
@@ -34,6 +34,7 @@ from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
 from bot.signals import Signal
 from bot.store import TaskOps
+from bot.store_ports import ApprovalReads, StepReads, TaskReads, UnitOfWork
 from bot.tasks import Task, TaskState, redecidable
 from bot.templates import build_context, evaluate, render_params
 
@@ -208,9 +209,14 @@ def more_alerts(count: int) -> str:
     return f"{count} more alert" + ("" if count == 1 else "s")
 
 
+class PlannerStore(TaskReads, StepReads, ApprovalReads, UnitOfWork, Protocol):
+    """The store ports the planner uses: the task, its steps and approvals, and units of work."""
+
+
 class Planner:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.store: PlannerStore = core.store
 
     async def plan(self, task: Task) -> Task:
         """Run orient and decide for a queued (or interrupted) task; returns it in its next state."""
@@ -228,7 +234,7 @@ class Planner:
         signals, and the new steps replace the pending ones in one transaction. Once someone
         approved, the plan they saw stands.
         """
-        store = self.core.store
+        store = self.store
         if not redecidable(task, await store.approvals_of_task(task.id), await store.steps_of_task(task.id, "step")):
             return task
         playbook = self.core.playbooks.get(task.playbook_id)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Protocol
 
 from bot.errors import UnknownTask
 from bot.policy import counts_for
 from bot.proposals import ApprovalView, Decision, Proposal, StepState
 from bot.readable import result_text
 from bot.risk import band_for
-from bot.store import Store
+from bot.store_ports import ApprovalReads, StepReads, TaskReads
 from bot.tasks import Task, TaskState
+
+
+class ProposalStore(TaskReads, StepReads, ApprovalReads, Protocol):
+    """The store ports a proposal is read from: the task, its steps and its approvals."""
+
 
 UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human,
                    TaskState.rejected}
 
 
-async def current_proposal(store: Store, task: Task | int) -> Proposal:
+async def current_proposal(store: ProposalStore, task: Task | int) -> Proposal:
     if isinstance(task, int):
         found = await store.get_task(task)
         if found is None:

@@ -24,7 +24,7 @@ against the stored proposal), whichever files are replayed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,7 @@ from bot.planner import Planner, evidence_value, load_signals, overall_risk, pla
 from bot.playbooks import Playbook, PlaybookSet
 from bot.signals import Signal
 from bot.store import TaskOps
+from bot.store_ports import StepReads, UnitOfWork
 from bot.tasks import Task
 from bot.templates import evaluate
 
@@ -115,9 +116,14 @@ def compare(old: ReplayedProposal | None, new: ReplayedProposal | None) -> list[
     return sorted(changes, key=lambda line: not line.startswith("risk"))
 
 
+class ReplayStore(StepReads, UnitOfWork, Protocol):
+    """The store ports the replayer uses: the evidence a task recorded, and units of work."""
+
+
 class Replayer:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.store: ReplayStore = core.store
 
     async def replay(self, playbooks: PlaybookSet, tasks: list[Task], actor: str) -> list[ReplayResult]:
         """Replay ``tasks`` of the playbooks in ``playbooks``; tasks of other playbooks are skipped."""
@@ -130,7 +136,7 @@ class Replayer:
         async def unit(t: TaskOps) -> None:
             t.audit(entry)
 
-        await self.core.store.transact(unit)
+        await self.store.transact(unit)
         return results
 
     async def _one(self, playbook: Playbook, playbooks: PlaybookSet, task: Task) -> ReplayResult:

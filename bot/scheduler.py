@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.job import Job
@@ -27,14 +27,18 @@ from bot.cron import cron_trigger, digest_days_trigger
 from bot.notifier import Notifier
 from bot.ports import ChatSurface
 from bot.store import TaskOps
+from bot.store_ports import AuditReads, SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.tasks import Task, TaskState
 from bot.wording import neutralize_mentions, truncate
 
 log = structlog.get_logger(__name__)
 
 
-def _job(name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+def _job(name: str, fn: Callable[[], Awaitable[Any]], leading: Callable[[], bool] = lambda: True,
+         ) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
+        if not leading():
+            return  # another process leads and runs the singletons
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=f"job-{name}")
         try:
@@ -84,9 +88,17 @@ def digest_trigger(config: DigestConfig) -> CronTrigger:
     return digest_days_trigger(config.at, config.days, config.timezone)
 
 
+class SchedulerStore(SignalReads, TaskReads, AuditReads, SettingReads, UnitOfWork, Protocol):
+    """The store ports the scheduler uses: retention, reminders and expiry of tasks, marks of what
+    was sent, the audit head."""
+
+
 class Scheduler:
-    def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface]) -> None:
+    def __init__(self, core: Core, commands: Commands, notifier: Notifier, surfaces: list[ChatSurface],
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.core = core
+        self._leading = leading
+        self.store: SchedulerStore = core.store
         self.commands = commands
         self.notifier = notifier
         self.surfaces = surfaces
@@ -96,30 +108,30 @@ class Scheduler:
         s = self.core.settings
         sched = AsyncIOScheduler(timezone="UTC")
         if s.digest.enabled:
-            sched.add_job(_job("digest", self.send_digest), digest_trigger(s.digest),
+            sched.add_job(_job("digest", self.send_digest, self._leading), digest_trigger(s.digest),
                           id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
-        sched.add_job(_job("expire", self.expire_approvals), IntervalTrigger(seconds=60), id="expire",
+        sched.add_job(_job("expire", self.expire_approvals, self._leading), IntervalTrigger(seconds=60), id="expire",
                       replace_existing=True, misfire_grace_time=60)
-        sched.add_job(_job("remind", self.remind_approvers), IntervalTrigger(seconds=60), id="remind",
+        sched.add_job(_job("remind", self.remind_approvers, self._leading), IntervalTrigger(seconds=60), id="remind",
                       replace_existing=True, misfire_grace_time=60)
-        sched.add_job(_job("outbox", self.notifier.retry_outbox), IntervalTrigger(seconds=30), id="outbox",
-                      replace_existing=True, misfire_grace_time=30)
-        sched.add_job(_job("audit_head", self.log_audit_head), IntervalTrigger(minutes=10), id="audit_head",
-                      replace_existing=True, misfire_grace_time=600)
+        sched.add_job(_job("outbox", self.notifier.retry_outbox, self._leading), IntervalTrigger(seconds=30),
+                      id="outbox", replace_existing=True, misfire_grace_time=30)
+        sched.add_job(_job("audit_head", self.log_audit_head, self._leading), IntervalTrigger(minutes=10),
+                      id="audit_head", replace_existing=True, misfire_grace_time=600)
         if s.engine.unmatched_fyi.enabled:
-            sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi),
+            sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi, self._leading),
                           IntervalTrigger(seconds=UNMATCHED_FYI_CHECK_S), id="unmatched_fyi", replace_existing=True,
                           misfire_grace_time=UNMATCHED_FYI_CHECK_S, coalesce=True, max_instances=1)
         if s.store.retention_days is not None:
-            sched.add_job(_job("retention", self.purge_signals), IntervalTrigger(hours=1), id="retention",
-                          replace_existing=True, misfire_grace_time=3600, coalesce=True)
+            sched.add_job(_job("retention", self.purge_signals, self._leading), IntervalTrigger(hours=1),
+                          id="retention", replace_existing=True, misfire_grace_time=3600, coalesce=True)
         for playbook_id in self.core.playbooks.ids:
             for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
                 if not schedule.enabled:
                     continue
                 name = f"check:{playbook_id}:{i}"
                 # A tick missed by more than 5 minutes (the process was down) is skipped, not run late.
-                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i)),
+                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i), self._leading),
                               cron_trigger(schedule.cron, schedule.timezone), id=name, replace_existing=True,
                               misfire_grace_time=300, coalesce=True, max_instances=1)
         sched.start()
@@ -140,7 +152,7 @@ class Scheduler:
     async def log_audit_head(self) -> tuple[int, str]:
         """Log the audit chain's head. Shipped logs are the copy outside the store that shows
         records cut off the end of the chain, which the chain alone cannot reveal."""
-        seq, digest = await self.core.store.audit_head()
+        seq, digest = await self.store.audit_head()
         # ``head`` in the form ``ooda audit verify --expect-head`` takes.
         log.info("audit.head", seq=seq, hash=digest, head=f"{seq}:{digest}")
         return seq, digest
@@ -151,7 +163,7 @@ class Scheduler:
         if days is None:
             return 0
         before = self.core.clock() - timedelta(days=days)
-        count = await self.core.store.purge_signals(before.isoformat())
+        count = await self.store.purge_signals(before.isoformat())
         if count:
             log.info("retention.signals_purged", count=count, delivered_before=before.isoformat())
         return count
@@ -159,7 +171,7 @@ class Scheduler:
     async def send_digest(self) -> bool:
         """Post the digest once per day; returns False when today's was already sent."""
         today = self.core.clock().date().isoformat()
-        sent = await self.core.store.get_setting(f"digest.sent.{today}")
+        sent = await self.store.get_setting(f"digest.sent.{today}")
         if sent:
             return False
         _, deliveries = await self.commands.post_digest(self.surfaces)
@@ -169,7 +181,7 @@ class Scheduler:
         async def mark(t: TaskOps) -> None:
             await t.set_setting(f"digest.sent.{today}", True, "scheduler")
 
-        await self.core.store.transact(mark)
+        await self.store.transact(mark)
         log.info("digest.sent", day=today)
         return True
 
@@ -184,7 +196,7 @@ class Scheduler:
         due: list[tuple[UnmatchedAlert, str]] = []
         for alert in report.alerts:
             key = f"unmatched_fyi.{alert.alertname[:100]}"
-            told = await self.core.store.get_setting(key)
+            told = await self.store.get_setting(key)
             # Each time against its own clock: ``at`` is ours, ``last_seen`` is the store's.
             if told and (now - datetime.fromisoformat(told.value["at"]) < window
                          or alert.last_seen <= datetime.fromisoformat(told.value["last_seen"])):
@@ -207,7 +219,7 @@ class Scheduler:
                 for key, value in marks.items():
                     await t.set_setting(key, value, "scheduler")
 
-            await self.core.store.transact(mark)
+            await self.store.transact(mark)
             log.info("unmatched_fyi.posted", names=len(due), notices=len(texts))
         return [alert.alertname for alert, _ in due]
 
@@ -216,9 +228,9 @@ class Scheduler:
         after = timedelta(seconds=self.core.settings.engine.reminder_after_s)
         now = self.core.clock()
         reminded = []
-        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+        for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             key = f"reminded.{task.id}"
-            if now - task.updated_at < after or await self.core.store.get_setting(key):
+            if now - task.updated_at < after or await self.store.get_setting(key):
                 continue
             playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
             waited = int((now - task.updated_at).total_seconds() // 60)
@@ -234,7 +246,7 @@ class Scheduler:
             async def mark(t: TaskOps, key: str = key) -> None:
                 await t.set_setting(key, True, "scheduler")
 
-            await self.core.store.transact(mark)
+            await self.store.transact(mark)
             reminded.append(task.id)
         return reminded
 
@@ -244,11 +256,11 @@ class Scheduler:
         now = self.core.clock()
         expired = []
         reason = f"expired: no decision within {limit}"
-        for task in await self.core.store.tasks_in_states([TaskState.needs_approval.value]):
+        for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             if now - task.updated_at < limit:
                 continue
             try:
-                await self.core.store.transact(functools.partial(_expire, task_id=task.id, reason=reason))
+                await self.store.transact(functools.partial(_expire, task_id=task.id, reason=reason))
             except Exception:
                 log.exception("expire.failed", task_id=task.id)
                 continue

@@ -23,14 +23,14 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Protocol, cast
 
 import structlog
 from aiohttp import web
 
 from bot.config import ServerConfig
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.store_ports import Lifecycle
 
 log = structlog.get_logger(__name__)
 
@@ -82,11 +82,17 @@ def _guarded(request: web.Request) -> GuardedConnection | None:
     return protocol if isinstance(protocol, GuardedConnection) else None
 
 
+class HasRole(Protocol):
+    @property
+    def role(self) -> str: ...
+
+
 def build_web_app(
     *,
     routes: list[web.RouteDef],
-    store: Store,
+    store: Lifecycle,
     metrics: Metrics,
+    leadership: HasRole | None = None,
     max_body_bytes: int,
 ) -> web.Application:
     # client_max_size covers request.read()/json() in the API and Slack routes; intake reads in
@@ -103,7 +109,10 @@ def build_web_app(
         except Exception as exc:
             log.warning("readyz.store_not_writable", error=str(exc))
             return web.json_response({"status": "unavailable", "store": "not writable"}, status=503)
-        return web.json_response({"status": "ready", "store": "writable"})
+        ready = {"status": "ready", "store": "writable"}
+        if leadership is not None:
+            ready["role"] = leadership.role  # leader: runs the scheduled jobs; standby: takes over if it dies
+        return web.json_response(ready)
 
     async def metrics_handler(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",

@@ -83,7 +83,7 @@ def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
     moved = [key for key in _COLUMNS_IN_RAW if raw.get(key) == getattr(signal, key)]
     if moved:
         raw = {k: v for k, v in raw.items() if k not in moved}
-        raw[_MOVED] = moved
+        raw[MOVED_TO_COLUMNS] = moved
     return [
         # StrEnum members bind as their text: no `.value` (an Enum property lookup) per alert.
         signal.id, signal.source, signal.fingerprint, signal.status, signal.severity,
@@ -95,7 +95,7 @@ def to_signal_row(signal: Signal, received_at: str) -> list[Any]:
 
 
 _COLUMNS_IN_RAW = ("labels", "annotations")
-_MOVED = "_ooda_moved_to_columns"  # which raw keys live in their own columns
+MOVED_TO_COLUMNS = "_ooda_moved_to_columns"  # which raw keys live in their own columns
 
 
 class SqliteStore:
@@ -283,7 +283,7 @@ class SqliteStore:
         for signal_id, raw_text, labels_text, annotations_text in rows:
             raw = loads(raw_text)
             columns = {"labels": labels_text, "annotations": annotations_text}
-            for key in raw.pop(_MOVED, []):
+            for key in raw.pop(MOVED_TO_COLUMNS, []):
                 raw[key] = loads(columns[key])
             out.append(RawSignal(signal_id, raw))
         return out

@@ -117,7 +117,7 @@ async def read_guard(source: aiosqlite.Connection | Tx, query: GuardQuery) -> Gu
                       playbook_failures=int(pb_failures))
 
 
-_STATE_EVENTS = {
+STATE_EVENTS = {
     TaskState.needs_approval: ev.PROPOSED_ACTION,
     TaskState.completed: ev.COMPLETED,
     TaskState.failed_terminal: ev.FAILED,
@@ -237,8 +237,8 @@ class TaskTx:
         )
         payload = {"from": task.state.value, "to": target.value, "reason": reason, "actor": actor}
         self.event(Event(ev.STATE_CHANGED, task_id, payload))
-        if target in _STATE_EVENTS:
-            self.event(Event(_STATE_EVENTS[target], task_id, payload))
+        if target in STATE_EVENTS:
+            self.event(Event(STATE_EVENTS[target], task_id, payload))
         self.audit(AuditEntry(actor, f"task.{target.value}", task_id, {"from": task.state.value, "reason": reason}))
         return task.model_copy(update={"state": target, "outcome": outcome or task.outcome})
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, SecretInputError
 
 Loc = tuple[str | int, ...]
 
@@ -77,7 +77,8 @@ class YamlDocument:
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown key; check the spelling or remove it"
-            elif "input" in err and err["type"] not in {"missing"} and _short(err["input"]):
+            elif ("input" in err and err["type"] not in {"missing"} and _short(err["input"])
+                  and not isinstance(err.get("ctx", {}).get("error"), SecretInputError)):
                 message = f"{message} (got {err['input']!r})"
             out.append(f"{self.path}:{self.line_of(loc)}: {field}: {message}")
         return out

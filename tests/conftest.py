@@ -9,6 +9,19 @@ import pytest
 import structlog
 
 from bot.redaction import forget_secrets
+from tests.postgres import PostgresServer, start_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 for this session (and xdist worker); see tests/postgres.py."""
+    yield from start_postgres()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's PostgreSQL, for one test."""
+    return await postgres_server.new_database()
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from bot.events import EventBus
+from bot.pg_store import PostgresStore
 from bot.sqlite_store import SqliteStore
 from bot.store import Store
 
 KEY = b"contract-test-audit-key"
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 OpenStore = Callable[[], Awaitable[Store]]
 
@@ -29,12 +30,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def open_store(backend: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+async def open_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[OpenStore]:
+    # The PostgreSQL server starts only for the tests that ask for it.
+    url = await request.getfixturevalue("postgres_server").new_database() if backend == "postgresql" else None
     async with contextlib.AsyncExitStack() as stack:
         async def opened() -> Store:
             store: Store
             if backend == "sqlite":
                 store = SqliteStore(tmp_path / "ooda.db", EventBus(), audit_key=KEY)
+            elif url is not None:
+                store = PostgresStore(url, EventBus(), audit_key=KEY)
             else:  # pragma: no cover - every backend is listed in BACKENDS
                 raise AssertionError(f"unknown backend {backend}")
             await store.open()
