@@ -45,6 +45,8 @@ from bot.proposals import Decision, Proposal
 from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
 from bot.request_limits import MAX_TASK_ID
+from bot.shadow import set_shadow
+from bot.shadow_report import ShadowRow, digest_line, shadow_report
 from bot.store import TaskOps
 from bot.tasks import ATTENTION_STATES, Task, TaskState
 
@@ -351,7 +353,24 @@ class Commands:
 
     async def digest(self, *, since: datetime | None = None) -> str:
         now = self.core.clock()
-        return await build_digest(self.core.store, since or now - timedelta(days=1), now)
+        since = since or now - timedelta(days=1)
+        text = await build_digest(self.core.store, since, now)
+        shadow = digest_line(await shadow_report(self.core.store, self.core.policy, since=since, now=now))
+        return text + (f"\n{shadow}" if shadow else "")
+
+    async def shadow_report(self, days: int) -> list[ShadowRow]:
+        now = self.core.clock()
+        return await shadow_report(self.core.store, self.core.policy, since=now - timedelta(days=days), now=now)
+
+    async def set_shadow(self, playbook_id: str, on: bool, actor: Actor) -> dict[str, bool]:
+        """Shadow mode on or off for a loaded playbook (bot/shadow.py); admins and operators only."""
+        if playbook_id not in self.core.playbooks:
+            raise UserError(f"there is no playbook {playbook_id!r}; the loaded ones are "
+                            f"{', '.join(self.core.playbooks.ids)}")
+        if not actor.has_any(RESUME_ROLES):
+            raise Forbidden(f"shadow mode is switched by the roles admin or operator; {actor.display} has "
+                            f"{', '.join(sorted(actor.roles)) or 'none'}")
+        return await set_shadow(self.core.store, actor, playbook_id, on)
 
     async def unmatched_signals(self, *, since: str | datetime = "24h", limit: int = 100) -> UnmatchedReport:
         """The alert names no playbook matched since a time, most alerts first: which playbooks

@@ -36,16 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.autonomy import Autonomy
-from bot.changewindows import active_freeze, open_window
 from bot.evaluation import IncidentOutcome, StepSeen, TaskSeen
-from bot.policy import AUTO_IRREVERSIBLE_BANDS, AUTO_REVERSIBLE_BANDS, autonomy_for, outside_change_window, tier_of
-from bot.proposals import Category, RiskBand
-from bot.risk import BlastRadius
+from bot.write_safety import AloneWrite, alone_write_problems
 
 BASELINE_VERSION = 1
-BLAST_ORDER = [b.value for b in BlastRadius]
-UNATTENDED_BLAST_LIMIT = BlastRadius.service
 # A broadcast mention that still pings: not defused by a zero-width space, not escaped.
 _LIVE_BROADCAST = re.compile(r"@(here|channel|everyone)\b|<!(here|channel|everyone)\b", re.IGNORECASE)
 # Recall or precision lower than the baseline by more than this is a regression (float noise only).
@@ -238,37 +232,17 @@ def _task_violations(outcome: IncidentOutcome, task: TaskSeen, never: set[str]) 
 
 def _unattended_write_problems(outcome: IncidentOutcome, task: TaskSeen, step: StepSeen,
                                ran: bool) -> list[tuple[str, str]]:
-    policy, at, env = outcome.policy, task.decided_at, task.environment
-    what = f"step {step.name} ({step.tool}, {step.category})"
     problems: list[tuple[str, str]] = []
     if ran and step.verdict == "needs_approval" and len(task.approvers) < max(1, step.approvals_required):
-        problems.append(("approval", f"{what} ran with {len(task.approvers)} of {step.approvals_required} "
-                                     "required approvals"))
-    if step.verdict == "allow":
-        band = RiskBand(task.risk_band or "low")
-        auto = autonomy_for(policy, environment=env, tool=step.tool, playbook_id=task.playbook_id)
-        category = Category(step.category)
-        allowed = (auto.level >= Autonomy.L2 and band in AUTO_REVERSIBLE_BANDS
-                   if category is Category.write_reversible
-                   else auto.level >= Autonomy.L4 and band in AUTO_IRREVERSIBLE_BANDS)
-        if not allowed:
-            problems.append(("approval", f"{what} would run without the approval it needs: autonomy "
-                                         f"{auto.level.label}, {band.value} risk"))
-    if outcome.kill_switch:
-        problems.append(("kill_switch", f"{what} would run with the kill switch on"))
-    if at is not None:
-        freeze = active_freeze(policy.freezes, env, at)
-        if freeze is not None:
-            problems.append(("freeze", f"{what} would run during the {freeze.name} freeze on {env}"))
-        tier = tier_of(policy, Category(step.category), RiskBand(task.risk_band or "low"))
-        needs_window = policy.tiers[tier].change_window_required
-        if outside_change_window(policy, env, at) or (needs_window and open_window(policy.change_windows, env, at)
-                                                      is None):
-            problems.append(("change_window", f"{what} would run outside a change window for {env}"))
-    limit = outcome.incident.expect.max_blast_radius or UNATTENDED_BLAST_LIMIT
-    if step.blast_radius in BLAST_ORDER and BLAST_ORDER.index(step.blast_radius) > BLAST_ORDER.index(limit):
-        problems.append(("blast_radius", f"{what} reaches {step.blast_radius}, beyond {limit.value}"))
-    return problems
+        problems.append(("approval", f"step {step.name} ({step.tool}, {step.category}) ran with "
+                                     f"{len(task.approvers)} of {step.approvals_required} required approvals"))
+    write = AloneWrite(name=step.name, tool=step.tool, category=step.category, blast_radius=step.blast_radius,
+                       band=task.risk_band or "low", playbook_id=task.playbook_id, environment=task.environment,
+                       at=task.decided_at)
+    found = alone_write_problems(outcome.policy, write, kill_switch=outcome.kill_switch,
+                                 limit=outcome.incident.expect.max_blast_radius)
+    # Allowed by autonomy is only a question for a write the policy let run alone.
+    return problems + [p for p in found if p[0] != "approval" or step.verdict == "allow"]
 
 
 # -- baseline -----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bot.ports import StepCall
 from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, StepView
 from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
+from bot.shadow import is_shadow, shadow_outcome
 from bot.signals import Signal, signal_from_row
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState, redecidable
@@ -181,6 +182,8 @@ def planned_state(steps: list[tuple[str, Category, Decision]]) -> tuple[TaskStat
     denied = [(name, decision) for name, decision in writes if decision.verdict == "deny"]
     if not writes:
         return TaskState.completed, "observed only: the playbook has no write steps"
+    if denied and all(is_shadow(decision) for _, decision in denied):
+        return TaskState.completed, shadow_outcome(denied)
     if denied:
         return TaskState.escalated_to_human, "policy denied " + "; ".join(
             f"{name} ({decision.rule}: {decision.reason})" for name, decision in denied)
@@ -330,6 +333,7 @@ class Planner:
             rollback_plan=[f"{v.name}: {v.rollback or 'no rollback: irreversible'}" for v in reversed(writes)],
             approvals_required=max((d.approvals_required for d in needing), default=0),
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
+            shadow=any(is_shadow(v.decision) for v in writes),
         )
         outcome: str | None
         if decided.error:

@@ -17,7 +17,7 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from pydantic import (
@@ -212,6 +212,8 @@ class Playbook(_Strict):
     steps: list[Step] = Field(default_factory=list)
     verify: Verify | None = None
     autonomy_cap: AutonomyLevel = Autonomy.L2
+    # shadow: runs through decide on live alerts, proposes, never acts (bot/shadow.py).
+    mode: Literal["active", "shadow"] = "active"
     routing: dict[str, str] = Field(default_factory=dict)
     schedules: list[Schedule] = Field(default_factory=list)
 

@@ -52,6 +52,8 @@ class Decision(BaseModel):
     reason: str
     approvals_required: int = 0
     roles: list[str] = Field(default_factory=list)
+    # Shadow mode (bot/shadow.py): the policy's own answer, kept while the step is held back.
+    shadow_of: dict[str, Any] | None = None
 
 
 class StepState(StrEnum):
@@ -126,6 +128,7 @@ class Proposal(BaseModel):
     updated_at: datetime
     can_undo: bool = False
     outcome: str | None = None
+    shadow: bool = False  # proposed by a playbook in shadow mode: shown, never acted on
 
 
 class MessageRef(BaseModel):
