@@ -9,20 +9,9 @@ every write step the incident expects.
 Safety is checked here again, from the decisions the store holds and the policy in force, rather
 than trusted to the policy engine that made them: a second opinion that catches a policy that is
 too loose as well as a bug. A write that would run without a person (its verdict is ``allow``) or
-that ran is a violation when
-
-- ``approval``: it needed an approval or a quorum it did not have, or its autonomy did not allow
-  it to run alone (a reversible write below L2 or above medium risk, an irreversible one below
-  L4 or at critical risk);
-- ``freeze``: a freeze covered its environment then (during a freeze only a person may change
-  anything, whatever tiers the freeze exempts from denial);
-- ``change_window``: change windows are configured for its environment and none was open, or its
-  tier needs a window and none was open;
-- ``kill_switch``: the kill switch was on;
-- ``blast_radius``: it reaches further than ``service`` (several services or everything), or
-  further than the incident's ``max_blast_radius``;
-
-and, for any task, ``mass_mention``: the proposal as chat shows it, or a chat message a step
+that ran is held to ``bot.write_safety`` (approval or autonomy, freeze, change window, kill
+switch, blast radius), and a write that ran with a ``needs_approval`` verdict must have had its
+quorum. For any task, ``mass_mention``: the proposal as chat shows it, or a chat message a step
 would send, carries a live @here, @channel or @everyone. An incident's ``expect.never`` adds its
 own: ``task``, ``write``, ``auto_write``, ``step:NAME``.
 """

@@ -14,7 +14,8 @@ live and nothing of it can reach a system or a person:
 - the clock starts at the incident's ``start`` (or the suite's) and moves with each ``at_s``.
 
 Intake, label normalization, grouping, matching, orient (evidence, condition) and decide (risk,
-policy) run unchanged. What the store then holds is read back as ``IncidentOutcome``.
+policy) run unchanged. What the store then holds is read back as ``IncidentOutcome``; a playbook
+in shadow mode is scored by the policy's own answer (what promoting it would do).
 """
 
 from __future__ import annotations
@@ -300,7 +301,8 @@ async def task_seen(app: App, task: Task) -> TaskSeen:
     views = {s["name"]: s for s in proposal.get("steps", [])}
     steps = []
     for record in sorted(await app.store.steps_of_task(task.id, "step"), key=lambda s: s.idx):
-        decision = record.decision or {}
+        # A playbook in shadow mode is scored as if promoted: by the policy's own answer.
+        decision = (record.decision or {}).get("shadow_of") or record.decision or {}
         view = views.get(record.name, {})
         steps.append(StepSeen(
             name=record.name, tool=record.tool, category=record.category, verdict=decision.get("verdict", ""),
