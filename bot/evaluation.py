@@ -21,6 +21,7 @@ in shadow mode is scored by the policy's own answer (what promoting it would do)
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import tempfile
 import time
@@ -147,6 +148,11 @@ class Evaluator:
         self.playbooks_dir = (playbooks_dir or settings.resolve(settings.playbooks_dir)).resolve()
         if not self.playbooks_dir.is_dir():
             raise ConfigError(f"{self.playbooks_dir}: no such folder of playbooks; give --playbooks DIR")
+        if playbooks_dir is not None:
+            # The config's extra triggers name its playbooks; keep those the folder under evaluation has.
+            ids = {m.group(1).strip("'\"") for path in self.playbooks_dir.glob("*.y*ml")
+                   if (m := re.search(r"^id:\s*(\S+)", path.read_text(encoding="utf-8"), re.MULTILINE))}
+            self.base["triggers"] = {k: v for k, v in (self.base.get("triggers") or {}).items() if k in ids}
         self.policy = self.base.get("policy") or {}
         self._playbooks: PlaybookSet | None = None
         if policy_file is not None:
