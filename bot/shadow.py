@@ -11,6 +11,11 @@ in ``Decision.shadow_of`` (what promoting the playbook would do). The executor n
 denied step, and the tool gateway refuses any write carrying a shadow decision, dry runs
 included, whatever the verdict says. The task ends ``completed`` with the proposal on record,
 marked ``shadow`` so chat shows it without buttons that act.
+
+An alert opens a task of one playbook; among the playbooks matching it, those in shadow mode (by
+their file) come last (``PlaybookSet.match``), so a shadow playbook never takes an alert from one
+that acts. What people did about its incidents is read from the store when the report is asked
+for (bot/shadow_report.py): their tasks, approvals and rejections, and the alerts resolving.
 """
 
 from __future__ import annotations
