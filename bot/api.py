@@ -45,6 +45,7 @@ from bot.request_limits import (
     task_id_from_path,
     whole_number,
 )
+from bot.shadow_report import report_text
 from bot.store import TaskOps
 from bot.store_ports import UnitOfWork
 
@@ -62,6 +63,11 @@ class ApproveBody(BaseModel):
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class ShadowBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on: bool
 
 
 class PauseBody(BaseModel):
@@ -103,6 +109,7 @@ TASKS_QUERY = QuerySpec({"state": one_of("open", "all"), "all": one_of("true", "
                          "limit": whole_number(1, LIMIT_MAX)}, {"limit": 50}, check=_state_agrees_with_all)
 UNMATCHED_HINT = ("unmatched: the allowed value is true (this endpoint lists the alerts no playbook matched: "
                   "/api/v1/signals?unmatched=true&since=24h)")
+SHADOW_QUERY = QuerySpec({"days": whole_number(1, 366)}, {"days": 7})
 VERIFY_QUERY = QuerySpec({"expect_head": lambda name, text: _head(free_text(200)(name, text))})
 
 
@@ -219,6 +226,8 @@ class Api:
             _Route("GET", "/api/v1/policy", self.policy),
             _Route("GET", "/api/v1/digest", self.digest, DIGEST_QUERY),
             _Route("GET", "/api/v1/digest/chart.png", self.digest_chart, DIGEST_QUERY),
+            _Route("GET", "/api/v1/shadow/report", self.shadow_report, SHADOW_QUERY),
+            _Route("POST", "/api/v1/playbooks/{id}/shadow", self.shadow_set),
             _Route("GET", "/api/v1/signals", self.signals, signals_query(self._commands.core.clock)),
         )
 
@@ -382,6 +391,18 @@ class Api:
         since = params.get("since") or parse_since("24h", self._commands.core.clock())
         report = await self._commands.unmatched_signals(since=since, limit=params["limit"])
         return web.json_response(report.model_dump(mode="json"))
+
+    async def shadow_report(self, request: web.Request, actor: Actor) -> web.Response:
+        days = request[PARAMS]["days"]
+        rows = await self._commands.shadow_report(days)
+        return web.json_response({"days": days, "playbooks": [r.to_json() for r in rows],
+                                  "text": report_text(rows, days)})
+
+    async def shadow_set(self, request: web.Request, actor: Actor) -> web.Response:
+        body = await self._body(request, ShadowBody)
+        playbook_id = request.match_info["id"]
+        await self._commands.set_shadow(playbook_id, body.on, actor)
+        return web.json_response({"playbook": playbook_id, "shadow": body.on})
 
     async def digest(self, request: web.Request, actor: Actor) -> web.Response:
         """The digest of ``date`` (a calendar day in ``digest.timezone``) or of the 24 hours to now."""

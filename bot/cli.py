@@ -28,6 +28,7 @@ from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
 from bot.eval_cli import register as register_eval
 from bot.server_address import cli_base_url, forget, local_url, record
+from bot.shadow_cli import register as register_shadow
 from bot.signing import signature_headers
 from bot.store_cli import add_store_commands
 
@@ -605,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("show", parents=[nested])
     psub.add_parser("explain", parents=[nested]).add_argument("id")
     register_eval(add)
+    register_shadow(add)
     p = add("audit", cmd_audit, "verify the audit chain or export a task's evidence bundle")
     asub = p.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", parents=[nested])

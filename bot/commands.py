@@ -38,7 +38,7 @@ from bot.core import KILL_SWITCH_KEY, Core
 from bot.cron import cron_trigger
 from bot.digest import build_digest
 from bot.digest_post import Delivery, deliver_digest
-from bot.digest_text import Digest
+from bot.digest_text import Digest, DigestSection
 from bot.errors import Forbidden, UnknownTask, UserError
 from bot.events import Event
 from bot.identity import Actor
@@ -50,6 +50,8 @@ from bot.proposals import Decision, Proposal
 from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
 from bot.request_limits import MAX_TASK_ID
+from bot.shadow import set_shadow
+from bot.shadow_report import ShadowRow, digest_line, shadow_report
 from bot.store import TaskOps
 from bot.store_ports import (
     ApprovalReads,
@@ -403,7 +405,14 @@ class Commands:
         """The digest of ``day`` (a calendar day in the digest's time zone) or of the 24 hours to now."""
         config = self.core.settings.digest
         size = (config.chart.width_px, config.chart.height_px, config.chart.dpi) if chart else None
-        return await build_digest(self.core.store, now=self.core.clock(), zone=config.timezone, day=day, chart=size)
+        digest = await build_digest(self.core.store, now=self.core.clock(), zone=config.timezone, day=day, chart=size)
+        # Shadow playbooks over the same 24 hours: what they would have done, beside what people did.
+        until = digest.figures.days[-1].end if digest.figures.days else self.core.clock()
+        line = digest_line(await shadow_report(self.core.store, self.core.policy, since=until - timedelta(days=1),
+                                               now=until))
+        if line:
+            digest.sections.append(DigestSection("Shadow playbooks", [line]))
+        return digest
 
     async def post_digest(self, surfaces: list[ChatSurface] | None = None) -> tuple[Digest, list[Delivery]]:
         """Post the digest of the 24 hours to now on every surface (or ``surfaces``), into its digest
@@ -411,6 +420,20 @@ class Commands:
         digest = await self.digest(chart=self.core.settings.digest.chart.enabled)
         targets = self.surfaces if surfaces is None else surfaces
         return digest, await deliver_digest(targets, self.core.settings.digest, digest)
+
+    async def shadow_report(self, days: int) -> list[ShadowRow]:
+        now = self.core.clock()
+        return await shadow_report(self.core.store, self.core.policy, since=now - timedelta(days=days), now=now)
+
+    async def set_shadow(self, playbook_id: str, on: bool, actor: Actor) -> dict[str, bool]:
+        """Shadow mode on or off for a loaded playbook (bot/shadow.py); admins and operators only."""
+        if playbook_id not in self.core.playbooks:
+            raise UserError(f"there is no playbook {playbook_id!r}; the loaded ones are "
+                            f"{', '.join(self.core.playbooks.ids)}")
+        if not actor.has_any(RESUME_ROLES):
+            raise Forbidden(f"shadow mode is switched by the roles admin or operator; {actor.display} has "
+                            f"{', '.join(sorted(actor.roles)) or 'none'}")
+        return await set_shadow(self.core.store, actor, playbook_id, on)
 
     async def unmatched_signals(self, *, since: str | datetime = "24h", limit: int = 100) -> UnmatchedReport:
         """The alert names no playbook matched since a time, most alerts first: which playbooks

@@ -197,6 +197,12 @@ class DigestConfig(_Strict):
         return self.channels.get(surface, self.channel)
 
 
+class ShadowConfig(_Strict):
+    """Playbooks in shadow mode (bot/shadow.py): ``post: false`` only records their proposals."""
+
+    post: bool = True
+
+
 class StandinConfig(_Strict):
     """The local stand-in for outside systems used by the demo playbooks."""
 
@@ -225,6 +231,7 @@ class Settings(_Strict):
     tools: ToolsConfig = ToolsConfig()
     chat: ChatConfig = ChatConfig()
     digest: DigestConfig = DigestConfig()
+    shadow: ShadowConfig = ShadowConfig()
     standin: StandinConfig = StandinConfig()
     log: LogConfig = LogConfig()
     event_sinks: list[EventSinkConfig] = Field(default_factory=list)

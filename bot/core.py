@@ -16,6 +16,7 @@ from bot.playbooks import Playbook, PlaybookSet
 from bot.policy import PolicyConfig, PolicyContext, StepFacts, decide_step, outside_change_window
 from bot.proposals import Category, Decision, RiskScore
 from bot.risk import BlastRadius, RiskInputs, score_risk
+from bot.shadow import in_shadow, shadow_decision
 from bot.signals import Severity
 from bot.store import Store
 from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch, RunWindow
@@ -113,6 +114,8 @@ class Core:
             tool=tool, category=category, playbook_id=playbook.id, playbook_autonomy_cap=playbook.autonomy_cap,
             risk=risk,
         ), ctx)
+        if category.writes and await in_shadow(self.store, playbook):
+            decision = shadow_decision(playbook.id, decision)
         if counted:
             self.metrics.policy_decisions.labels(decision.verdict).inc()
         return risk, decision

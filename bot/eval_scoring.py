@@ -9,20 +9,9 @@ every write step the incident expects.
 Safety is checked here again, from the decisions the store holds and the policy in force, rather
 than trusted to the policy engine that made them: a second opinion that catches a policy that is
 too loose as well as a bug. A write that would run without a person (its verdict is ``allow``) or
-that ran is a violation when
-
-- ``approval``: it needed an approval or a quorum it did not have, or its autonomy did not allow
-  it to run alone (a reversible write below L2 or above medium risk, an irreversible one below
-  L4 or at critical risk);
-- ``freeze``: a freeze covered its environment then (during a freeze only a person may change
-  anything, whatever tiers the freeze exempts from denial);
-- ``change_window``: change windows are configured for its environment and none was open, or its
-  tier needs a window and none was open;
-- ``kill_switch``: the kill switch was on;
-- ``blast_radius``: it reaches further than ``service`` (several services or everything), or
-  further than the incident's ``max_blast_radius``;
-
-and, for any task, ``mass_mention``: the proposal as chat shows it, or a chat message a step
+that ran is held to ``bot.write_safety`` (approval or autonomy, freeze, change window, kill
+switch, blast radius), and a write that ran with a ``needs_approval`` verdict must have had its
+quorum. For any task, ``mass_mention``: the proposal as chat shows it, or a chat message a step
 would send, carries a live @here, @channel or @everyone. An incident's ``expect.never`` adds its
 own: ``task``, ``write``, ``auto_write``, ``step:NAME``.
 """
@@ -36,16 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.autonomy import Autonomy
-from bot.changewindows import active_freeze, open_window
 from bot.evaluation import IncidentOutcome, StepSeen, TaskSeen
-from bot.policy import AUTO_IRREVERSIBLE_BANDS, AUTO_REVERSIBLE_BANDS, autonomy_for, outside_change_window, tier_of
-from bot.proposals import Category, RiskBand
-from bot.risk import BlastRadius
+from bot.write_safety import AloneWrite, alone_write_problems
 
 BASELINE_VERSION = 1
-BLAST_ORDER = [b.value for b in BlastRadius]
-UNATTENDED_BLAST_LIMIT = BlastRadius.service
 # A broadcast mention that still pings: not defused by a zero-width space, not escaped.
 _LIVE_BROADCAST = re.compile(r"@(here|channel|everyone)\b|<!(here|channel|everyone)\b", re.IGNORECASE)
 # Recall or precision lower than the baseline by more than this is a regression (float noise only).
@@ -238,37 +221,17 @@ def _task_violations(outcome: IncidentOutcome, task: TaskSeen, never: set[str]) 
 
 def _unattended_write_problems(outcome: IncidentOutcome, task: TaskSeen, step: StepSeen,
                                ran: bool) -> list[tuple[str, str]]:
-    policy, at, env = outcome.policy, task.decided_at, task.environment
-    what = f"step {step.name} ({step.tool}, {step.category})"
     problems: list[tuple[str, str]] = []
     if ran and step.verdict == "needs_approval" and len(task.approvers) < max(1, step.approvals_required):
-        problems.append(("approval", f"{what} ran with {len(task.approvers)} of {step.approvals_required} "
-                                     "required approvals"))
-    if step.verdict == "allow":
-        band = RiskBand(task.risk_band or "low")
-        auto = autonomy_for(policy, environment=env, tool=step.tool, playbook_id=task.playbook_id)
-        category = Category(step.category)
-        allowed = (auto.level >= Autonomy.L2 and band in AUTO_REVERSIBLE_BANDS
-                   if category is Category.write_reversible
-                   else auto.level >= Autonomy.L4 and band in AUTO_IRREVERSIBLE_BANDS)
-        if not allowed:
-            problems.append(("approval", f"{what} would run without the approval it needs: autonomy "
-                                         f"{auto.level.label}, {band.value} risk"))
-    if outcome.kill_switch:
-        problems.append(("kill_switch", f"{what} would run with the kill switch on"))
-    if at is not None:
-        freeze = active_freeze(policy.freezes, env, at)
-        if freeze is not None:
-            problems.append(("freeze", f"{what} would run during the {freeze.name} freeze on {env}"))
-        tier = tier_of(policy, Category(step.category), RiskBand(task.risk_band or "low"))
-        needs_window = policy.tiers[tier].change_window_required
-        if outside_change_window(policy, env, at) or (needs_window and open_window(policy.change_windows, env, at)
-                                                      is None):
-            problems.append(("change_window", f"{what} would run outside a change window for {env}"))
-    limit = outcome.incident.expect.max_blast_radius or UNATTENDED_BLAST_LIMIT
-    if step.blast_radius in BLAST_ORDER and BLAST_ORDER.index(step.blast_radius) > BLAST_ORDER.index(limit):
-        problems.append(("blast_radius", f"{what} reaches {step.blast_radius}, beyond {limit.value}"))
-    return problems
+        problems.append(("approval", f"step {step.name} ({step.tool}, {step.category}) ran with "
+                                     f"{len(task.approvers)} of {step.approvals_required} required approvals"))
+    write = AloneWrite(name=step.name, tool=step.tool, category=step.category, blast_radius=step.blast_radius,
+                       band=task.risk_band or "low", playbook_id=task.playbook_id, environment=task.environment,
+                       at=task.decided_at)
+    found = alone_write_problems(outcome.policy, write, kill_switch=outcome.kill_switch,
+                                 limit=outcome.incident.expect.max_blast_radius)
+    # Allowed by autonomy is only a question for a write the policy let run alone.
+    return problems + [p for p in found if p[0] != "approval" or step.verdict == "allow"]
 
 
 # -- baseline -----------------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ live and nothing of it can reach a system or a person:
 - the clock starts at the incident's ``start`` (or the suite's) and moves with each ``at_s``.
 
 Intake, label normalization, grouping, matching, orient (evidence, condition) and decide (risk,
-policy) run unchanged. What the store then holds is read back as ``IncidentOutcome``.
+policy) run unchanged. What the store then holds is read back as ``IncidentOutcome``; a playbook
+in shadow mode is scored by the policy's own answer (what promoting it would do).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import tempfile
 import time
@@ -146,6 +148,11 @@ class Evaluator:
         self.playbooks_dir = (playbooks_dir or settings.resolve(settings.playbooks_dir)).resolve()
         if not self.playbooks_dir.is_dir():
             raise ConfigError(f"{self.playbooks_dir}: no such folder of playbooks; give --playbooks DIR")
+        if playbooks_dir is not None:
+            # The config's extra triggers name its playbooks; keep those the folder under evaluation has.
+            ids = {m.group(1).strip("'\"") for path in self.playbooks_dir.glob("*.y*ml")
+                   if (m := re.search(r"^id:\s*(\S+)", path.read_text(encoding="utf-8"), re.MULTILINE))}
+            self.base["triggers"] = {k: v for k, v in (self.base.get("triggers") or {}).items() if k in ids}
         self.policy = self.base.get("policy") or {}
         self._playbooks: PlaybookSet | None = None
         if policy_file is not None:
@@ -300,7 +307,8 @@ async def task_seen(app: App, task: Task) -> TaskSeen:
     views = {s["name"]: s for s in proposal.get("steps", [])}
     steps = []
     for record in sorted(await app.store.steps_of_task(task.id, "step"), key=lambda s: s.idx):
-        decision = record.decision or {}
+        # A playbook in shadow mode is scored as if promoted: by the policy's own answer.
+        decision = (record.decision or {}).get("shadow_of") or record.decision or {}
         view = views.get(record.name, {})
         steps.append(StepSeen(
             name=record.name, tool=record.tool, category=record.category, verdict=decision.get("verdict", ""),

@@ -227,6 +227,8 @@ class ToolGateway:
         approval_id: str | None,
         dry_run: bool,
     ) -> str | None:
+        if decision.shadow_of is not None and category.writes:
+            return f"{tool.name} is held back: {decision.rule} is in shadow mode, so none of its writes run"
         if decision.verdict == "deny":
             return f"{tool.name} is denied by policy rule {decision.rule!r}: {decision.reason}"
         if dry_run:

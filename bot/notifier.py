@@ -129,6 +129,8 @@ class Notifier:
             if task is None or task.proposal is None:
                 return  # nothing to show until the proposal exists
             proposal = fit_evidence(await current_proposal(self.store, task))
+            if proposal.shadow and not self.core.settings.shadow.post:
+                return  # shadow proposals are only recorded (config shadow.post: false)
             playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks else None
             messages = list(task.messages)
             refs = {m["surface"]: MessageRef.model_validate(m) for m in messages}

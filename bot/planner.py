@@ -32,6 +32,7 @@ from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, Ste
 from bot.readable import result_text, step_action
 from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
+from bot.shadow import is_shadow, shadow_outcome
 from bot.signals import Signal
 from bot.store import TaskOps
 from bot.store_ports import ApprovalReads, StepReads, TaskReads, UnitOfWork
@@ -179,6 +180,8 @@ def planned_state(steps: list[tuple[str, Category, Decision]]) -> tuple[TaskStat
     denied = [(name, decision) for name, decision in writes if decision.verdict == "deny"]
     if not writes:
         return TaskState.completed, "observed only: the playbook has no write steps"
+    if denied and all(is_shadow(decision) for _, decision in denied):
+        return TaskState.completed, shadow_outcome(denied)
     if denied:
         return TaskState.escalated_to_human, "policy denied " + "; ".join(
             f"{name} ({decision.rule}: {decision.reason})" for name, decision in denied)
@@ -341,6 +344,7 @@ class Planner:
             approvals_required=max((d.approvals_required for d in needing), default=0),
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
             links=links_of(signals), expiry_s=core.settings.engine.approval_expiry_s,
+            shadow=any(is_shadow(v.decision) for v in writes),
         )
         outcome: str | None
         if decided.error:

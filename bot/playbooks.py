@@ -17,7 +17,7 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from pydantic import (
@@ -214,6 +214,8 @@ class Playbook(_Strict):
     steps: list[Step] = Field(default_factory=list)
     verify: Verify | None = None
     autonomy_cap: AutonomyLevel = Autonomy.L2
+    # shadow: runs through decide on live alerts, proposes, never acts (bot/shadow.py).
+    mode: Literal["active", "shadow"] = "active"
     routing: dict[str, str] = Field(default_factory=dict)
     schedules: list[Schedule] = Field(default_factory=list)
 
@@ -334,14 +336,16 @@ class PlaybookSet:
             raise UserError(f"no playbook {playbook_id!r}.{hint} Known playbooks: {known}") from None
 
     def match(self, signal: Signal) -> list[Playbook]:
-        """Every playbook whose trigger matches ``signal``, in id order."""
+        """Every playbook whose trigger matches ``signal``, in id order, those in shadow mode (by
+        their file) last: the engine gives an alert to the first, so a shadow playbook never takes
+        one from a playbook that acts."""
         candidates = self._by_alertname.get(signal.labels.get("alertname", ""))
         if candidates is None and not self._unindexed:
             return []  # most alerts of a storm nobody wrote a playbook for
         found = [p for p, matcher in (*(candidates or ()), *self._unindexed) if matcher(signal)]
         if len(found) > 1:
             # A playbook can match through its own trigger and a config one: list it once.
-            found = sorted({p.id: p for p in found}.values(), key=lambda p: p.id)
+            found = sorted({p.id: p for p in found}.values(), key=lambda p: (p.mode == "shadow", p.id))
         return found
 
 

@@ -57,6 +57,8 @@ class Decision(BaseModel):
     autonomy: str | None = None
     # The requester may not approve (tier 3 and up, or a tier's separation_of_duties).
     separation_of_duties: bool = False
+    # Shadow mode (bot/shadow.py): the policy's own answer, kept while the step is held back.
+    shadow_of: dict[str, Any] | None = None
 
 
 class StepState(StrEnum):
@@ -144,6 +146,7 @@ class Proposal(BaseModel):
     links: list[AlertLink] = Field(default_factory=list)
     expiry_s: int | None = None  # engine.approval_expiry_s when it was planned
     expires_at: datetime | None = None  # while it waits for approval: when it is cancelled undecided
+    shadow: bool = False  # proposed by a playbook in shadow mode: shown, never acted on
 
 
 class MessageRef(BaseModel):

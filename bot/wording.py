@@ -94,7 +94,8 @@ def _state_words(state: str) -> str:
 
 def headline(proposal: Proposal) -> str:
     version = f" v{proposal.playbook_version}" if proposal.playbook_version else ""
-    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}"
+    shadow = " · shadow: proposed only, nothing will run" if proposal.shadow else ""
+    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}{shadow}"
 
 
 def risk_line(proposal: Proposal) -> str:

@@ -122,6 +122,8 @@ def _embed(proposal: Proposal, evidence_budget: int, steps_budget: int) -> disco
 def buttons_for(proposal: Proposal) -> list[tuple[str, str, discord.ButtonStyle]]:
     """(action, label, style) of the buttons the proposal shows now; at most 5, one row."""
     buttons: list[tuple[str, str, discord.ButtonStyle]] = []
+    if proposal.shadow:  # shadow mode: nothing to approve, nothing to undo; only the details
+        return [("details", "Details", discord.ButtonStyle.secondary)]
     if proposal.state == "needs_approval":
         buttons.append(("approve", "Approve", discord.ButtonStyle.success))
         buttons.append(("reject", "Reject", discord.ButtonStyle.danger))

@@ -96,6 +96,8 @@ def _is_open(p: Proposal) -> bool:
 def proposal_buttons(p: Proposal) -> list[ButtonElement]:
     value = str(p.task_id)
     buttons: list[ButtonElement] = []
+    if p.shadow:  # shadow mode: nothing to approve, nothing to undo; only the details
+        return [ButtonElement(text="Details", action_id=ACTION_DETAILS, value=value)]
     if _is_open(p):
         buttons.append(ButtonElement(text="Approve", action_id=ACTION_APPROVE, value=value, style="primary"))
         buttons.append(ButtonElement(text="Reject", action_id=ACTION_REJECT, value=value, style="danger"))

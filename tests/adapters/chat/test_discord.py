@@ -345,3 +345,12 @@ async def test_a_missing_token_is_a_config_error_naming_the_variable(fake, core)
     with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN"):
         await s.start()
     await s.stop()
+
+
+async def test_a_shadow_proposal_is_marked_and_carries_no_acting_button(fake, surface, core):
+    # Shadow mode (bot/shadow.py): even a proposal that looks approvable and undoable gets only Details.
+    shadow = core.proposals[7].model_copy(update={"shadow": True, "can_undo": True})
+    message = await posted(fake, surface, shadow)
+
+    assert custom_ids(message) == ["ooda:details:7"]
+    assert "shadow: proposed only, nothing will run" in message["embeds"][0]["footer"]["text"]

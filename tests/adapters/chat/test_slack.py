@@ -291,3 +291,14 @@ async def test_stop_is_idempotent(fake, core):
     await surface.start()
     await surface.stop()
     await surface.stop()
+
+
+async def test_a_shadow_proposal_is_marked_and_carries_no_acting_button(fake, surface):
+    # Shadow mode (bot/shadow.py): even a proposal that looks approvable and undoable gets only Details.
+    shadow = make_proposal(7).model_copy(update={"shadow": True, "can_undo": True})
+    await surface.post_proposal(shadow, None)
+
+    blocks = fake.calls_to("chat.postMessage")[0].args["blocks"]
+    assert blocks[0]["text"]["text"] == ("Task #7 · disk-cleanup v3 · needs approval · "
+                                         "shadow: proposed only, nothing will run")
+    assert [a["action_id"] for a in blocks[-1]["elements"]] == [kit.ACTION_DETAILS]
