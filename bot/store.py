@@ -104,6 +104,10 @@ class TaskOps(Protocol):
 
     async def remove_outbox(self, outbox_id: int) -> None: ...
 
+    async def outbox_failed(self, outbox_id: int, error: str) -> None:
+        """One more failed attempt at a queued chat delivery, and why."""
+        ...
+
 
 class Store(Protocol):
     """**Protocol:** persistence for signals, tasks, steps, approvals, events, audit and settings."""
