@@ -87,3 +87,25 @@ async def test_proposals_due_during_an_outage_are_posted_in_the_order_the_tasks_
         assert await rig.app.notifier.retry_outbox() == 0
         posted = [int(header(c).split("#")[1].split(" ")[0]) for c in proposals(rig.fake)]
         assert posted == tasks
+
+
+async def test_discord_thread_notes_due_during_an_outage_arrive_in_order_once_it_is_back(tmp_path):
+    from tests.adapters.chat import test_discord_e2e as d
+
+    async with d.FakeDiscord(roles={d.ONCALL_ROLE: "oncall"}) as fake, d.running_standin() as standin, \
+            d.running_app(tmp_path, standin, fake) as app, d.client(app) as http:
+        task = await d.fire_crashloop(app, http)
+        message = await d.proposal_message(app, fake, task.id)
+        # Discord refuses every edit and message (a 503 outage) while the task is approved and runs.
+        fake.fail_next("PATCH", r"^/channels/", status=503, times=1000)
+        fake.fail_next("POST", r"^/channels/", status=503, times=1000)
+        r = await http.post(f"/api/v1/tasks/{task.id}/approve", headers=ADMIN, json={})
+        assert r.status_code == 200, r.text
+        await app.engine.wait_idle()
+        await app.notifier.wait_idle()
+        assert d.notes(fake, message) == []
+
+        fake.clear_failures()
+        await app.notifier.sync(task.id, "undid nothing: a later note")  # must not overtake them
+        assert await app.notifier.retry_outbox() == 0
+        assert order_of(d.notes(fake, message)) == [*FLOW, "undid"]
