@@ -125,6 +125,7 @@ class Proposal(BaseModel):
     created_at: datetime
     updated_at: datetime
     can_undo: bool = False
+    can_retry: bool = False  # stopped by the policy, nothing in doubt: `ooda retry` may decide it again
     outcome: str | None = None
 
 
