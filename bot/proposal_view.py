@@ -11,15 +11,23 @@ from bot.proposals import ApprovalView, Decision, Proposal, StepState
 from bot.readable import result_text
 from bot.risk import band_for
 from bot.store_ports import ApprovalReads, StepReads, TaskReads
-from bot.tasks import Task, TaskState
+from bot.tasks import StepRecord, Task, TaskState
 
 
 class ProposalStore(TaskReads, StepReads, ApprovalReads, Protocol):
     """The store ports a proposal is read from: the task, its steps and its approvals."""
 
 
+RETRY_STEP_STATES = {"succeeded", "pending", "denied"}
 UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human,
                    TaskState.rejected}
+
+
+def retryable(task: Task, steps: list[StepRecord]) -> bool:
+    """An escalated task whose steps either succeeded or never started, one at least not started:
+    what the policy stopped, with nothing half-run for a person to check first (bot/retry.py)."""
+    return (task.state is TaskState.escalated_to_human and all(s.state in RETRY_STEP_STATES for s in steps)
+            and any(s.state != "succeeded" for s in steps))
 
 
 async def current_proposal(store: ProposalStore, task: Task | int) -> Proposal:
@@ -58,4 +66,5 @@ async def current_proposal(store: ProposalStore, task: Task | int) -> Proposal:
     return proposal.model_copy(update={
         "state": task.state.value, "steps": views, "approvals": approvals, "updated_at": task.updated_at,
         "signal_count": task.signal_count, "can_undo": can_undo, "outcome": task.outcome, "expires_at": expires_at,
+        "can_retry": retryable(task, list(steps.values())),
     })

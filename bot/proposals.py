@@ -142,6 +142,7 @@ class Proposal(BaseModel):
     created_at: datetime
     updated_at: datetime
     can_undo: bool = False
+    can_retry: bool = False  # stopped by the policy, nothing in doubt: `ooda retry` may decide it again
     outcome: str | None = None
     links: list[AlertLink] = Field(default_factory=list)
     expiry_s: int | None = None  # engine.approval_expiry_s when it was planned

@@ -344,3 +344,7 @@ class TaskTx:
 
     async def remove_outbox(self, outbox_id: int) -> None:
         await self._tx.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
+
+    async def outbox_failed(self, outbox_id: int, error: str) -> None:
+        await self._tx.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                               (error[:500], outbox_id))

@@ -279,6 +279,10 @@ class OutboxWrites(Protocol):
 
     async def remove_outbox(self, outbox_id: int) -> None: ...
 
+    async def outbox_failed(self, outbox_id: int, error: str) -> None:
+        """One more failed attempt at a queued chat delivery, and why."""
+        ...
+
 
 class GuardReads(Protocol):
     """**Port:** the kill switch and run counts, read in the caller's view of the store."""

@@ -7,9 +7,9 @@ One alert per request::
       "external_id": "backup-2026-01-05",  required; the sender's id for this alert (dedup key)
       "status": "firing",                  required; "firing" | "resolved"
       "severity": "warning",               required; "critical" | "warning" | "info"
-      "title": "Nightly backup missing",   required; at most 200 characters
+      "title": "Nightly backup missing",   required; a longer one than 4 KiB is cut, not refused
       "summary": "No backup since 03:00",  optional; becomes annotations.summary
-      "labels": {"service": "backup"},     optional; string -> string, each value at most 16 KiB
+      "labels": {"service": "backup"},     optional; string -> string (values over 4 KiB are cut)
       "annotations": {"runbook": "..."},   optional; string -> string
       "starts_at": "2026-01-05T03:10:00Z", optional; RFC 3339 with a UTC offset
       "ends_at": null,                     optional; RFC 3339 with a UTC offset
@@ -57,7 +57,8 @@ class GenericAlert(BaseModel):
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     status: Literal["firing", "resolved"]
     severity: Literal["critical", "warning", "info"]
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    # Any length: intake cuts it at intake.max_value_bytes rather than lose the alert (bot/value_cuts.py).
+    title: Annotated[str, StringConstraints(min_length=1)]
     summary: str = ""
     labels: Labels = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)

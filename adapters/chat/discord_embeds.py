@@ -32,8 +32,8 @@ BAND_COLOURS: dict[RiskBand, discord.Colour] = {
 
 # Every button custom_id: "ooda:<action>:<task id>". Parsed back by the DynamicItem after a
 # restart, so the format is a contract with messages already posted: extend it, never change it.
-ACTIONS = ("approve", "reject", "edit", "details", "undo", "confirm")
-CUSTOM_ID_TEMPLATE = r"ooda:(?P<action>approve|reject|edit|details|undo|confirm):(?P<task>\d+)"
+ACTIONS = ("approve", "reject", "edit", "details", "undo", "retry", "confirm")
+CUSTOM_ID_TEMPLATE = r"ooda:(?P<action>approve|reject|edit|details|undo|retry|confirm):(?P<task>\d+)"
 CUSTOM_ID_PATTERN = re.compile(CUSTOM_ID_TEMPLATE)
 
 
@@ -132,4 +132,6 @@ def buttons_for(proposal: Proposal) -> list[tuple[str, str, discord.ButtonStyle]
     buttons.append(("details", "Details", discord.ButtonStyle.secondary))
     if proposal.can_undo:
         buttons.append(("undo", "Undo", discord.ButtonStyle.secondary))
+    if proposal.can_retry:
+        buttons.append(("retry", "Retry", discord.ButtonStyle.primary))
     return buttons

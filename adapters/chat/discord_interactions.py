@@ -199,6 +199,9 @@ class Interactions:
             elif action == "undo":
                 await self._defer(interaction)
                 await self._record(interaction, await self._commands.undo(task_id, actor))
+            elif action == "retry":
+                await self._defer(interaction)
+                await self._record(interaction, await self._commands.retry(task_id, actor))
 
         await self._guarded(interaction, action, task_id, work)
 

@@ -309,6 +309,7 @@ class SlackSurface:
         app.action(kit.ACTION_EDIT)(last_resort(self._on_edit))
         app.action(kit.ACTION_DETAILS)(last_resort(self._on_details))
         app.action(kit.ACTION_UNDO)(last_resort(self._on_undo))
+        app.action(kit.ACTION_RETRY)(last_resort(self._on_retry))
         app.view(kit.VIEW_REJECT)(last_resort(self._on_reject_submit))
         app.view(kit.VIEW_EDIT)(last_resort(self._on_edit_submit))
         app.view(kit.VIEW_CONFIRM)(last_resort(self._on_confirm_submit))
@@ -402,6 +403,12 @@ class SlackSurface:
         await ack()
         actor, task_id, channel, ts = await self._click(body)
         await self._decide(lambda: self.commands.undo(task_id, actor), task_id, actor, "undo", channel, ts,
+                           body["user"]["id"])
+
+    async def _on_retry(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        actor, task_id, channel, ts = await self._click(body)
+        await self._decide(lambda: self.commands.retry(task_id, actor), task_id, actor, "retry", channel, ts,
                            body["user"]["id"])
 
     async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ ACTION_REJECT = "ooda.reject"
 ACTION_EDIT = "ooda.edit"
 ACTION_DETAILS = "ooda.details"
 ACTION_UNDO = "ooda.undo"
+ACTION_RETRY = "ooda.retry"
 VIEW_REJECT = "ooda.reject_modal"
 VIEW_EDIT = "ooda.edit_modal"
 VIEW_CONFIRM = "ooda.confirm_modal"
@@ -106,6 +107,8 @@ def proposal_buttons(p: Proposal) -> list[ButtonElement]:
     buttons.append(ButtonElement(text="Details", action_id=ACTION_DETAILS, value=value))
     if p.can_undo:
         buttons.append(ButtonElement(text="Undo", action_id=ACTION_UNDO, value=value, style="danger"))
+    if p.can_retry:
+        buttons.append(ButtonElement(text="Retry", action_id=ACTION_RETRY, value=value))
     return buttons
 
 
