@@ -42,7 +42,7 @@ steps:
 autonomy_cap: L1
 """
 POLICY = {"policy": {
-    "change_windows": {"prod-daytime": {"environments": ["nowhere"]}},
+    "change_windows": {"prod-changes": {"environments": ["nowhere"]}},
     # Every reversible write is tier 3 and every irreversible one tier 4, whatever the risk band.
     "tier_map": {"write_reversible": {b: 3 for b in ("low", "medium", "high", "critical")},
                  "write_irreversible": {b: 4 for b in ("low", "medium", "high", "critical")}},
