@@ -335,8 +335,9 @@ class Planner:
         signals, results, steps = decided.signals, decided.results, decided.steps
         risk = overall_risk([s["risk"] for s in steps])
         evidence = [item for s in signals[:5] for item in _signal_evidence(s)]
-        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, url=_evidence_url(r), snippet=_snippet(r))
-                     for name, r in results.items()]
+        meanings = {step.name: step.description.strip() for step in playbook.evidence}
+        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, url=_evidence_url(r), snippet=_snippet(r),
+                              meaning=meanings.get(name, "")) for name, r in results.items()]
         views = [StepView(
             index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
             decision=s["decision"], blast_radius=s["step"].blast_radius.value,

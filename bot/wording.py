@@ -191,6 +191,8 @@ def links_line(proposal: Proposal) -> str:
 def evidence_line(evidence: Evidence, snippet_limit: int = 300, pointer: str = SHOW_POINTER) -> str:
     title = neutralize_mentions(evidence.title)
     line = f"{evidence_kind(evidence.kind)}: {title}"
+    if evidence.meaning:
+        line += f" ({neutralize_mentions(evidence.meaning)})"
     if evidence.url:
         line += f" <{evidence.url}>"
     if evidence.snippet:
