@@ -222,6 +222,9 @@ class Commands:
             return ActionResult(message=f"You already approved task #{task.id} at {wording.clock(mine.created_at)}. "
                                         f"{wording.approvals_line(proposal)}", proposal=proposal, executed=False)
         task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation)
+        if edits and not started:
+            # The steps wait for more approvers: their dry run must show the edited params.
+            await self.engine.planner.refresh_dry_runs(task.id, set(edits))
         after = await current_proposal(self.core.store, task.id)
         if started:
             await self.engine.submit(task.id)

@@ -288,6 +288,31 @@ class Planner:
         return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
                 "risk": risk, "decision": decision, "dry_run": dry_run}
 
+    async def refresh_dry_runs(self, task_id: int, names: set[str]) -> None:
+        """Dry-run edited steps again, so the dry run people read is of the params that will run."""
+        task = await self.core.store.get_task(task_id)
+        if task is None or task.proposal is None:
+            return
+        playbook = self.core.playbooks.get(task.playbook_id)
+        fresh: dict[str, str] = {}
+        for record in await self.core.store.steps_of_task(task_id, "step"):
+            if (record.name not in names or record.state != "pending"
+                    or not self.core.gateway.registry.get(record.tool).supports_dry_run):
+                continue
+            decision = Decision.model_validate(record.decision or READ_DECISION.model_dump())
+            fresh[record.name] = await self._dry_run(task, playbook.step(record.name), record.idx, record.params,
+                                                     decision)
+        if not fresh:
+            return
+
+        async def unit(t: TaskOps) -> None:
+            proposal = dict((await t.get_task(task_id)).proposal or {})
+            proposal["steps"] = [{**step, "dry_run": fresh.get(step["name"], step.get("dry_run"))}
+                                 for step in proposal.get("steps", [])]
+            await t.save_proposal(task_id, proposal)
+
+        await self.core.store.transact(unit)
+
     async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any], decision: Decision) -> str:
         try:
             outcome = await self.core.gateway.call(
@@ -319,8 +344,9 @@ class Planner:
         signals, results, steps = decided.signals, decided.results, decided.steps
         risk = overall_risk([s["risk"] for s in steps])
         evidence = [item for s in signals[:5] for item in _signal_evidence(s)]
-        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, url=_evidence_url(r), snippet=_snippet(r))
-                     for name, r in results.items()]
+        meanings = {step.name: step.description.strip() for step in playbook.evidence}
+        evidence += [Evidence(kind=f"tool:{r['tool']}", title=name, url=_evidence_url(r), snippet=_snippet(r),
+                              meaning=meanings.get(name, "")) for name, r in results.items()]
         views = [StepView(
             index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
             decision=s["decision"], blast_radius=s["step"].blast_radius.value,

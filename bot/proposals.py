@@ -103,6 +103,7 @@ class Evidence(BaseModel):
     title: str
     url: str | None = None
     snippet: str = ""
+    meaning: str = ""  # what it shows, from the playbook's evidence step ("share of the filesystem still free")
 
 
 class ApprovalView(BaseModel):

@@ -3,26 +3,28 @@
 Slack renders a Proposal as Block Kit and Discord as an embed, but the sentences are the same and
 live here, so a person reading either sees the same words. Everything returns plain text with
 light markdown (``*bold*`` is avoided on purpose: Slack and Discord disagree on it); surfaces
-escape for their own markup.
+escape outside text for their own markup (``bot/chat_text.py``), and the CLI's ``ooda show``
+prints the same words, in full.
 
 Public API (stable; the Slack and Discord surfaces both rely on it):
 
-    neutralize_mentions(text) -> str       defuse @here/@everyone/@channel, <!here>, <@..> in user text
+    neutralize_mentions(text) -> str       defuse @here/@everyone/@channel, <!here>, <@..>, bidi; URLs kept
     truncate(text, limit, pointer="") -> str
     headline(proposal) -> str              "Task #12 · restart-api v3 · needs approval"
     risk_line(proposal) -> str             "Risk 72/100 (high)"
     risk_factor_lines(proposal) -> list[str]
-    step_line(step) -> str                 "1. restart: rolling restart of deployment shop/checkout"
+    step_line(step) -> str                 "1. restart: `rolling restart of deployment shop/checkout`"
     step_lines(step) -> list[str]          the step line, its tool, decision and quorum, dry run, result
     approvals_line(proposal) -> str        "Approvals: 1 of 2: alice · needs 1 more from sre-lead"
     expiry_line(proposal) -> str           "Expires 2026-01-05 14:00 UTC if nobody decides"
     links_line(proposal) -> str            "runbook <https://…> · silence <https://…>"
     evidence_line(evidence, snippet_limit) -> str
-    evidence_lines(proposal, budget) -> list[str]   long evidence ends with a pointer to `ooda show`
+    evidence_lines(proposal, budget) -> list[str]   long evidence ends with a pointer to `/ops show`
     rollback_lines(proposal) -> list[str]
-    proposal_text(proposal, *, budget=3500) -> str  the whole proposal as text (fallbacks, Discord, CLI)
+    proposal_text(proposal, *, budget=3500, full=False) -> str  the whole proposal as text (full: ooda show)
     action_note(actor, verb, result, at) -> str     thread reply: who did what, when, with what result
     refusal(error) -> str                  a UserError worded for the person who caused it
+    clock(at) -> str                       "2026-01-05 10:42 UTC", the one way times are shown
     internal_error(correlation_id) -> str  what a person sees when something broke on our side
     status_text(status) -> str
     tasks_text(tasks) -> str
@@ -192,6 +194,8 @@ def links_line(proposal: Proposal) -> str:
 def evidence_line(evidence: Evidence, snippet_limit: int = 300, pointer: str = SHOW_POINTER) -> str:
     title = neutralize_mentions(evidence.title)
     line = f"{evidence_kind(evidence.kind)}: {title}"
+    if evidence.meaning:
+        line += f" ({neutralize_mentions(evidence.meaning)})"
     if evidence.url:
         line += f" <{evidence.url}>"
     if evidence.snippet:

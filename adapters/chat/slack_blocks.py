@@ -80,6 +80,8 @@ def _evidence_text(p: Proposal) -> str:
     for i, ev in enumerate(p.evidence):
         title = _link(ev.url, ev.title) if ev.url else escape(ev.title)
         line = f"• {escape(wording.evidence_kind(ev.kind))}: {title}"
+        if ev.meaning:
+            line += f" ({escape(ev.meaning)})"
         if ev.snippet:
             line += "\n> " + escape(wording.truncate(ev.snippet.strip(), 300, pointer)).replace("\n", "\n> ")
         if used + len(line) > EVIDENCE_BUDGET:

@@ -112,3 +112,18 @@ def test_action_note():
     assert wording.action_note("alice", "approved", "1 step ran", at) == (
         "alice approved at 2026-01-05 09:01 UTC: 1 step ran"
     )
+
+
+def test_the_critical_risk_prompt_says_its_instruction_once():
+    core_words = ConfirmationRequired("task 3 is critical risk (75/100): type `approve 3` to confirm", "approve 3")
+    assert wording.refusal(core_words).count("approve 3") == 1
+    terse = ConfirmationRequired("Task #3 is critical risk.", "approve 3")
+    assert wording.refusal(terse) == "Not done: Task #3 is critical risk.\nType `approve 3` to confirm."
+
+
+def test_a_cut_never_splits_a_word():
+    text = "deployment shop/checkout: 2/3 ready, 1 pod in CrashLoopBackOff (last exit 137 OOMKilled), 14 restarts"
+    out = wording.truncate(text, 60, "(more)")
+    assert out.endswith("… (more)") and len(out) <= 60
+    kept = out.removesuffix("… (more)").rstrip()
+    assert text.startswith(kept) and text[len(kept)] in " ,"

@@ -24,7 +24,7 @@ from tests.harness import running_app, running_standin
 # hour, so it is pointed at an environment no task uses and tier 4 stops requiring a window.
 POLICY = {
     "policy": {
-        "change_windows": {"prod-daytime": {"environments": ["nowhere"]}},
+        "change_windows": {"prod-changes": {"environments": ["nowhere"]}},
         "tiers": {4: {"approvals_required": 2, "approver_roles": ["sre-lead"]}},
         "rate_limits": {"tools": {"flags.set": {"max": 100, "per_s": 3600}}},
     },

@@ -20,7 +20,7 @@ ATTACK = "../../../services/checkout/rollback?x="
 WORKLOAD_PATTERN = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 ONCALL = Actor(id="oncall", display="On-call", roles=frozenset({"oncall"}), via="api")
 # The example's prod change window would make the decision depend on the hour; point it elsewhere.
-POLICY = {"policy": {"change_windows": {"prod-daytime": {"environments": ["nowhere"]}}}}
+POLICY = {"policy": {"change_windows": {"prod-changes": {"environments": ["nowhere"]}}}}
 
 
 def crashloop_alert(**labels: str) -> bytes:

@@ -42,7 +42,7 @@ steps:
 autonomy_cap: L1
 """
 POLICY = {"policy": {
-    "change_windows": {"prod-daytime": {"environments": ["nowhere"]}},
+    "change_windows": {"prod-changes": {"environments": ["nowhere"]}},
     # Every reversible write is tier 3 and every irreversible one tier 4, whatever the risk band.
     "tier_map": {"write_reversible": {b: 3 for b in ("low", "medium", "high", "critical")},
                  "write_irreversible": {b: 4 for b in ("low", "medium", "high", "critical")}},
@@ -99,3 +99,43 @@ async def test_a_tier_three_step_needs_what_tier_three_needs_beside_a_tier_four_
     await app.engine.wait_idle()
     assert (await app.store.get_task(task.id)).state is TaskState.completed
     assert len(restarts(standin)) == 1
+
+
+THROTTLE = """
+id: throttle
+version: "1"
+description: Throttle a service with a flag.
+args:
+  env: {default: dev, pattern: "dev|staging|prod"}
+steps:
+  - name: throttle
+    tool: flags.set
+    params: {flag: throttle-checkout, enabled: true, rollout: 50}
+    category: write_reversible
+    blast_radius: service
+    editable:
+      rollout: {type: int, min: 10, max: 100}
+autonomy_cap: L1
+"""
+
+
+async def test_an_edit_that_waits_for_another_approver_shows_the_dry_run_of_the_edited_values(tmp_path: Path):
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "throttle.yaml").write_text(THROTTLE)
+    policy = {"policy": {**POLICY["policy"], "tier_map": {"write_reversible": {
+        b: 4 for b in ("low", "medium", "high", "critical")}}}}
+    async with running_standin() as standin, \
+            running_app(tmp_path, standin, {**policy, "playbooks_dir": str(folder)}) as app:
+        task = await app.commands.run_playbook("throttle", {}, RUNNER)
+        await app.engine.wait_idle()
+        before = (await app.commands.show(task.id)).steps[0].dry_run
+        assert before is not None and before.endswith("to on, rollout 50%")
+
+        result = await app.commands.approve(task.id, LEAD, edits={"throttle": {"rollout": 30}})
+        assert not result.executed  # tier 4: a second sre-lead is needed
+        step = (await app.commands.show(task.id)).steps[0]
+        assert step.params["rollout"] == 30
+        assert step.dry_run is not None and step.dry_run.endswith("to on, rollout 30%"), step.dry_run
+        assert "dry run: would change flag throttle-checkout (production) from off, rollout 0% to on, rollout 30%" \
+            in wording.proposal_text(await app.commands.show(task.id), full=True)

@@ -60,7 +60,7 @@ autonomy_cap: L1
 """
 
 # The example's prod change window would make scores depend on the hour; point it elsewhere.
-POLICY = {"policy": {"change_windows": {"prod-daytime": {"environments": ["nowhere"]}}}}
+POLICY = {"policy": {"change_windows": {"prod-changes": {"environments": ["nowhere"]}}}}
 ONCALL = Actor(id="oncall", display="On-call", roles=frozenset({"oncall"}), via="api")
 STARTED = "2026-01-05T14:21:47.903Z"
 

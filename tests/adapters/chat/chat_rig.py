@@ -30,7 +30,6 @@ from tests.harness import ENV, EXAMPLE, client, running_standin
 
 CHAT_ENV = {**ENV, "SLACK_BOT_TOKEN": "xoxb-golden-0123456789", "SLACK_APP_TOKEN": "xapp-golden-0123456789",
             "DISCORD_BOT_TOKEN": "discord-token-0123456789"}
-ANY_HOUR = {"policy": {"change_windows": {"prod-daytime": {"start": "00:00", "end": "24:00"}}}}
 
 
 @dataclass
@@ -98,7 +97,6 @@ def chat_overrides(slack: FakeSlack, discord: FakeDiscord) -> dict[str, Any]:
                         "ready_timeout_s": 5, "guild_ready_timeout_s": 0.05, "send_timeout_s": 5},
         },
         "identities": yaml.safe_load(EXAMPLE.read_text())["identities"],
-        **ANY_HOUR,
     }
 
 

@@ -8,8 +8,8 @@ blocks and fallback text), ``<sample>.discord.json`` (the embed and buttons) and
 ``OODA_UPDATE_GOLDEN=1`` to write them again, then look at the diff.
 
 Times, ports and the stand-in's generated values differ between runs and are replaced by
-placeholders before comparing. The prod change window is opened around the clock so the
-renderings do not depend on the hour.
+placeholders before comparing. The example's prod change window is open around the clock, so
+the renderings do not depend on the hour.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ async def test_edit_modal_refuses_out_of_bounds_and_passes_in_bounds_edits(fake,
     assert view["callback_id"] == kit.VIEW_EDIT
     block = next(b for b in view["blocks"] if b.get("block_id") == "edit.0.keep")
     assert block["element"]["initial_value"] == "5"
-    assert "at most 10" in block["hint"]["text"]
+    assert block["hint"]["text"] == "a whole number from 1 to 10"  # the words Discord and the core use too
 
     refused = await fake.send_envelope("interactive", submission(view, "U_ALICE", {"edit.0.keep": typed("50")}))
     assert refused["payload"] == {"response_action": "errors",

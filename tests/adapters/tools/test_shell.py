@@ -165,3 +165,25 @@ def test_config_rejects_relative_paths_and_bad_patterns():
 def test_missing_workdir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="workdir"):
         ShellTool(ShellToolConfig(workdir=str(tmp_path / "nope")), {})
+
+
+async def test_the_dry_run_of_find_delete_lists_what_it_would_delete_and_deletes_nothing(tmp_path):
+    commands = {"find": {"path": which("find"), "category": "write_irreversible",
+                         "allow_args_pattern": r"scratch|-type|f|-name|\*\.tmp|-delete"}}
+    tool = make(tmp_path, commands=commands)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for name in ("a.tmp", "b.tmp", "keep.log"):
+        (scratch / name).write_text("x")
+    params = ShellParams(argv=["find", "scratch", "-type", "f", "-name", "*.tmp", "-delete"])
+
+    preview = (await tool.run(params, dry_run=True)).preview
+
+    head, count, *files = preview.splitlines()
+    assert head == f"would run on the Ooda host: {which('find')} scratch -type f -name '*.tmp' -delete"
+    assert count == "would delete 2 files:"
+    assert sorted(f.strip() for f in files) == ["scratch/a.tmp", "scratch/b.tmp"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["a.tmp", "b.tmp", "keep.log"]  # nothing deleted
+
+    await tool.run(params, dry_run=False)
+    assert sorted(p.name for p in scratch.iterdir()) == ["keep.log"]
