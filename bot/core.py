@@ -19,6 +19,7 @@ from bot.risk import BlastRadius, RiskInputs, score_risk
 from bot.signals import Severity
 from bot.store import Store
 from bot.tasks import StepRecord, Task
+from bot.tracing import TaskTracing
 
 KILL_SWITCH_KEY = "kill_switch"
 FAILURE_WINDOW = timedelta(days=1)
@@ -41,6 +42,7 @@ class Core:
     clock: Callable[[], datetime] = utcnow
     kill_switch: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    tracing: TaskTracing = field(default_factory=TaskTracing)  # one trace per task: bot/tracing.py
 
     @property
     def environment(self) -> str:
