@@ -248,6 +248,7 @@ class App:
                 await surface.start()
             if hasattr(surface, "stop"):
                 self.stack.push_async_callback(surface.stop)
+        self.stack.push_async_callback(self.commands.drain)  # a digest being posted, before the surfaces stop
         self.notifier.start()
         self.stack.push_async_callback(self.notifier.stop)
         await self.engine.start()
