@@ -4,9 +4,9 @@
 
 Seeds a temporary store with a week of signals and tasks (plain sqlite3, as tests/digest_seed.py
 does), then times, on one process and one core, the figures one by one, the whole digest, and
-the chart. The baseline from the same run is one ``count(*)`` scan of the signals table: the
-floor any figure over the signals must pay while ``received_at`` has no index (intake stays
-free of a second index on the hot path; the digest runs once a day).
+the chart. The baseline from the same run is one scan of the signals table grouped by source,
+with no time condition: the floor any figure over the signals pays while ``received_at`` has no
+index (intake stays free of a second index on its hot path; the digest runs once a day).
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ async def main() -> None:
         try:
             days = calendar_days(DAY, ZoneInfo("UTC"))
             began = time.perf_counter()
-            await store._all("SELECT count(*) FROM signals", ())
+            await store._all("SELECT source, count(*) FROM signals GROUP BY source", ())
             baseline = time.perf_counter() - began
-            print(f"{'baseline: count(*) over signals':40} {baseline * 1000:8.0f} ms")
+            print(f"{'baseline: one scan of the signals':40} {baseline * 1000:8.0f} ms")
             for name in SQL:
                 sql, params = figure_sql(name, days)
                 began = time.perf_counter()
