@@ -48,6 +48,7 @@ from bot.request_limits import (
 from bot.shadow_report import report_text
 from bot.store import TaskOps
 from bot.store_ports import UnitOfWork
+from bot.tracing import trace_id_of
 
 log = structlog.get_logger(__name__)
 
@@ -317,8 +318,12 @@ class Api:
         return web.json_response({"tasks": [t.model_dump(mode="json", exclude={"proposal"}) for t in tasks]})
 
     async def show(self, request: web.Request, actor: Actor) -> web.Response:
-        proposal = await self._commands.show(self._task_id(request))
-        return web.json_response({"proposal": proposal.model_dump(mode="json")})
+        task_id = self._task_id(request)
+        proposal = await self._commands.show(task_id)
+        task = await self._store.get_task(task_id)
+        # The task's OpenTelemetry trace (bot/tracing.py), to find its timeline in a tracing backend.
+        return web.json_response({"proposal": proposal.model_dump(mode="json"),
+                                  "trace_id": trace_id_of(task) if task else None})
 
     async def approve(self, request: web.Request, actor: Actor) -> web.Response:
         body = await self._body(request, ApproveBody)

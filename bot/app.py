@@ -46,6 +46,7 @@ from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.server import build_web_app, serve
 from bot.store_url import build_store
+from bot.tracing import TaskSpanRecorder, TaskTracing
 from bot.yamlfile import YamlDocument
 
 log = structlog.get_logger(__name__)
@@ -145,7 +146,8 @@ class App:
 
     def __init__(self, settings: Settings, *, doc: YamlDocument | None = None,
                  env: Mapping[str, str] | None = None, clock: Any = utcnow,
-                 sleep: Any = asyncio.sleep, wrap_tools: Any = None, playbooks: PlaybookSet | None = None) -> None:
+                 sleep: Any = asyncio.sleep, wrap_tools: Any = None, playbooks: PlaybookSet | None = None,
+                 span_exporter: Any = None) -> None:
         self.settings = settings
         self.wrap_tools = wrap_tools  # ``ooda eval``: tools answered from a recording (bot/eval_tools.py)
         self.playbooks = playbooks  # ``ooda eval``: loaded once for every incident of a suite
@@ -153,6 +155,7 @@ class App:
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
         self.sleep = sleep
+        self.span_exporter = span_exporter  # tests: OpenTelemetry's InMemorySpanExporter
         self.stack = AsyncExitStack()
         self.port: int | None = None
         self.standin_port: int | None = None
@@ -210,9 +213,16 @@ class App:
             registry.register(tool)
             if hasattr(tool, "aclose"):
                 self.stack.push_async_callback(tool.aclose)
+        tracing = TaskTracing.create(otlp_endpoint=s.telemetry.otlp_endpoint, exporter=self.span_exporter,
+                                     service_name=s.telemetry.service_name, environment=s.environment)
+        self.stack.push_async_callback(tracing.aclose)
         self.core = Core(settings=s, store=self.store, bus=self.bus, playbooks=playbooks, policy=policy,
                          gateway=ToolGateway(registry, sleep=self.sleep), identities=self.identities,
-                         metrics=self.metrics, clock=self.clock)
+                         metrics=self.metrics, clock=self.clock, tracing=tracing)
+        self.core.gateway.tracing = tracing
+        self.span_recorder = TaskSpanRecorder(tracing, self.store)
+        self.span_recorder.watch(self.bus)
+        self.stack.push_async_callback(self.span_recorder.drain)
         await self.core.load_kill_switch()
         self.executor = Executor(self.core, sleep=self.sleep)
         self.engine = Engine(self.core, Planner(self.core), self.executor)
@@ -239,7 +249,7 @@ class App:
             if hasattr(surface, "web_routes"):
                 routes += surface.web_routes()
         web_app = build_web_app(routes=routes, store=self.store, metrics=self.metrics, leadership=self.leadership,
-                                max_body_bytes=s.intake.max_body_bytes)
+                                max_body_bytes=s.intake.max_body_bytes, tracing=tracing.http_middleware())
         server = await serve(web_app, s.server, self.metrics)
         self.stack.push_async_callback(server.stop)
         self.port = server.port
@@ -249,6 +259,7 @@ class App:
                 await surface.start()
             if hasattr(surface, "stop"):
                 self.stack.push_async_callback(surface.stop)
+        self.stack.push_async_callback(self.commands.drain)  # a digest being posted, before the surfaces stop
         self.notifier.start()
         self.stack.push_async_callback(self.notifier.stop)
         await self.engine.start()

@@ -27,6 +27,11 @@ def current_correlation_id() -> str | None:
     return structlog.contextvars.get_contextvars().get("correlation_id")
 
 
+def current_trace_id() -> str | None:
+    """The trace of the task being worked on (bot/tracing.py binds it), if any."""
+    return structlog.contextvars.get_contextvars().get("trace_id")
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One thing that happened, before it is sealed into the chain.
@@ -41,6 +46,8 @@ class AuditEntry:
     data: dict[str, Any] = field(default_factory=dict)
     correlation_id: str | None = field(default_factory=current_correlation_id)
     at: datetime | None = None
+    # Sealed into ``data`` as ``trace_id`` (no column of its own, so older records verify as before).
+    trace_id: str | None = field(default_factory=current_trace_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +102,7 @@ class AuditChain:
         seq = self.last_seq + 1
         at = (entry.at or datetime.now(UTC)).isoformat()
         correlation_id = entry.correlation_id
-        data = canonical_json(entry.data)
+        data = canonical_json({**entry.data, "trace_id": entry.trace_id} if entry.trace_id else entry.data)
         digest = _digest(seq, at, entry.actor, entry.action, entry.task_id, correlation_id, data, self.last_hash)
         record = AuditRecord(seq, at, entry.actor, entry.action, entry.task_id, correlation_id, data,
                              self.last_hash, digest, _sign(self._key, digest))

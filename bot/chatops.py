@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from bot import wording
 from bot.commands import Commands
-from bot.digest_text import digest_posted_text
+from bot.digest_text import digest_posting_text
 from bot.errors import ConfirmationRequired, UserError
 from bot.identity import Actor
 from bot.proposals import Proposal
@@ -169,8 +169,8 @@ async def _dispatch(c: OpsCommand, commands: Commands, actor: Actor, prefix: str
     if c.name == "tasks":
         return OpsReply(text=wording.tasks_text(await commands.list_tasks(open_only=True, limit=20)))
     if c.name == "digest":
-        digest, deliveries = await commands.post_digest()
-        return OpsReply(text=digest_posted_text(digest, deliveries))
+        targets, _ = commands.post_digest_soon()
+        return OpsReply(text=digest_posting_text(targets))
     if c.name == "pause":
         status = await commands.pause(actor, c.reason)
         return OpsReply(text=wording.status_text(status), public=True)

@@ -20,6 +20,7 @@ whatever a client cares to send.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -178,6 +179,7 @@ class Commands:
         self.executor = executor
         self.refusals = core.metrics.command_refusals
         self.surfaces: list[ChatSurface] = []  # the App's, once built: the digest is posted on them
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def _record_refusal(self, command: str, actor: Actor | None, task_id: int | None, exc: UserError) -> None:
         self.refusals.labels(command, str(exc.status)).inc()
@@ -437,6 +439,26 @@ class Commands:
             raise Forbidden(f"shadow mode is switched by the roles admin or operator; {actor.display} has "
                             f"{', '.join(sorted(actor.roles)) or 'none'}")
         return await set_shadow(self.core.store, actor, playbook_id, on)
+    def post_digest_soon(self) -> tuple[list[tuple[str, str | None]], asyncio.Task[Any]]:
+        """``post_digest`` in the background, for chat commands that must answer within seconds
+        (drawing the chart and posting it take longer); returns (surface, channel) pairs it goes
+        to, and the job (tests await it; a failure is logged, like a scheduled job's)."""
+
+        async def post() -> None:
+            try:
+                await self.post_digest()
+            except Exception:
+                log.exception("digest.post_failed")
+
+        job = asyncio.get_running_loop().create_task(post())
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+        return [(s.name, self.core.settings.digest.channel_for(s.name)) for s in self.surfaces], job
+
+    async def drain(self) -> None:
+        """Wait for background posts (at stop, before the store and the surfaces close)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def unmatched_signals(self, *, since: str | datetime = "24h", limit: int = 100) -> UnmatchedReport:
         """The alert names no playbook matched since a time, most alerts first: which playbooks

@@ -203,6 +203,13 @@ class ShadowConfig(_Strict):
     post: bool = True
 
 
+class TelemetryConfig(_Strict):
+    """OpenTelemetry traces (bot/tracing.py): exported only when ``otlp_endpoint`` is set."""
+
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")  # e.g. http://otel-collector:4318/v1/traces
+    service_name: str = "ooda"
+
+
 class StandinConfig(_Strict):
     """The local stand-in for outside systems used by the demo playbooks."""
 
@@ -233,6 +240,7 @@ class Settings(_Strict):
     digest: DigestConfig = DigestConfig()
     shadow: ShadowConfig = ShadowConfig()
     standin: StandinConfig = StandinConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     log: LogConfig = LogConfig()
     event_sinks: list[EventSinkConfig] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)

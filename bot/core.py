@@ -21,6 +21,7 @@ from bot.signals import Severity
 from bot.store import Store
 from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch, RunWindow
 from bot.tasks import StepRecord, Task
+from bot.tracing import TaskTracing
 
 __all__ = ["KILL_SWITCH_KEY", "Core", "guard_query", "policy_context_of", "utcnow"]
 
@@ -67,6 +68,7 @@ class Core:
     metrics: Metrics
     clock: Callable[[], datetime] = utcnow
     extras: dict[str, Any] = field(default_factory=dict)
+    tracing: TaskTracing = field(default_factory=TaskTracing)  # one trace per task: bot/tracing.py
 
     @property
     def environment(self) -> str:

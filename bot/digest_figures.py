@@ -134,10 +134,12 @@ def _utc(moment: datetime) -> str:
 _SECONDS = "(julianday({later}) - julianday({earlier})) * 86400.0"
 
 # The SQL of each figure. ``{d}`` is the windows CTE; every query answers (i, key, value...) rows.
+# Over signals (the one large table) ``signals CROSS JOIN d`` makes SQLite scan the signals once
+# and match each row to its day, instead of scanning them once per day (7x the work at 1M rows).
 SQL: dict[str, str] = {
     "alerts_by_source": """
-        WITH {d} SELECT d.i, s.source, count(*) FROM d
-        JOIN signals s ON s.received_at >= d.lo AND s.received_at < d.hi GROUP BY d.i, s.source""",
+        WITH {d} SELECT d.i, s.source, count(*) FROM signals s
+        CROSS JOIN d ON s.received_at >= d.lo AND s.received_at < d.hi GROUP BY d.i, s.source""",
     "tasks": """
         WITH {d}, outcomes(at, outcome) AS (
             SELECT created_at, 'opened' FROM tasks
@@ -211,14 +213,14 @@ SQL: dict[str, str] = {
         WITH {d}, x(i, name, n) AS (
             SELECT d.i, coalesce(json_extract(s.labels, '$.alertname'), nullif(s.title, ''), '(untitled)'),
                 sum(s.deliveries)
-            FROM d JOIN signals s ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
+            FROM signals s CROSS JOIN d ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
         top(name) AS (SELECT name FROM x WHERE i = ? ORDER BY n DESC, name LIMIT ?)
         SELECT x.i, x.name, x.n FROM x JOIN top USING (name)""",
     "noisiest_services": """
         WITH {d}, x(i, name, n) AS (
             SELECT d.i, coalesce(json_extract(s.labels, '$.service'), json_extract(s.labels, '$.workload'),
                 json_extract(s.labels, '$.job')), sum(s.deliveries)
-            FROM d JOIN signals s ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
+            FROM signals s CROSS JOIN d ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
         top(name) AS (SELECT name FROM x WHERE i = ? AND name IS NOT NULL ORDER BY n DESC, name LIMIT ?)
         SELECT x.i, x.name, x.n FROM x JOIN top USING (name)""",
     "approvals_by_person": """

@@ -150,7 +150,8 @@ def title_of(day: date, zone: str, rolling: bool) -> str:
     return f"Ooda digest: {span} ({zone}), trends over 7 days"
 
 
-def digest_posted_text(digest: Digest, deliveries: Sequence[Any]) -> str:
-    """The reply to ``/ops digest``: where it went, then the digest itself."""
-    where = ", ".join(f"{d.surface} {d.channel or '(default channel)'}: {d.outcome}" for d in deliveries)
-    return f"Posted the digest ({where or 'no chat surface configured'}).\n\n{digest.text}"
+def digest_posting_text(targets: Sequence[tuple[str, str | None]]) -> str:
+    """The reply to ``/ops digest``: where the digest is on its way to."""
+    where = ", ".join(f"{surface} {channel or '(its default channel)'}" for surface, channel in targets)
+    return (f"Posting the digest of the last 24 hours, with its 7-day chart, to {where or 'no chat surface'} now. "
+            "`ooda digest` prints it.")

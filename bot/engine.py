@@ -56,6 +56,7 @@ from bot.tasks import (
     resolution_outcome,
     steps_started,
 )
+from bot.tracing import bind_task_trace
 
 log = structlog.get_logger(__name__)
 
@@ -366,8 +367,11 @@ class Engine:
 
         settled: dict[int, str] = {}  # task id -> what every signal of it resolving did
 
+        opened: list[tuple[Task, Signal]] = []  # new tasks with their first signal, for their traces
+
         async def unit(t: TaskOps) -> list[int]:
             settled.clear()
+            opened.clear()
             groups = {key: {**entry, "signals": dict(entry["signals"])} for key, entry in plan.items()}
             fired_again = await refire.fired_again(t, in_task, now)
             for signal_id in fired_again:
@@ -397,6 +401,7 @@ class Engine:
                     signal_ids=list(entry["signals"]), last_signal_at=now.isoformat(),
                 )
                 work.append(task.id)
+                opened.append((task, first))
                 core.metrics.tasks_created.labels(playbook.id).inc()
             for task_id, ids in resolved.items():
                 t.event(Event(ev.SIGNALS_RESOLVED, task_id, {"signals": ids}))
@@ -406,6 +411,10 @@ class Engine:
             return work
 
         work = await core.store.transact(unit)
+        for task, first in opened:
+            core.tracing.record("intake", task, min(first.starts_at or now, now), now, source=first.source,
+                                alertname=first.labels.get("alertname"), fingerprint=first.fingerprint)
+            core.tracing.record("match", task, now, core.clock(), group_key=task.group_key, signals=task.signal_count)
         self._saved_cursor, self._saved_at = last_seq, time.monotonic()
         for task_id, what in settled.items():
             log.info("task.alerts_resolved", task_id=task_id, closed=what == "closed")
@@ -462,6 +471,7 @@ class Engine:
         task = await self.store.get_task(task_id)
         if task is None:
             return
+        bind_task_trace(task)
         if task.state in (TaskState.queued, TaskState.running):
             task = await self.planner.plan(task)
         if task.state is TaskState.needs_approval and task.plan_is_stale:

@@ -65,9 +65,12 @@ class Executor:
                 stop = await self._gate(task, playbook, step, [(a.actor, a.roles) for a in approvals])
                 if stop is not None:
                     return stop
-                if not await self._run_step(task, playbook, step, approvers):
+                with self.core.tracing.phase(f"step {step.name}", task, tool=step.tool, approvers=len(approvers)):
+                    ran = await self._run_step(task, playbook, step, approvers)
+                if not ran:
                     return await self.core.store.get_task(task_id)
-            return await self._review(task, playbook)
+            with self.core.tracing.phase("verify", task, tool=playbook.verify.tool if playbook.verify else None):
+                return await self._review(task, playbook)
 
     async def _gate(self, task: Task, playbook: Playbook, step: StepRecord,
                     approvals: list[tuple[str, list[str] | None]]) -> Task | None:
@@ -209,7 +212,8 @@ class Executor:
             )
             undone: list[str] = []
             for step in sorted(steps, key=lambda s: s.idx, reverse=True):
-                error = await self._rollback(task, step, actor)
+                with self.core.tracing.phase(f"undo {step.name}", task, actor=actor.id):
+                    error = await self._rollback(task, step, actor)
                 if error is not None:
                     outcome = (f"undo failed at {step.name}: {error}; rolled back so far: "
                                f"{', '.join(undone) or 'nothing'}")

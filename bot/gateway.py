@@ -28,6 +28,7 @@ from bot.errors import RetryableToolError, ToolError
 from bot.ports import StepCall, Tool
 from bot.proposals import Category, Decision
 from bot.redaction import redact, redact_text
+from bot.tracing import TaskTracing
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,7 @@ class ToolGateway:
         self._sleep = sleep
         self._random = random
         self._clock = clock
+        self.tracing = TaskTracing()  # the App's, when traces are exported: each call is a span
 
     async def call(
         self,
@@ -196,7 +198,9 @@ class ToolGateway:
             idempotency_key=idempotency_key,
         )
         started = self._clock()
-        outcome = await self._run_with_retries(tool, params, dry_run, timeout_s, retries)
+        with self.tracing.tool_call(tool.name, category=category.value, dry_run=dry_run) as span:
+            outcome = await self._run_with_retries(tool, params, dry_run, timeout_s, retries)
+            span.set_attributes({"ooda.ok": outcome.ok, "ooda.attempts": outcome.attempts})
         outcome.duration_ms = int((self._clock() - started) * 1000)
 
         record.update(

@@ -247,14 +247,16 @@ class Planner:
         core = self.core
         signals = await load_signals(core, task.id)
         context = template_context(core, task, signals, {})
-        results = dict(await asyncio.gather(*(_read(core, task, playbook, s, context) for s in playbook.evidence)))
+        with core.tracing.phase("evidence", task, reads=len(playbook.evidence)):
+            results = dict(await asyncio.gather(*(_read(core, task, playbook, s, context) for s in playbook.evidence)))
         evidence_values = {name: evidence_value(r) for name, r in results.items()}
         context = template_context(core, task, signals, evidence_values)
 
         try:
-            condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
-            steps = [] if not condition_met else [await self.decide_step(playbook, task, s, i, context)
-                                                   for i, s in enumerate(playbook.steps)]
+            with core.tracing.phase("decide", task, steps=len(playbook.steps)):
+                condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
+                steps = [] if not condition_met else [await self.decide_step(playbook, task, s, i, context)
+                                                       for i, s in enumerate(playbook.steps)]
         except BotError as exc:
             log.warning("task.planning_failed", task_id=task.id, playbook=playbook.id, error=redact_text(str(exc)))
             return _Decided(signals, results, [], error=str(exc))

@@ -23,7 +23,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from aiohttp import web
@@ -94,10 +94,14 @@ def build_web_app(
     metrics: Metrics,
     leadership: HasRole | None = None,
     max_body_bytes: int,
+    tracing: Any = None,
 ) -> web.Application:
     # client_max_size covers request.read()/json() in the API and Slack routes; intake reads in
     # chunks and enforces its own limit so it can answer 413 early.
-    app = web.Application(middlewares=[correlation_middleware], client_max_size=max_body_bytes)
+    # ``tracing``: OpenTelemetry's aiohttp server middleware (bot/tracing.py), outermost so the
+    # server span covers the whole request; None when traces are off.
+    middlewares = [tracing, correlation_middleware] if tracing is not None else [correlation_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

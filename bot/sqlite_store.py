@@ -460,7 +460,19 @@ class SqliteStore:
         return counts
 
     async def digest_figures(self, days: list[DayWindow]) -> Figures:
-        return await compute_figures(self._all, days)
+        # A read connection of its own: on a large store the figures over signals scan the table
+        # for seconds (bench/digest.py), and every API read would wait behind them on the shared one.
+        if self._read_conn is None:
+            raise StoreUnavailable("the store is not open")
+        async with aiosqlite.connect(self.path, isolation_level=None) as conn:
+            await self._pragmas(conn)
+            await conn.execute("PRAGMA query_only=ON")
+
+            async def query(sql: str, params: tuple[Any, ...]) -> list[Any]:
+                async with conn.execute(sql, params) as cur:
+                    return list(await cur.fetchall())
+
+            return await compute_figures(query, days)
 
     async def unmatched_signals(self, since: str, limit: int = 100) -> tuple[list[UnmatchedAlertRow], int]:
         """Signals no playbook matched, by alert name, last delivered at or after ``since`` (ISO).

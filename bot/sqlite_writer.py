@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
-from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, AuditRecord, current_correlation_id
+from bot.audit import AUDIT_COLUMNS, AuditChain, AuditEntry, AuditRecord, current_correlation_id, current_trace_id
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, Event, EventBus
 from bot.jsoncodec import dumps
@@ -136,6 +136,7 @@ class _Work:
     signals: list[Any] = field(default_factory=list)  # the Signals of signal_rows, same order
     audits: list[AuditEntry] = field(default_factory=list)
     correlation_id: str | None = field(default_factory=current_correlation_id)
+    trace_id: str | None = field(default_factory=current_trace_id)
 
 
 class GroupCommitWriter:
@@ -237,9 +238,11 @@ class GroupCommitWriter:
                     signal_rows += work.signal_rows
                     audits, work_events = work.audits, []
                 for entry in audits:
-                    if entry.correlation_id is None and work.correlation_id:
+                    if (entry.correlation_id is None and work.correlation_id) or (entry.trace_id is None
+                                                                                   and work.trace_id):
                         entry = AuditEntry(entry.actor, entry.action, entry.task_id, entry.data,
-                                           work.correlation_id, entry.at)
+                                           entry.correlation_id or work.correlation_id, entry.at,
+                                           entry.trace_id or work.trace_id)
                     records.append(self._chain.seal(entry))
                 events.extend((e, work.correlation_id) for e in work_events)
             event_rows = [(e.task_id, e.name, dumps(e.payload), cid, e.at.isoformat()) for e, cid in events]

@@ -336,7 +336,7 @@ def ops_group(handler: Callable[[discord.Interaction, list[str]], Awaitable[None
     async def retry(interaction: discord.Interaction, task: int) -> None:
         await handler(interaction, ["retry", str(task)])
 
-    @ops.command(name="digest", description="The digest since yesterday")
+    @ops.command(name="digest", description="Post the digest of the last 24 hours, with its chart, now")
     async def digest(interaction: discord.Interaction) -> None:
         await handler(interaction, ["digest"])
 

@@ -3,9 +3,11 @@ it now into each surface's digest channel."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from matplotlib.image import imread
+from structlog.testing import capture_logs
 
 from bot.chatops import parse_ops, run_ops
 from bot.identity import Actor
@@ -35,11 +37,15 @@ async def test_the_digest_of_a_day_and_its_chart_over_the_api(tmp_path):
 
 async def test_ops_digest_posts_it_now_into_the_digest_channel(tmp_path):
     async with running_standin() as standin, running_app(tmp_path, standin, DIGEST) as app:
-        reply = await run_ops(parse_ops("digest"), app.commands, ALICE)
+        with capture_logs() as logs:
+            reply = await run_ops(parse_ops("digest"), app.commands, ALICE)
+            await asyncio.gather(*app.commands._background)  # the reply does not wait for the chart
         today = app.core.clock().date().isoformat()
         chart = app.settings.data_path / "digests" / f"digest-{today}.png"
-        assert reply.text.startswith("Posted the digest (local digests: posted).")
-        assert "Ooda digest: the 24 hours to now (UTC)" in reply.text
+        assert reply.text.startswith("Posting the digest of the last 24 hours, with its 7-day chart, to local "
+                                     "digests now.")
+        [posted] = [e for e in logs if e["event"] == "digest"]
+        assert posted["text"].startswith("Ooda digest: the 24 hours to now (UTC)") and posted["chart"] == str(chart)
         assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         # Posting now does not count as the scheduled one: the day's digest still goes out.
         assert await app.store.get_setting(f"digest.sent.{today}") is None

@@ -8,6 +8,7 @@ confirmation, and edits are validated against the step's bounds.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -76,6 +77,8 @@ class FakeCommands(Commands):
         self.executed: list[tuple[int, str, dict[str, Any] | None]] = []
         self.rejected: list[tuple[int, str, str]] = []
         self.undone: list[int] = []
+        self.digests_posted = 0
+        self.digest_jobs: list[asyncio.Task[Any]] = []
         self.runs: list[tuple[str, dict[str, str], str]] = []
         self.paused_by: str | None = None
         self.paused_reason: str | None = None
@@ -180,7 +183,13 @@ class FakeCommands(Commands):
                       figures=Figures(days=[]))
 
     async def post_digest(self, surfaces: list[Any] | None = None) -> tuple[Digest, list[Delivery]]:
+        self.digests_posted += 1
         return await self.digest(chart=True), []
+
+    def post_digest_soon(self) -> tuple[list[tuple[str, str | None]], asyncio.Task[Any]]:
+        job = asyncio.get_running_loop().create_task(self.post_digest())
+        self.digest_jobs.append(job)
+        return [("slack", "C_DIGEST")], job
 
 
 APPROVER = Actor(id="alice", display="alice", roles=frozenset({"approver"}), via="slack")

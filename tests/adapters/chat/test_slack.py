@@ -218,7 +218,7 @@ async def test_undo_after_steps_ran(fake, core, surface):
     ("pause freeze", "Kill switch ON (paused by alice: freeze)", True),
     ("resume", "Kill switch off", True),
     ("undo 7", "Not done: Task #7 has nothing to undo.", False),
-    ("digest", "MTTR (completed tasks): 12.0 min", False),
+    ("digest", "Posting the digest of the last 24 hours, with its 7-day chart, to slack C_DIGEST now.", False),
 ])
 async def test_ops_subcommands(fake, surface, text, expected, public):
     ack = await fake.send_envelope("slash_commands", slash(text, "U_ALICE", fake.response_url("k")))
