@@ -118,10 +118,12 @@ class Refusal:
     setup: Callable[[App], Awaitable[None]] | None = None
 
 
-def post(path: str, body: Any, headers: dict[str, str] | None = None) -> Send:
+def post(path: str, body: Any, headers: dict[str, str] | Callable[[], dict[str, str]] | None = None) -> Send:
+    """``body`` and ``headers`` may be callables, made when sent: a signature with a timestamp made
+    at collection would be minutes old by then in a long parallel run."""
     async def send(http: httpx.AsyncClient) -> httpx.Response:
         content = body() if callable(body) else body
-        return await http.post(path, content=content, headers=headers or {})
+        return await http.post(path, content=content, headers=(headers() if callable(headers) else headers) or {})
 
     return send
 
@@ -164,7 +166,7 @@ REFUSALS = [
     Refusal("alertmanager-schema-violation", post("/webhooks/alertmanager", bad_status_alert(), AM), 400,
             "alertmanager", "invalid_payload", field="alerts.0.status"),
     Refusal("generic-schema-violation",
-            post("/webhooks/generic", generic_without_title(), signed("generic", generic_without_title())), 400,
+            post("/webhooks/generic", generic_without_title(), lambda: signed("generic", generic_without_title())), 400,
             "generic", "invalid_payload", field="title"),
     Refusal("store-unavailable", post("/webhooks/alertmanager", AM_BODY, AM), 503, "alertmanager",
             "store_unavailable", setup=stop_writer),
