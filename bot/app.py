@@ -23,11 +23,11 @@ from pydantic import BaseModel, ValidationError
 from bot.api import Api
 from bot.approvals import Approvals
 from bot.commands import Commands
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.console import Console
 from bot.core import Core, utcnow
 from bot.engine import Engine
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 from bot.event_sinks import WebhookSink
 from bot.events import EventBus
 from bot.executor import Executor
@@ -45,6 +45,7 @@ from bot.redaction import register_secret
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.server import build_web_app, serve
+from bot.store import Store
 from bot.store_url import build_store
 from bot.tracing import TaskSpanRecorder, TaskTracing
 from bot.yamlfile import YamlDocument
@@ -377,3 +378,16 @@ def check_config(path: Path) -> tuple[Settings, list[str]]:
     except ConfigError as exc:
         problems += exc.problems
     return settings, problems
+
+
+async def open_offline_store(config: Path) -> tuple[Store, bytes | None]:
+    """The store a config names, opened without serving (audit verify and export, eval record):
+    the store and the audit HMAC key. Refuses a SQLite path that holds no store yet."""
+    settings, _ = load_settings(config)
+    if settings.store_target.backend == "sqlite" and not settings.db_path.exists():
+        raise BotError(f"no store at {settings.db_path}; has `ooda serve` run with this config?")
+    secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
+    key = secrets.get(settings.audit.hmac_key_env).encode() if settings.audit.hmac_key_env else None
+    store = build_store(settings, EventBus(), audit_key=key, env=os.environ)
+    await store.open()
+    return store, key

@@ -456,22 +456,6 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _offline_store(config: Path) -> Any:
-    from bot.config import load_settings
-    from bot.events import EventBus
-    from bot.secrets import SecretResolver
-    from bot.store_url import build_store
-
-    settings, _ = load_settings(config)
-    if settings.store_target.backend == "sqlite" and not settings.db_path.exists():
-        raise BotError(f"no store at {settings.db_path}; has `ooda serve` run with this config?")
-    secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
-    key = secrets.get(settings.audit.hmac_key_env).encode() if settings.audit.hmac_key_env else None
-    store = build_store(settings, EventBus(), audit_key=key, env=os.environ)
-    await store.open()
-    return store, key
-
-
 async def _audit_verify(config: Path, expect_head: str | None) -> Any:
     from bot.audit import parse_head, verify_chain
 
@@ -479,7 +463,9 @@ async def _audit_verify(config: Path, expect_head: str | None) -> Any:
         anchor = parse_head(expect_head) if expect_head is not None else None
     except ValueError as exc:
         raise BotError(f"--expect-head: {exc}") from None
-    store, key = await _offline_store(config)
+    from bot.app import open_offline_store
+
+    store, key = await open_offline_store(config)
     try:
         return verify_chain([row async for row in store.audit_rows()], key, anchor)
     finally:
@@ -489,10 +475,11 @@ async def _audit_verify(config: Path, expect_head: str | None) -> Any:
 async def _audit_export(config: Path, task_id: int) -> tuple[dict[str, Any], Path]:
     """The bundle, and where it goes by default: the data folder's ``exports/`` (next to the store,
     and ignored by git with it), never the working directory a person happens to be in."""
+    from bot.app import open_offline_store
     from bot.config import load_settings
     from bot.evidence import export_bundle
 
-    store, _ = await _offline_store(config)
+    store, _ = await open_offline_store(config)
     try:
         bundle = await export_bundle(store, task_id)
     finally:

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
-from pydantic import BaseModel
 
 from bot import events as ev
 from bot import wording
 from bot.audit import AuditEntry
+from bot.command_results import ActionResult, Status, UnmatchedAlert, UnmatchedReport
 from bot.core import KILL_SWITCH_KEY, Core
 from bot.cron import cron_trigger
 from bot.digest import build_digest
@@ -50,7 +50,6 @@ from bot.proposal_view import current_proposal
 from bot.proposals import Decision, Proposal
 from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
-from bot.request_limits import MAX_TASK_ID
 from bot.shadow import set_shadow
 from bot.shadow_report import ShadowRow, digest_line, shadow_report
 from bot.store import TaskOps
@@ -64,7 +63,7 @@ from bot.store_ports import (
     TaskReads,
     UnitOfWork,
 )
-from bot.tasks import ATTENTION_STATES, Task, TaskState
+from bot.tasks import ATTENTION_STATES, MAX_TASK_ID, Task, TaskState
 
 if TYPE_CHECKING:
     from bot.approvals import Approvals
@@ -96,45 +95,6 @@ def audited_refusals(command: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
-
-
-class ActionResult(BaseModel):
-    """What a command did, worded for the person who asked, plus the proposal as it now stands."""
-
-    message: str
-    proposal: Proposal | None = None
-    executed: bool = False
-
-
-class Status(BaseModel):
-    paused: bool
-    paused_by: str | None = None
-    paused_reason: str | None = None
-    environment: str
-    autonomy_cap: str
-    open_tasks: int
-    needs_approval: int
-    recent_failures: list[str] = []
-    scheduled_checks: list[str] = []  # "kube-pod-crashlooping (*/30 8-18 * * 1-5 Europe/Berlin): next 2026-…"
-
-
-class UnmatchedAlert(BaseModel):
-    """One alert name no playbook matched: how often, when, from where, and what it looked like."""
-
-    alertname: str
-    count: int  # signals (distinct alerts by fingerprint); redeliveries are in ``deliveries``
-    deliveries: int
-    first_seen: datetime
-    last_seen: datetime
-    source: str
-    severity: str
-    example_labels: dict[str, Any]  # of the latest signal, redacted
-
-
-class UnmatchedReport(BaseModel):
-    since: datetime
-    names: int  # alert names in all; ``alerts`` holds the first ``limit`` of them
-    alerts: list[UnmatchedAlert]
 
 
 _DURATION = re.compile(r"^(\d{1,6})([mhdw])$")

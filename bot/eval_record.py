@@ -58,11 +58,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 async def record_tasks(config: Path, task_ids: list[int], first_number: int) -> list[tuple[dict[str, str], str | None]]:
     """Each task's incident file and body files (name -> text), numbered from ``first_number``,
     with the rejection's reason when a person rejected it."""
-    from bot.cli import _offline_store
+    from bot.app import open_offline_store
 
     settings, _ = load_settings(config)
     kinds: dict[str, str] = {name: source.kind for name, source in settings.intake.sources.items()}
-    store, _ = await _offline_store(config)
+    store, _ = await open_offline_store(config)
     written = []
     try:
         for number, task_id in enumerate(task_ids, first_number):

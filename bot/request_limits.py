@@ -27,8 +27,8 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from bot.errors import UserError
+from bot.tasks import MAX_TASK_ID
 
-MAX_TASK_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id would fail the statement, not miss
 API_BODY_BYTES = 64 * 1024
 # A replay carries playbook files as text; 100 files of up to 20 KB fit.
 REPLAY_BODY_BYTES = 2 * 1024 * 1024

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from bot.errors import IllegalTransition
 
+MAX_TASK_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id would fail the statement, not miss
+
 
 class TaskState(StrEnum):
     queued = "queued"

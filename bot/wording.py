@@ -44,7 +44,7 @@ from bot.proposals import Evidence, Proposal, StepView
 from bot.tasks import Task
 
 if TYPE_CHECKING:  # annotations only: commands builds the digest, whose text this module words
-    from bot.commands import Status
+    from bot.command_results import Status
 
 ZWSP = chat_text.ZWSP
 ELLIPSIS = "…"
