@@ -24,8 +24,9 @@ from bot.identity import Actor
 from bot.param_paths import param_at, with_param
 from bot.policy import check_approver, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
+from bot.steps import RUNNABLE, UNSTARTED, StepKind, undo_phase
 from bot.store import TaskOps
-from bot.tasks import UNSTARTED_STEP_STATES, StepRecord, Task, TaskState, clock_text
+from bot.tasks import StepRecord, Task, TaskState, clock_text
 
 APPROVABLE = {TaskState.needs_approval, TaskState.escalated_to_human}
 
@@ -134,8 +135,8 @@ class Approvals:
     async def _pending_decisions(self, task: Task) -> list[tuple[StepRecord, Decision, int]]:
         """Steps not yet run, each decided again now, with its permission tier."""
         out = []
-        for step in await self.core.store.steps_of_task(task.id, "step"):
-            if step.state not in {"pending", "denied"}:
+        for step in await self.core.store.steps_of_task(task.id, StepKind.action):
+            if step.state not in RUNNABLE:
                 continue
             risk, decision = await self.core.assess_step(task, step)
             out.append((step, decision, tier_of(self.core.policy, Category(step.category), risk.band)))
@@ -149,6 +150,9 @@ class Approvals:
         if self.core.kill_switch:
             raise Forbidden("the kill switch is on: nothing runs until someone with the operator role resumes "
                             "(`ooda resume` or /ops resume)")
+        if undo_phase(await self.core.store.steps_of_task(task.id, StepKind.rollback)) is not None:
+            raise Conflict(f"task {task.id} was undone (or an undo of it was tried), so the rest of its plan no "
+                           "longer applies; run the playbook again instead")
         pending = await self._pending_decisions(task)
         denied = [(s, d) for s, d, _ in pending if d.verdict == "deny"]
         if denied:
@@ -172,7 +176,7 @@ class Approvals:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
                 raise decided_refusal(current, just_now=True)
-            waiting = {s.id for s in await t.steps(task.id, "step") if s.state in UNSTARTED_STEP_STATES}
+            waiting = {s.id for s in await t.steps(task.id, StepKind.action) if s.state in UNSTARTED}
             if not {s.id for s, _, _ in pending} <= waiting:
                 # The plan was decided again (more alerts joined) after this person looked at it.
                 raise Conflict(f"the plan of task {task.id} changed a moment ago "

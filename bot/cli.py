@@ -53,6 +53,7 @@ def show_proposal(p: dict[str, Any]) -> str:
     risk = p["risk"]
     lines = [
         f"Task {p['task_id']} · {p['playbook_id']} v{p.get('playbook_version', '')} · {p['state']}"
+        + (f" · {p['undo'].replace('_', ' ')}" if p.get("undo") else "")
         + (f" · {p['outcome']}" if p.get("outcome") else ""),
         f"  {p['title']}",
         f"  {p['summary']}",

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from bot import events as ev
+from bot import steps
 from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import Conflict, ToolError
@@ -28,12 +29,14 @@ from bot.playbooks import Playbook
 from bot.policy import quorum_reached
 from bot.ports import StepCall
 from bot.proposals import Decision
+from bot.steps import RUNNABLE, StepKind, StepState, undo_phase, undo_targets
 from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
 from bot.templates import TemplateRenderError, evaluate, render_params
 
 log = structlog.get_logger(__name__)
 
+UNDO_VERDICT = "undo"  # an undo request is recorded with the approvals: who asked, when
 UNDO_FROM = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human, TaskState.rejected}
 
 
@@ -47,17 +50,20 @@ class Executor:
     # -- act -------------------------------------------------------------------------------------
 
     async def advance(self, task_id: int) -> Task | None:
-        """Run the task's pending steps in order, as far as the policy and approvals allow."""
+        """Run the task's pending steps in order, as far as the policy and approvals allow; a task
+        whose undo was asked for goes on with its rollbacks instead (after a restart too)."""
         async with self._locks[task_id]:
             task = await self.core.store.get_task(task_id)
             if task is None or task.state is not TaskState.executing:
                 return task
+            if undo_phase(await self.core.store.steps_of_task(task_id, StepKind.rollback)) is not None:
+                return await self._run_undo(task)
             playbook = self.core.playbooks.get(task.playbook_id)
             approvers = {a.actor for a in await self.core.store.approvals_of_task(task_id) if a.verdict == "approve"}
-            for step in await self.core.store.steps_of_task(task_id, "step"):
-                if step.state == "succeeded":
+            for step in await self.core.store.steps_of_task(task_id, StepKind.action):
+                if step.state is StepState.succeeded:
                     continue
-                if step.state != "pending" and step.state != "denied":
+                if step.state not in RUNNABLE:
                     return task
                 stop = await self._gate(task, playbook, step, approvers)
                 if stop is not None:
@@ -74,14 +80,21 @@ class Executor:
             reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
 
             async def deny(t: TaskOps) -> Task:
-                await t.update_step(step.id, state="denied", decision=decision.model_dump())
+                if step.state is StepState.denied:
+                    await t.update_step(step.id, decision=decision.model_dump())
+                else:
+                    await steps.move(t, step, StepState.denied, reason=reason, decision=decision.model_dump())
                 return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
                                          actor="system", reason=reason, outcome=reason)
 
             return await self.core.store.transact(deny)
         if decision.verdict == "needs_approval" and not quorum_reached(decision, approvers):
             async def wait(t: TaskOps) -> Task:
-                await t.update_step(step.id, decision=decision.model_dump(), state="pending")
+                if step.state is StepState.denied:
+                    await steps.move(t, step, StepState.pending, reason=f"needs approval ({decision.rule})",
+                                     decision=decision.model_dump())
+                else:
+                    await t.update_step(step.id, decision=decision.model_dump())
                 return await t.set_state(task.id, TaskState.executing, TaskState.needs_approval, actor="system",
                                          reason=f"{step.name} needs approval ({decision.rule})")
 
@@ -92,11 +105,16 @@ class Executor:
         core = self.core
         decision = Decision.model_validate(step.decision)
         started = core.clock().isoformat()
-        if step.state == "denied":
-            await core.store.transact(lambda t: t.update_step(step.id, state="pending"))
-        claimed = await core.store.transact(lambda t: t.claim_step(step.id, started))
-        if not claimed:
+
+        async def take(t: TaskOps) -> bool:
+            current = step
+            if current.state is StepState.denied:
+                current = await steps.move(t, current, StepState.pending, reason=f"allowed now ({decision.rule})")
+            return await steps.claim(t, current, started)
+
+        if not await core.store.transact(take):
             return True  # another worker has it
+        running = step.model_copy(update={"state": StepState.running})
         if self.on_step_started:
             self.on_step_started(task.id)
         spec = next((s for s in playbook.steps if s.name == step.name), None)
@@ -122,8 +140,9 @@ class Executor:
         finished = core.clock().isoformat()
 
         async def record(t: TaskOps) -> None:
-            await t.update_step(step.id, state="succeeded" if ok else "failed", result=result, error=error,
-                                rollback=rollback if ok else None, finished_at=finished)
+            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+                             reason=error or "tool call succeeded", result=result, error=error,
+                             rollback=rollback if ok else None, finished_at=finished)
             for r in records:
                 t.audit(AuditEntry("system", "tool.call", task.id, r))
             name = ev.EXECUTED if ok else ev.FAILED
@@ -185,100 +204,164 @@ class Executor:
     # -- undo ------------------------------------------------------------------------------------
 
     async def undo(self, task: Task, actor: Actor) -> Task:
-        """Run the recorded rollbacks of executed reversible steps, newest first."""
+        """Ask for the undo of a finished task and run it: the rollbacks of its executed reversible
+        steps, newest first. The request (task back to executing, one pending rollback row per
+        step, the undo recorded as the actor's) commits before any rollback runs, so a crash at any
+        point leaves an undo that the restart finishes or hands to a person (``recover``)."""
         async with self._locks[task.id]:
-            steps = [s for s in await self.core.store.steps_of_task(task.id, "step")
-                     if s.state == "succeeded" and s.rollback]
-            done = {s.name for s in await self.core.store.steps_of_task(task.id, "rollback") if s.state == "succeeded"}
-            steps = [s for s in steps if s.name not in done]
-            if not steps:
+            rollbacks = await self.core.store.steps_of_task(task.id, StepKind.rollback)
+            targets = undo_targets(await self.core.store.steps_of_task(task.id, StepKind.action), rollbacks)
+            existing = {s.idempotency_key: s for s in rollbacks}
+            unclear = [s for s in rollbacks if s.state is StepState.unknown]
+            if not targets:
+                if unclear:
+                    raise Conflict(f"task {task.id}: the rollback of {', '.join(s.name for s in unclear)} was "
+                                   "interrupted and may have taken effect; check it by hand, Ooda will not run it "
+                                   "again")
                 raise Conflict(f"task {task.id} has no executed reversible step left to undo")
-            await self.core.store.transact(
-                lambda t: t.set_state(task.id, UNDO_FROM, TaskState.executing, actor=actor.id, reason="undo")
-            )
-            undone: list[str] = []
-            for step in sorted(steps, key=lambda s: s.idx, reverse=True):
-                error = await self._rollback(task, step, actor)
-                if error is not None:
-                    outcome = (f"undo failed at {step.name}: {error}; rolled back so far: "
-                               f"{', '.join(undone) or 'nothing'}")
-                    return await self._finish(task.id, TaskState.failed_terminal, outcome)
-                undone.append(step.name)
-            result = await self._finish(task.id, TaskState.completed, f"undone by {actor.display}: {', '.join(undone)}")
-            self.core.bus.publish(Event(ev.UNDONE, task.id, {"actor": actor.id, "steps": undone}))
-            return result
+            reason = f"undo requested by {actor.display}"
 
-    async def _rollback(self, task: Task, step: StepRecord, actor: Actor) -> str | None:
-        assert step.rollback is not None
-        call = StepCall.model_validate(step.rollback)
+            async def request(t: TaskOps) -> Task:
+                moved = await t.set_state(task.id, UNDO_FROM, TaskState.executing, actor=actor.id, reason=reason)
+                await t.add_approval(task.id, actor.id, actor.display, UNDO_VERDICT, None, None)
+                decision = Decision(verdict="allow", rule="undo", reason=reason).model_dump()
+                for s in targets:
+                    call = StepCall.model_validate(s.rollback)
+                    row = existing.get(rollback_key(task.id, s))
+                    if row is not None:
+                        await steps.move(t, row, StepState.pending, actor=actor.id, reason=reason, decision=decision,
+                                         error=None)
+                        continue
+                    await t.insert_step(task_id=task.id, kind=StepKind.rollback, idx=s.idx, name=s.name,
+                                        tool=call.tool, category=s.category, params=call.params, rollback=None,
+                                        decision=decision, state=StepState.pending,
+                                        idempotency_key=rollback_key(task.id, s))
+                names = [s.name for s in sorted(targets, key=lambda s: s.idx, reverse=True)]
+                t.event(Event(ev.UNDO_REQUESTED, task.id, {"actor": actor.id, "display": actor.display,
+                                                           "steps": names}))
+                t.audit(AuditEntry(actor.id, "task.undo_requested", task.id, {"via": actor.via, "steps": names}))
+                return moved
+
+            moved = await self.core.store.transact(request)
+            return await self._run_undo(moved)
+
+    async def _run_undo(self, task: Task) -> Task:
+        """Run the task's pending rollbacks newest first, then end the undo from what the rows say."""
+        requester = await self._undo_requester(task.id)
+        rows = sorted(await self.core.store.steps_of_task(task.id, StepKind.rollback), key=lambda s: s.idx,
+                      reverse=True)
+        for row in rows:
+            if row.state is StepState.pending and not await self._rollback(task, row, requester):
+                break
+        return await self._end_undo(task, requester)
+
+    async def _undo_requester(self, task_id: int) -> tuple[str, str]:
+        """(id, display) of whoever asked for the undo last: the rollbacks run on their request."""
+        asked = [a for a in await self.core.store.approvals_of_task(task_id) if a.verdict == UNDO_VERDICT]
+        return (asked[-1].actor, asked[-1].display) if asked else ("system", "Ooda")
+
+    async def _end_undo(self, task: Task, requester: tuple[str, str]) -> Task:
+        actor_id, display = requester
+
+        async def end(t: TaskOps) -> Task:
+            rows = sorted(await t.steps(task.id, StepKind.rollback), key=lambda s: s.idx, reverse=True)
+            done = [r.name for r in rows if r.state is StepState.succeeded]
+            failed = next((r for r in rows if r.state is StepState.failed), None)
+            if failed is not None:
+                for r in rows:
+                    if r.state is StepState.pending:
+                        await steps.move(t, r, StepState.skipped, reason=f"undo stopped: {failed.name} failed")
+                outcome = (f"undo failed at {failed.name}: {failed.error or 'failed'}; rolled back so far: "
+                           f"{', '.join(done) or 'nothing'}")
+                return await t.set_state(task.id, TaskState.executing, TaskState.failed_terminal, actor="system",
+                                         reason=outcome, outcome=outcome)
+            if any(r.state is not StepState.succeeded for r in rows):
+                return await t.get_task(task.id)  # another worker is still on it
+            actions = {s.name: s for s in await t.steps(task.id, StepKind.action)}
+            undone = []
+            for r in rows:
+                action = actions.get(r.name)
+                if action is not None and action.state is StepState.succeeded:
+                    await steps.move(t, action, StepState.rolled_back, actor=actor_id,
+                                     reason=f"rolled back by {r.tool}")
+                    undone.append(r.name)
+            outcome = f"undone by {display}: {', '.join(undone) or ', '.join(done)}"
+            t.event(Event(ev.UNDONE, task.id, {"actor": actor_id, "steps": undone or done}))
+            return await t.set_state(task.id, TaskState.executing, TaskState.completed, actor="system",
+                                     reason=outcome, outcome=outcome)
+
+        return await self.core.store.transact(end)
+
+    async def _rollback(self, task: Task, row: StepRecord, requester: tuple[str, str]) -> bool:
+        """Claim and run one rollback row; True when it succeeded."""
+        actor_id, display = requester
+        call = StepCall(tool=row.tool, params=row.params)
         records: list[dict[str, Any]] = []
 
         async def sink(record: dict[str, Any]) -> None:
             records.append(record)
 
-        key = step_key(task.id, "rollback", step.idx, step.name)
-
-        async def claim(t: TaskOps) -> int:
-            existing = [s for s in await t.steps(task.id, "rollback") if s.idempotency_key == key]
-            if existing:
-                await t.update_step(existing[0].id, state="running", started_at=self.core.clock().isoformat())
-                return existing[0].id
-            step_id = await t.insert_step(task_id=task.id, kind="rollback", idx=step.idx, name=step.name,
-                                          tool=call.tool, category=step.category, params=call.params, rollback=None,
-                                          decision=None, state="running", idempotency_key=key)
-            await t.update_step(step_id, started_at=self.core.clock().isoformat(), attempts=1)
-            return step_id
-
-        rollback_id = await self.core.store.transact(claim)
+        if not await self.core.store.transact(lambda t: steps.claim(t, row, self.core.clock().isoformat())):
+            return True  # another worker has it
+        running = row.model_copy(update={"state": StepState.running})
         try:
             outcome = await self.core.gateway.call(
-                call, decision=Decision(verdict="allow", rule="undo", reason=f"undo requested by {actor.display}"),
-                reason_code=f"undo:{task.playbook_id}:{step.name}", approval_id=f"undo-by:{actor.id}",
-                dry_run=False, idempotency_key=key, timeout_s=self.core.settings.engine.step_timeout_s, retries=2,
-                audit=sink,
+                call, decision=Decision(verdict="allow", rule="undo", reason=f"undo requested by {display}"),
+                reason_code=f"undo:{task.playbook_id}:{row.name}", approval_id=f"undo-by:{actor_id}",
+                dry_run=False, idempotency_key=row.idempotency_key, timeout_s=self.core.settings.engine.step_timeout_s,
+                retries=2, audit=sink,
             )
             ok, result, error = outcome.ok, outcome.result, outcome.error
         except ToolError as exc:
             ok, result, error = False, None, str(exc)
 
         async def record(t: TaskOps) -> None:
-            await t.update_step(rollback_id, state="succeeded" if ok else "failed", result=result, error=error,
-                                finished_at=self.core.clock().isoformat())
+            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+                             reason=error or "rollback succeeded", result=result, error=error,
+                             finished_at=self.core.clock().isoformat())
             for r in records:
-                t.audit(AuditEntry(actor.id, "tool.rollback", task.id, r))
+                t.audit(AuditEntry(actor_id, "tool.rollback", task.id, r))
 
         await self.core.store.transact(record)
-        return None if ok else (error or "failed")
+        return ok
 
     # -- recovery --------------------------------------------------------------------------------
 
     async def recover(self) -> list[Task]:
-        """Resolve steps that were running when the process died; returns tasks to resume."""
+        """Resolve steps that were running when the process died; returns tasks to resume.
+
+        An interrupted step (of the plan or of an undo) runs again only when its tool is idempotent
+        (the same call with the same idempotency key); otherwise the task goes to a person with
+        the reason, and an interrupted undo stops there (its other rollbacks are skipped).
+        """
         resume = []
         for task in await self.core.store.tasks_in_states([TaskState.executing.value]):
-            interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state == "running"]
+            interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state is StepState.running]
             unsafe = [s for s in interrupted if not self._idempotent(s.tool)]
             if unsafe:
-                names = ", ".join(f"{s.name} ({s.tool})" for s in unsafe)
-                reason = (f"interrupted while running {names}; the tool is not idempotent, so Ooda will not run it "
-                          "again: check its effect by hand, then undo or close the task")
+                reason = _interrupted_reason(unsafe)
 
                 async def escalate(t: TaskOps, task: Task = task, unsafe: list[StepRecord] = unsafe,
                                    reason: str = reason) -> None:
                     for s in unsafe:
-                        await t.update_step(s.id, state="unknown", error="interrupted by a restart")
+                        await steps.move(t, s, StepState.unknown, reason=reason, error="interrupted by a restart")
+                    if any(s.kind is StepKind.rollback for s in unsafe):
+                        for s in await t.steps(task.id, StepKind.rollback):
+                            if s.state is StepState.pending:
+                                await steps.move(t, s, StepState.skipped, reason="the undo was interrupted")
                     await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human, actor="system",
                                       reason=reason, outcome=reason)
 
                 await self.core.store.transact(escalate)
-                log.warning("recovery.escalated", task_id=task.id, steps=names)
+                log.warning("recovery.escalated", task_id=task.id, steps=[s.name for s in unsafe])
                 continue
 
-            async def requeue(t: TaskOps, task: Task = task, steps: list[StepRecord] = interrupted) -> None:
-                for s in steps:
-                    await t.update_step(s.id, state="pending")
+            async def requeue(t: TaskOps, task: Task = task, interrupted: list[StepRecord] = interrupted) -> None:
+                for s in interrupted:
+                    await steps.move(t, s, StepState.pending, reason="interrupted by a restart; its tool is idempotent")
                     t.audit(AuditEntry("system", "step.rerun_after_restart", task.id,
-                                       {"step": s.name, "tool": s.tool, "idempotency_key": s.idempotency_key}))
+                                       {"step": s.name, "kind": str(s.kind), "tool": s.tool,
+                                        "idempotency_key": s.idempotency_key}))
 
             if interrupted:
                 await self.core.store.transact(requeue)
@@ -291,6 +374,20 @@ class Executor:
             return bool(self.core.gateway.registry.get(tool_name).idempotent)
         except ToolError:
             return False
+
+
+def rollback_key(task_id: int, step: StepRecord) -> str:
+    """The idempotency key of the rollback of ``step``: the same for every attempt and restart."""
+    return step_key(task_id, StepKind.rollback, step.idx, step.name)
+
+
+def _interrupted_reason(unsafe: list[StepRecord]) -> str:
+    names = ", ".join(f"{s.name} ({s.tool})" for s in unsafe)
+    if any(s.kind is StepKind.rollback for s in unsafe):
+        return (f"the undo was interrupted while rolling back {names}; the tool is not idempotent, so Ooda will "
+                "not run it again: check by hand whether it took effect, and finish the undo by hand")
+    return (f"interrupted while running {names}; the tool is not idempotent, so Ooda will not run it "
+            "again: check its effect by hand, then undo or close the task")
 
 
 async def _ignore(record: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from bot.proposals import Category, Decision, Evidence, Proposal, RiskScore, Ste
 from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
 from bot.signals import Signal, signal_from_row
+from bot.steps import StepKind, StepState
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState, redecidable
 from bot.templates import build_context, evaluate, render_params
@@ -232,7 +233,8 @@ class Planner:
         approved, the plan they saw stands.
         """
         store = self.core.store
-        if not redecidable(task, await store.approvals_of_task(task.id), await store.steps_of_task(task.id, "step")):
+        steps = await store.steps_of_task(task.id, StepKind.action)
+        if not redecidable(task, await store.approvals_of_task(task.id), steps):
             return task
         playbook = self.core.playbooks.get(task.playbook_id)
         return await self._save(task, playbook, await self._decide(task, playbook), replacing=True)
@@ -351,9 +353,9 @@ class Planner:
                 return current, False
             for name, r in results.items():
                 step_id = await t.insert_step(
-                    task_id=task.id, kind="evidence", idx=0, name=name, tool=r["tool"], category="read",
+                    task_id=task.id, kind=StepKind.evidence, idx=0, name=name, tool=r["tool"], category="read",
                     params=r["params"], rollback=None, decision=READ_DECISION.model_dump(),
-                    state="succeeded" if r["ok"] else "failed",
+                    state=StepState.succeeded if r["ok"] else StepState.failed,
                     # Evidence may be collected again (a re-plan), so its key carries the time.
                     idempotency_key=f"{step_key(task.id, 'evidence', 0, name)}@{now.isoformat()}",
                 )
@@ -365,10 +367,10 @@ class Planner:
                 t.event(Event(ev.EVIDENCE_ATTACHED, task.id, {"evidence": sorted(results)}))
             for s, view in zip(steps, views, strict=True):
                 await t.insert_step(
-                    task_id=task.id, kind="step", idx=view.index, name=view.name, tool=view.tool,
+                    task_id=task.id, kind=StepKind.action, idx=view.index, name=view.name, tool=view.tool,
                     category=view.category.value, params=view.params, rollback=s["rollback"],
                     decision=view.decision.model_dump(),
-                    state="denied" if view.decision.verdict == "deny" else "pending",
+                    state=StepState.denied if view.decision.verdict == "deny" else StepState.pending,
                     idempotency_key=step_key(task.id, "step", view.index, view.name),
                 )
             await t.save_proposal(task.id, proposal.model_dump(mode="json"))
@@ -406,7 +408,7 @@ async def _keep_current_plan(t: TaskOps, current: Task, signal_count: int) -> bo
     if (current.proposal or {}).get("signal_count", 0) >= signal_count:
         return True  # a plan counting as many signals was saved meanwhile
     approvals = await t.approvals(current.id)
-    if redecidable(current, approvals, await t.steps(current.id, "step")):
+    if redecidable(current, approvals, await t.steps(current.id, StepKind.action)):
         return False
     if any(a.verdict == "approve" for a in approvals):
         added = signal_count - (current.proposal or {}).get("signal_count", 0)

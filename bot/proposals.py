@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from bot.steps import StepState, UndoPhase
+
 
 class Category(StrEnum):
     read = "read"
@@ -52,17 +54,6 @@ class Decision(BaseModel):
     reason: str
     approvals_required: int = 0
     roles: list[str] = Field(default_factory=list)
-
-
-class StepState(StrEnum):
-    pending = "pending"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    skipped = "skipped"
-    denied = "denied"
-    rolled_back = "rolled_back"
-    unknown = "unknown"  # was running when the process died and could not be re-run
 
 
 class ParamBound(BaseModel):
@@ -125,6 +116,7 @@ class Proposal(BaseModel):
     created_at: datetime
     updated_at: datetime
     can_undo: bool = False
+    undo: UndoPhase | None = None  # where an undo of this task stands; None when nobody asked
     outcome: str | None = None
 
 

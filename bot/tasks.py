@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.errors import IllegalTransition
+from bot.steps import StepKind, StepState, started
 
 
 class TaskState(StrEnum):
@@ -61,9 +62,6 @@ ATTENTION_STATES = OPEN_STATES | {S.escalated_to_human}
 # acted yet, so nothing is left to do. In any later state something ran (or a person decided),
 # and the resolution is only recorded.
 ENDED_BY_RESOLUTION = frozenset({S.queued, S.running, S.needs_approval})
-# Step states that mean the step never ran; anything else (running, succeeded, failed, unknown)
-# means the task acted.
-UNSTARTED_STEP_STATES = frozenset({"pending", "denied", "skipped"})
 RESOLVED_OUTCOME_PREFIX = "resolved before action"
 
 
@@ -86,8 +84,8 @@ def resolution_outcome(resolved_at: datetime) -> str:
 
 
 def steps_started(steps: Iterable[StepRecord]) -> bool:
-    """Whether any of these (``step`` kind) rows ran or began to run."""
-    return any(s.state not in UNSTARTED_STEP_STATES for s in steps)
+    """Whether any of these (action) rows ran or began to run."""
+    return started(steps)
 
 
 def redecidable(task: Task, approvals: Iterable[ApprovalRecord], steps: Iterable[StepRecord]) -> bool:
@@ -150,7 +148,7 @@ class StepRecord(BaseModel):
 
     id: int
     task_id: int
-    kind: str  # evidence | step | rollback | verify
+    kind: StepKind
     idx: int
     name: str
     tool: str
@@ -158,7 +156,7 @@ class StepRecord(BaseModel):
     params: dict[str, Any]
     rollback: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
-    state: str
+    state: StepState  # changed only through bot.steps (its transition table)
     idempotency_key: str
     result: Any = None
     error: str | None = None

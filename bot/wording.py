@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import ConfirmationRequired, UserError
 from bot.proposals import Evidence, Proposal, StepView
+from bot.steps import StepState
 from bot.tasks import Task
 
 if TYPE_CHECKING:  # annotations only: commands builds the digest, whose text this module words
@@ -78,7 +79,8 @@ def _state_words(state: str) -> str:
 
 def headline(proposal: Proposal) -> str:
     version = f" v{proposal.playbook_version}" if proposal.playbook_version else ""
-    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}"
+    undo = f" · {proposal.undo.words}" if proposal.undo else ""  # the undo phase: chat shows it with the state
+    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}{undo}"
 
 
 def risk_line(proposal: Proposal) -> str:
@@ -107,7 +109,7 @@ def _decision_words(step: StepView) -> str:
 
 def step_line(step: StepView) -> str:
     line = f"{step.index + 1}. {step.name}: {step.tool} ({step.category}) · {_decision_words(step)}"
-    if step.state != "pending":
+    if step.state is not StepState.pending:
         line += f" · {_state_words(step.state)}"
     if step.result:
         line += f": {truncate(step.result, 200)}"
