@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.api import Api
 from bot.approvals import Approvals
+from bot.authority import PolicyAuthority
 from bot.commands import Commands
 from bot.config import Settings
 from bot.core import Core, utcnow
@@ -205,6 +206,7 @@ class App:
         self.core = Core(settings=s, store=self.store, bus=self.bus, playbooks=playbooks, policy=policy,
                          gateway=ToolGateway(registry, sleep=self.sleep), identities=self.identities,
                          metrics=self.metrics, clock=self.clock)
+        self.core.gateway.entrust(PolicyAuthority(self.core))  # writes are judged from the store, at call time
         await self.core.load_kill_switch()
         self.executor = Executor(self.core, sleep=self.sleep)
         self.engine = Engine(self.core, Planner(self.core), self.executor)

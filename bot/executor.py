@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
 from bot import events as ev
 from bot import steps
 from bot.audit import AuditEntry
+from bot.authority import UNDO_VERDICT
 from bot.core import Core
 from bot.errors import Conflict, ToolError
 from bot.events import Event
+from bot.gateway import StepClaimedElsewhere, ToolCallRefused
 from bot.identity import Actor
 from bot.planner import load_signals, step_key, step_param_rules, template_context
 from bot.playbooks import Playbook
@@ -36,7 +37,6 @@ from bot.templates import TemplateRenderError, evaluate, render_params
 
 log = structlog.get_logger(__name__)
 
-UNDO_VERDICT = "undo"  # an undo request is recorded with the approvals: who asked, when
 UNDO_FROM = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human, TaskState.rejected}
 
 
@@ -104,38 +104,26 @@ class Executor:
     async def _run_step(self, task: Task, playbook: Playbook, step: StepRecord, approvers: set[str]) -> bool:
         core = self.core
         decision = Decision.model_validate(step.decision)
-        started = core.clock().isoformat()
-
-        async def take(t: TaskOps) -> bool:
-            current = step
-            if current.state is StepState.denied:
-                current = await steps.move(t, current, StepState.pending, reason=f"allowed now ({decision.rule})")
-            return await steps.claim(t, current, started)
-
-        if not await core.store.transact(take):
-            return True  # another worker has it
-        running = step.model_copy(update={"state": StepState.running})
+        if step.state is StepState.denied:
+            step = await core.store.transact(
+                lambda t: steps.move(t, step, StepState.pending, reason=f"allowed now ({decision.rule})"))
         if self.on_step_started:
             self.on_step_started(task.id)
         spec = next((s for s in playbook.steps if s.name == step.name), None)
-        records: list[dict[str, Any]] = []
-
-        async def sink(record: dict[str, Any]) -> None:
-            records.append(record)
-
-        approval_id = f"task-{task.id}:approved-by:{','.join(sorted(approvers))}" if approvers else None
         try:
-            outcome = await core.gateway.call(
-                StepCall(tool=step.tool, params=step.params), decision=decision,
-                reason_code=f"playbook:{playbook.id}:{step.name}", approval_id=approval_id, dry_run=False,
-                idempotency_key=step.idempotency_key,
-                timeout_s=spec.timeout_s if spec else core.settings.engine.step_timeout_s,
-                retries=spec.retries if spec else 0, audit=sink,
-            )
+            # The gateway asks the policy and the recorded approvals itself, and claims the step.
+            outcome = await core.gateway.write(
+                task, step, timeout_s=spec.timeout_s if spec else core.settings.engine.step_timeout_s,
+                retries=spec.retries if spec else 0)
             ok, result, error = outcome.ok, outcome.result, outcome.error
             rollback = outcome.rollback.model_dump() if outcome.rollback else step.rollback
+        except StepClaimedElsewhere:
+            return True  # another worker has it
+        except ToolCallRefused as exc:
+            return await self._refused(task, step, str(exc))
         except ToolError as exc:
             ok, result, error, rollback = False, None, str(exc), None
+        running = step.model_copy(update={"state": StepState.running})
         core.metrics.tool_calls.labels(step.tool, "ok" if ok else "failed").inc()
         finished = core.clock().isoformat()
 
@@ -143,8 +131,6 @@ class Executor:
             await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
                              reason=error or "tool call succeeded", result=result, error=error,
                              rollback=rollback if ok else None, finished_at=finished)
-            for r in records:
-                t.audit(AuditEntry("system", "tool.call", task.id, r))
             name = ev.EXECUTED if ok else ev.FAILED
             t.event(Event(name, task.id, {"step": step.name, "tool": step.tool, "ok": ok, "error": error}))
             if not ok:
@@ -154,6 +140,16 @@ class Executor:
         await core.store.transact(record)
         log.info("step.done", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
         return ok
+
+    async def _refused(self, task: Task, step: StepRecord, refusal: str) -> bool:
+        """The gateway would not run a step the gate let through (the kill switch was pulled, an
+        approval no longer counts): it stays pending and a person looks at the task."""
+        reason = f"{step.name} was not run: {refusal}"
+        await self.core.store.transact(lambda t: t.set_state(
+            task.id, TaskState.executing, TaskState.escalated_to_human, actor="system", reason=reason,
+            outcome=reason))
+        log.warning("step.refused", task_id=task.id, step=step.name, reason=refusal)
+        return False
 
     # -- review ----------------------------------------------------------------------------------
 
@@ -171,12 +167,10 @@ class Executor:
             try:
                 params = render_params(verify.params, context, where="verify.params",
                                        rules=step_param_rules(self.core, playbook, verify.tool))
-                outcome = await self.core.gateway.call(
-                    StepCall(tool=verify.tool, params=params),
-                    decision=Decision(verdict="allow", rule="verify", reason="verification reads only"),
-                    reason_code=None, approval_id=None, dry_run=False,
-                    idempotency_key=step_key(task.id, "verify", attempt, verify.tool), timeout_s=10, retries=0,
-                    audit=_ignore,
+                outcome = await self.core.gateway.read(
+                    StepCall(tool=verify.tool, params=params), purpose="verify", task_id=task.id,
+                    reason_code=f"verify:{playbook.id}",
+                    idempotency_key=step_key(task.id, StepKind.verify, attempt, verify.tool), timeout_s=10, retries=0,
                 )
                 if outcome.ok and evaluate(verify.expect, {**context, "result": outcome.result or {}},
                                            where="verify.expect"):
@@ -294,36 +288,37 @@ class Executor:
 
     async def _rollback(self, task: Task, row: StepRecord, requester: tuple[str, str]) -> bool:
         """Claim and run one rollback row; True when it succeeded."""
-        actor_id, display = requester
-        call = StepCall(tool=row.tool, params=row.params)
-        records: list[dict[str, Any]] = []
-
-        async def sink(record: dict[str, Any]) -> None:
-            records.append(record)
-
-        if not await self.core.store.transact(lambda t: steps.claim(t, row, self.core.clock().isoformat())):
-            return True  # another worker has it
-        running = row.model_copy(update={"state": StepState.running})
+        actor_id, _ = requester
         try:
-            outcome = await self.core.gateway.call(
-                call, decision=Decision(verdict="allow", rule="undo", reason=f"undo requested by {display}"),
-                reason_code=f"undo:{task.playbook_id}:{row.name}", approval_id=f"undo-by:{actor_id}",
-                dry_run=False, idempotency_key=row.idempotency_key, timeout_s=self.core.settings.engine.step_timeout_s,
-                retries=2, audit=sink,
-            )
+            # The gateway checks the recorded undo request and the kill switch, and claims the row.
+            outcome = await self.core.gateway.write(task, row, timeout_s=self.core.settings.engine.step_timeout_s,
+                                                    retries=2)
             ok, result, error = outcome.ok, outcome.result, outcome.error
+        except StepClaimedElsewhere:
+            return True  # another worker has it
+        except ToolCallRefused as exc:
+            # Not run: the row fails, and the next undo asks for it again (failed -> pending).
+            refusal = str(exc)
+            await self.core.store.transact(lambda t: self._not_run(t, row, refusal, actor_id))
+            return False
         except ToolError as exc:
             ok, result, error = False, None, str(exc)
+        running = row.model_copy(update={"state": StepState.running})
 
         async def record(t: TaskOps) -> None:
             await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
                              reason=error or "rollback succeeded", result=result, error=error,
                              finished_at=self.core.clock().isoformat())
-            for r in records:
-                t.audit(AuditEntry(actor_id, "tool.rollback", task.id, r))
 
         await self.core.store.transact(record)
         return ok
+
+    @staticmethod
+    async def _not_run(t: TaskOps, row: StepRecord, refusal: str, actor: str) -> None:
+        claimed = await steps.claim(t, row, row.started_at.isoformat() if row.started_at else "")
+        if claimed:
+            await steps.move(t, row.model_copy(update={"state": StepState.running}), StepState.failed, actor=actor,
+                             reason=refusal, error=f"not run: {refusal}")
 
     # -- recovery --------------------------------------------------------------------------------
 
@@ -390,5 +385,3 @@ def _interrupted_reason(unsafe: list[StepRecord]) -> str:
             "again: check its effect by hand, then undo or close the task")
 
 
-async def _ignore(record: dict[str, Any]) -> None:
-    """Verification only reads; its calls are summarized in the task outcome instead."""

@@ -81,26 +81,21 @@ def effective_category(core: Core, tool_name: str, params: dict[str, Any], decla
 
 async def _read(core: Core, task: Task, playbook: Playbook, step: ReadStep,
                 context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    audit: list[dict[str, Any]] = []
-
-    async def sink(record: dict[str, Any]) -> None:
-        audit.append(record)
-
     try:
         # A value refused here fails this evidence only (recorded on it), never the planning.
         params = render_params(step.params, context, where=f"evidence.{step.name}.params",
                                rules=step_param_rules(core, playbook, step.tool))
         if effective_category(core, step.tool, params, None).writes:
             raise ToolCallRefused(f"evidence step {step.name!r} calls {step.tool} as a write; evidence must only read")
-        outcome = await core.gateway.call(
-            StepCall(tool=step.tool, params=params), decision=READ_DECISION, reason_code=None, approval_id=None,
-            dry_run=False, idempotency_key=step_key(task.id, "evidence", 0, step.name),
-            timeout_s=min(step.timeout_s, core.settings.engine.evidence_timeout_s), retries=step.retries, audit=sink,
+        outcome = await core.gateway.read(
+            StepCall(tool=step.tool, params=params), task_id=task.id, reason_code=f"evidence:{playbook.id}",
+            idempotency_key=step_key(task.id, StepKind.evidence, 0, step.name),
+            timeout_s=min(step.timeout_s, core.settings.engine.evidence_timeout_s), retries=step.retries,
         )
         result = {"ok": outcome.ok, "result": outcome.result, "error": outcome.error, "params": params,
-                  "tool": step.tool, "audit": audit}
+                  "tool": step.tool}
     except (BotError, ToolError) as exc:
-        result = {"ok": False, "result": None, "error": str(exc), "params": {}, "tool": step.tool, "audit": audit}
+        result = {"ok": False, "result": None, "error": str(exc), "params": {}, "tool": step.tool}
     core.metrics.tool_calls.labels(step.tool, "ok" if result["ok"] else "failed").inc()
     return step.name, result
 
@@ -280,16 +275,15 @@ class Planner:
         dry_run = None
         if (not what_if and category.writes and decision.verdict != "deny"
                 and core.gateway.registry.get(step.tool).supports_dry_run):
-            dry_run = await self._dry_run(task, step, index, params, decision)
+            dry_run = await self._dry_run(task, step, index, params)
         return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
                 "risk": risk, "decision": decision, "dry_run": dry_run}
 
-    async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any], decision: Decision) -> str:
+    async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any]) -> str:
         try:
-            outcome = await self.core.gateway.call(
-                StepCall(tool=step.tool, params=params), decision=decision, reason_code=f"dry-run:{task.playbook_id}",
-                approval_id=None, dry_run=True, idempotency_key=step_key(task.id, "dry-run", index, step.name),
-                timeout_s=step.timeout_s, retries=0, audit=_discard,
+            outcome = await self.core.gateway.dry_run(
+                StepCall(tool=step.tool, params=params), task_id=task.id, reason_code=f"dry-run:{task.playbook_id}",
+                idempotency_key=step_key(task.id, "dry-run", index, step.name), timeout_s=step.timeout_s,
             )
         except ToolError as exc:
             return f"dry run refused: {exc}"
@@ -361,8 +355,6 @@ class Planner:
                 )
                 await t.update_step(step_id, result=r["result"], error=r["error"], attempts=1,
                                     started_at=now.isoformat(), finished_at=now.isoformat())
-                for record in r["audit"]:
-                    t.audit(AuditEntry("system", "tool.call", task.id, record))
             if results:
                 t.event(Event(ev.EVIDENCE_ATTACHED, task.id, {"evidence": sorted(results)}))
             for s, view in zip(steps, views, strict=True):
@@ -433,6 +425,3 @@ async def _moved_on_after_redecide(t: TaskOps, current: Task, signal_count: int,
     return await t.set_state(current.id, TaskState.needs_approval, target, actor="system",
                              reason=outcome or "decided again after signals joined", outcome=outcome)
 
-
-async def _discard(record: dict[str, Any]) -> None:
-    """Dry runs change nothing; their preview lands in the proposal, not the audit trail."""
