@@ -69,7 +69,8 @@ def show_proposal(p: dict[str, Any]) -> str:
                      f"{d['verdict']} ({d['rule']})")
         lines.append(f"       params {json.dumps(s['params'])}")
         if s.get("dry_run"):
-            lines.append(f"       dry run: {s['dry_run'][:300]}")
+            failed = " FAILED (approving runs it again)" if s.get("dry_run_failed") else ""
+            lines.append(f"       dry run{failed}: {s['dry_run'][:300]}")
         if s.get("result"):
             lines.append(f"       result: {s['result'][:300]}")
     if p.get("approvals_required"):
@@ -272,7 +273,8 @@ def parse_edits(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    body = {"edits": parse_edits(args.edit) or None, "confirmation": args.confirm}
+    body = {"edits": parse_edits(args.edit) or None, "confirmation": args.confirm,
+            "override_dry_run": args.override_dry_run}
     _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/approve", body))
     return 0
 
@@ -545,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--edit", action="append", default=[], metavar="STEP.PARAM=VALUE")
     p.add_argument("--confirm", help="the confirmation phrase for a critical-risk proposal")
+    p.add_argument("--override-dry-run", metavar="REASON",
+                   help="approve a step whose dry run still fails, saying why it is safe (audited)")
     p = add("reject", cmd_reject, "reject a proposal")
     p.add_argument("id")
     p.add_argument("--reason", required=True)

@@ -184,10 +184,10 @@ class Commands:
 
     @audited_refusals("approve")
     async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
-                      confirmation: str | None = None) -> ActionResult:
+                      confirmation: str | None = None, override_dry_run: str | None = None) -> ActionResult:
         task = await self._task(task_id)
         proposal = await current_proposal(self.core.store, task)
-        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation)
+        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation, override_dry_run)
         if started:
             await self.engine.submit(task.id)
             message = f"Approved by {actor.display}: task {task.id} is executing."

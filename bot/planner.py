@@ -100,6 +100,26 @@ async def _read(core: Core, task: Task, playbook: Playbook, step: ReadStep,
     return step.name, result
 
 
+async def dry_run_preview(core: Core, task: Task, tool: str, name: str, index: int, params: dict[str, Any],
+                          timeout_s: float, attempt: int = 0) -> tuple[str, bool]:
+    """Preview one write through the gateway: (what it would do, or why the preview failed; failed?)."""
+    key = step_key(task.id, "dry-run", index, name) + (f"#{attempt}" if attempt else "")
+    try:
+        outcome = await core.gateway.dry_run(StepCall(tool=tool, params=params), task_id=task.id,
+                                             reason_code=f"dry-run:{task.playbook_id}", idempotency_key=key,
+                                             timeout_s=timeout_s)
+    except ToolError as exc:
+        return f"dry run refused: {exc}", True
+    if not outcome.ok:
+        return f"dry run failed: {outcome.error}", True
+    preview = outcome.result or {}
+    if preview.get("preview"):  # the tool's own words (k8s: what the API server accepted)
+        return str(preview["preview"]), False
+    if preview.get("command"):  # ssh.run: the exact remote command line
+        return f"would run on {preview.get('host', 'the host')}: {preview['command']}", False
+    return str(preview), False
+
+
 def evidence_value(result: dict[str, Any]) -> Any:
     """What templates see as ``evidence.<name>``: the tool's result, plus ok/error."""
     value = dict(result["result"] or {})
@@ -272,29 +292,14 @@ class Planner:
             playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
             environment=task.environment, severity=task.severity, targets=task.signal_count, counted=not what_if,
         )
-        dry_run = None
+        dry_run, dry_run_failed = None, False
         if (not what_if and category.writes and decision.verdict != "deny"
                 and core.gateway.registry.get(step.tool).supports_dry_run):
-            dry_run = await self._dry_run(task, step, index, params)
+            dry_run, dry_run_failed = await dry_run_preview(core, task, step.tool, step.name, index, params,
+                                                            step.timeout_s)
         return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
-                "risk": risk, "decision": decision, "dry_run": dry_run}
+                "risk": risk, "decision": decision, "dry_run": dry_run, "dry_run_failed": dry_run_failed}
 
-    async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any]) -> str:
-        try:
-            outcome = await self.core.gateway.dry_run(
-                StepCall(tool=step.tool, params=params), task_id=task.id, reason_code=f"dry-run:{task.playbook_id}",
-                idempotency_key=step_key(task.id, "dry-run", index, step.name), timeout_s=step.timeout_s,
-            )
-        except ToolError as exc:
-            return f"dry run refused: {exc}"
-        if not outcome.ok:
-            return f"dry run failed: {outcome.error}"
-        preview = outcome.result or {}
-        if preview.get("preview"):  # the tool's own words (k8s: what the API server accepted)
-            return str(preview["preview"])
-        if preview.get("command"):  # ssh.run: the exact remote command line
-            return f"would run on {preview.get('host', 'the host')}: {preview['command']}"
-        return str(preview)
 
     async def _save(self, task: Task, playbook: Playbook, decided: _Decided, *, replacing: bool = False) -> Task:
         """Save the plan and move the task on, in one transaction; ``replacing``: a plan decided again."""
@@ -308,6 +313,7 @@ class Planner:
             index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
             decision=s["decision"], blast_radius=s["step"].blast_radius.value,
             rollback=_rollback_text(s["step"], s["category"], s["rollback"]), dry_run=s["dry_run"],
+            dry_run_failed=s["dry_run_failed"],
             editable=s["step"].editable,
         ) for s in steps]
         writes = [v for v in views if v.category.writes]

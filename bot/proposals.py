@@ -78,6 +78,7 @@ class StepView(BaseModel):
     rollback: str | None = None
     result: str | None = None
     dry_run: str | None = None
+    dry_run_failed: bool = False  # approving runs it again first, or needs an override with a reason
     editable: dict[str, ParamBound] = Field(default_factory=dict)
 
 

@@ -113,6 +113,8 @@ def step_line(step: StepView) -> str:
         line += f" · {_state_words(step.state)}"
     if step.result:
         line += f": {truncate(step.result, 200)}"
+    if step.dry_run_failed and step.state is StepState.pending:
+        line += f" · dry run failed, approving runs it again: {truncate(step.dry_run or '', 160)}"
     return neutralize_mentions(line)
 
 
