@@ -2,16 +2,16 @@
 
 The gateway asks it for every write (bot/gateway.py). It reads the task, the step and the
 approvals from the store, asks the policy now (kill switch, freeze, change window, rate limits,
-autonomy), counts the approvals that still hold (a person once, never Ooda itself, never the
-requester where the tier needs separation of duties, and only while the approver still holds a
-role the step needs), and then claims the step (pending -> running) in a transaction that reads
-the kill switch again, so a switch pulled after the policy was asked still stops the call.
+autonomy), counts the approvals that still hold for the decision made now (a person once, never
+Ooda itself, never the requester where the tier needs separation of duties), and then claims
+the step (pending -> running) in a transaction that reads the kill switch again, so a switch pulled after the policy was asked still stops the call.
 
 A rollback runs on a recorded undo request (stored with the approvals, verdict ``undo``) by someone
 who may undo: the kill switch stops it like any write.
 
-Approvers the identity directory does not know (an actor built by an embedding program) are
-counted as recorded: the directory cannot say more about them than the approval did.
+An approver's roles are checked when the approval is recorded (bot/approvals.py), not again
+here: chat platforms grant roles per click (Slack user groups, Discord roles), so the directory
+alone cannot tell them later.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from bot.store import TaskOps
 from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState
 
 UNDO_VERDICT = "undo"  # an undo request is recorded with the approvals: who asked, when
-UNDO_ROLES = frozenset({"admin", "operator"})  # besides the roles that may approve the task's steps
 
 
 class PolicyAuthority:
@@ -70,12 +69,10 @@ class PolicyAuthority:
             return Authorization(call=call, reason_code=reason_code, refusal="no undo of this task is recorded",
                                  decision=Decision(verdict="deny", rule="undo", reason="nobody asked for an undo"))
         requester = asked[-1]
-        identity = self.core.identities.by_id(requester.actor)
-        may = UNDO_ROLES | set((task.proposal or {}).get("approver_roles") or [])
-        if requester.actor == SYSTEM.id or (identity is not None and not identity.has_any(may)):
+        if requester.actor == SYSTEM.id:
             return Authorization(call=call, reason_code=reason_code, actor=requester.actor,
-                                 refusal=f"{requester.display} may not undo (needs one of {', '.join(sorted(may))})",
-                                 decision=Decision(verdict="deny", rule="undo", reason="no role to undo"))
+                                 refusal="Ooda cannot ask for an undo itself; a person has to",
+                                 decision=Decision(verdict="deny", rule="undo", reason="no person asked"))
         return Authorization(call=call, reason_code=reason_code, approval_ids=[requester.id], actor=requester.actor,
                              decision=Decision(verdict="allow", rule="undo",
                                                reason=f"undo requested by {requester.display}"))
@@ -105,10 +102,7 @@ class PolicyAuthority:
     def _counts(self, approval: ApprovalRecord, decision: Decision, task: Task, tier: int) -> bool:
         if approval.actor == SYSTEM.id:
             return False
-        if approval.actor == task.requester and needs_separation_of_duties(self.core.policy, tier):
-            return False
-        identity = self.core.identities.by_id(approval.actor)
-        return identity is None or not decision.roles or identity.has_any(decision.roles)
+        return not (approval.actor == task.requester and needs_separation_of_duties(self.core.policy, tier))
 
     async def _claim(self, step: StepRecord, answer: Authorization) -> Authorization:
         started = self.core.clock().isoformat()
