@@ -4,7 +4,8 @@ The gateway asks it for every write (bot/gateway.py). It reads the task, the ste
 approvals from the store, asks the policy now (kill switch, freeze, change window, rate limits,
 autonomy), counts the approvals that still hold for the decision made now (a person once, never
 Ooda itself, never the requester where the tier needs separation of duties), and then claims
-the step (pending -> running) in a transaction that reads the kill switch again, so a switch pulled after the policy was asked still stops the call.
+the step (pending -> running) in a transaction that reads the kill switch again, so a switch
+pulled after the policy was asked still stops the call.
 
 A rollback runs on a recorded undo request (stored with the approvals, verdict ``undo``) by someone
 who may undo: the kill switch stops it like any write.
