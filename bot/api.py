@@ -59,6 +59,7 @@ class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     edits: dict[str, dict[str, Any]] | None = None
     confirmation: str | None = None
+    override_dry_run: str | None = Field(default=None, max_length=500)  # why a step whose dry run fails may run
 
 
 class RejectBody(BaseModel):
@@ -328,7 +329,7 @@ class Api:
     async def approve(self, request: web.Request, actor: Actor) -> web.Response:
         body = await self._body(request, ApproveBody)
         result = await self._commands.approve(self._task_id(request), actor, edits=body.edits,
-                                              confirmation=body.confirmation)
+                                              confirmation=body.confirmation, override_dry_run=body.override_dry_run)
         return web.json_response(result.model_dump(mode="json"))
 
     async def reject(self, request: web.Request, actor: Actor) -> web.Response:

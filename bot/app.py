@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.api import Api
 from bot.approvals import Approvals
+from bot.authority import PolicyAuthority
 from bot.commands import Commands
 from bot.config import Settings, load_settings
 from bot.console import Console
@@ -220,6 +221,7 @@ class App:
         self.core = Core(settings=s, store=self.store, bus=self.bus, playbooks=playbooks, policy=policy,
                          gateway=ToolGateway(registry, sleep=self.sleep), identities=self.identities,
                          metrics=self.metrics, clock=self.clock, tracing=tracing)
+        self.core.gateway.entrust(PolicyAuthority(self.core))  # writes are judged from the store, at call time
         self.core.gateway.tracing = tracing
         self.span_recorder = TaskSpanRecorder(tracing, self.store)
         self.span_recorder.watch(self.bus)

@@ -22,10 +22,12 @@ from bot.events import Event
 from bot.gateway import parse_params
 from bot.identity import Actor
 from bot.param_paths import param_at, with_param
+from bot.planner import dry_run_preview
 from bot.policy import check_approver, counted_approvers, quorum_reached, tier_of
 from bot.proposals import Category, Decision, ParamBound, Proposal, RiskBand
+from bot.steps import RUNNABLE, UNSTARTED, StepKind, undo_phase
 from bot.store import TaskOps
-from bot.tasks import UNSTARTED_STEP_STATES, StepRecord, Task, TaskState, clock_text
+from bot.tasks import StepRecord, Task, TaskState, clock_text
 
 APPROVABLE = {TaskState.needs_approval, TaskState.escalated_to_human}
 
@@ -134,8 +136,8 @@ class Approvals:
     async def _pending_decisions(self, task: Task) -> list[tuple[StepRecord, Decision, int]]:
         """Steps not yet run, each decided again now, with its permission tier."""
         out = []
-        for step in await self.core.store.steps_of_task(task.id, "step"):
-            if step.state not in {"pending", "denied"}:
+        for step in await self.core.store.steps_of_task(task.id, StepKind.action):
+            if step.state not in RUNNABLE:
                 continue
             risk, decision = await self.core.assess_step(task, step)
             out.append((step, decision, tier_of(self.core.policy, Category(step.category), risk.band)))
@@ -153,6 +155,9 @@ class Approvals:
         if (await self.core.kill_switch()).on:
             raise Forbidden("the kill switch is on: nothing runs until someone with the operator role resumes "
                             "(`ooda resume` or /ops resume)")
+        if undo_phase(await self.core.store.steps_of_task(task.id, StepKind.rollback)) is not None:
+            raise Conflict(f"task {task.id} was undone (or an undo of it was tried), so the rest of its plan no "
+                           "longer applies; run the playbook again instead")
         pending = await self._pending_decisions(task)
         denied = [(s, d) for s, d, _ in pending if d.verdict == "deny"]
         if denied:
@@ -169,8 +174,12 @@ class Approvals:
         return pending, needing
 
     async def approve(self, task: Task, proposal: Proposal, actor: Actor, edits: dict[str, dict[str, Any]] | None,
-                      confirmation: str | None) -> tuple[Task, bool]:
-        """Record an approval; returns the task and whether this approval started execution."""
+                      confirmation: str | None, override_dry_run: str | None = None) -> tuple[Task, bool]:
+        """Record an approval; returns the task and whether this approval started execution.
+
+        A step whose dry run failed is not approved as if it had passed: its dry run runs again
+        first, and the approval goes on when it passes now or when ``override_dry_run`` says why
+        it may run anyway (audited with the failure)."""
         pending, needing = await self.check_may_approve(task, actor)
         if proposal.risk.band is RiskBand.critical and (confirmation or "").strip().lower() != confirmation_phrase(
                 task.id):
@@ -178,12 +187,13 @@ class Approvals:
                 f"task {task.id} is critical risk ({proposal.risk.score}/100): type `{confirmation_phrase(task.id)}` "
                 "to confirm", confirmation_phrase(task.id))
         changes = self._validate_edits(task, {s.name: s for s, _, _ in pending}, edits or {})
+        previews = await self._dry_runs_again(task, proposal, [s for s, _, _ in needing], changes, override_dry_run)
 
         async def unit(t: TaskOps) -> tuple[Task, bool]:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
                 raise decided_refusal(current, just_now=True)
-            waiting = {s.id for s in await t.steps(task.id, "step") if s.state in UNSTARTED_STEP_STATES}
+            waiting = {s.id for s in await t.steps(task.id, StepKind.action) if s.state in UNSTARTED}
             if not {s.id for s, _, _ in pending} <= waiting:
                 # The plan was decided again (more alerts joined) after this person looked at it.
                 raise Conflict(f"the plan of task {task.id} changed a moment ago "
@@ -203,6 +213,8 @@ class Approvals:
             for step, params, diff in changes:
                 await t.update_step(step.id, params=params)
                 t.audit(AuditEntry(actor.id, "step.edited", task.id, {"step": step.name, "diff": diff}))
+            if previews:
+                await self._record_dry_runs(t, current, previews, actor, override_dry_run)
             if inserted:
                 t.audit(AuditEntry(actor.id, "task.approval", task.id, {"via": actor.via, "edits": edits or {}}))
                 edited = {f"{step.name}.{name}": [change["from"], change["to"]]
@@ -221,6 +233,43 @@ class Approvals:
             return current, False
 
         return await self.core.store.transact(unit)
+
+    async def _dry_runs_again(self, task: Task, proposal: Proposal, needing: list[StepRecord],
+                              changes: list[tuple[StepRecord, dict[str, Any], dict[str, Any]]],
+                              override: str | None) -> list[tuple[str, str, bool]]:
+        """Run again the failed dry runs of the steps this approval is for: (step, preview, failed)."""
+        failed_views = {v.name: v for v in proposal.steps if v.dry_run_failed}
+        edited = {step.name: params for step, params, _ in changes}
+        previews = []
+        for step in needing:
+            view = failed_views.get(step.name)
+            if view is None:
+                continue
+            spec = self.core.playbooks.get(task.playbook_id).step(step.name)
+            text, failed = await dry_run_preview(self.core, task, step.tool, step.name, step.idx,
+                                                 edited.get(step.name, step.params), spec.timeout_s, attempt=1)
+            if failed and not (override or "").strip():
+                raise Conflict(
+                    f"the dry run of {step.name} failed again ({text}); approving it would run a change that "
+                    "cannot be previewed. Fix the cause and approve again, or approve with an override and the "
+                    "reason it is safe (`--override-dry-run 'why'`)")
+            previews.append((step.name, text, failed))
+        return previews
+
+    @staticmethod
+    async def _record_dry_runs(t: TaskOps, task: Task, previews: list[tuple[str, str, bool]], actor: Actor,
+                               override: str | None) -> None:
+        saved = dict(task.proposal or {})
+        views = {v["name"]: v for v in saved.get("steps", [])}
+        for name, text, failed in previews:
+            t.audit(AuditEntry(actor.id, "step.dry_run_rerun", task.id, {"step": name, "dry_run": text,
+                                                                         "failed": failed}))
+            if failed:
+                t.audit(AuditEntry(actor.id, "step.dry_run_overridden", task.id,
+                                   {"step": name, "reason": (override or "").strip(), "dry_run": text}))
+            if name in views:
+                views[name].update(dry_run=text, dry_run_failed=failed)
+        await t.save_proposal(task.id, saved)
 
     def _validate_edits(self, task: Task, steps: dict[str, StepRecord],
                         edits: dict[str, dict[str, Any]]) -> list[tuple[StepRecord, dict[str, Any], dict[str, Any]]]:

@@ -66,6 +66,8 @@ def show_proposal(p: dict[str, Any]) -> str:
         lines.append(f"Next: ooda approve {proposal.task_id}   or   ooda reject {proposal.task_id} --reason '...'")
     if proposal.can_undo:
         lines.append(f"Undo: ooda undo {proposal.task_id}")
+    if proposal.undo is not None:
+        lines.append(f"Undo: {proposal.undo.words}")
     return "\n".join(lines)
 
 
@@ -257,7 +259,8 @@ def parse_edits(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    body = {"edits": parse_edits(args.edit) or None, "confirmation": args.confirm}
+    body = {"edits": parse_edits(args.edit) or None, "confirmation": args.confirm,
+            "override_dry_run": args.override_dry_run}
     _print_result(args, Client(args.config).call("POST", f"/api/v1/tasks/{args.id}/approve", body))
     return 0
 
@@ -560,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--edit", action="append", default=[], metavar="STEP.PARAM=VALUE")
     p.add_argument("--confirm", help="the confirmation phrase for a critical-risk proposal")
+    p.add_argument("--override-dry-run", metavar="REASON",
+                   help="approve a step whose dry run still fails, saying why it is safe (audited)")
     p = add("reject", cmd_reject, "reject a proposal")
     p.add_argument("id")
     p.add_argument("--reason", required=True)

@@ -171,7 +171,7 @@ class Commands:
 
     @audited_refusals("approve")
     async def approve(self, task_id: int, actor: Actor, *, edits: dict[str, dict[str, Any]] | None = None,
-                      confirmation: str | None = None) -> ActionResult:
+                      confirmation: str | None = None, override_dry_run: str | None = None) -> ActionResult:
         task = await self._task(task_id)
         proposal = await current_proposal(self.core.store, task)
         mine = next((a for a in await self.core.store.approvals_of_task(task.id)
@@ -183,7 +183,7 @@ class Commands:
             log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
             return ActionResult(message=f"You already approved task #{task.id} at {wording.clock(mine.created_at)}. "
                                         f"{wording.approvals_line(proposal)}", proposal=proposal, executed=False)
-        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation)
+        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation, override_dry_run)
         if edits and not started:
             # The steps wait for more approvers: their dry run must show the edited params.
             await self.engine.planner.refresh_dry_runs(task.id, set(edits))

@@ -44,6 +44,7 @@ from bot.planner import Planner, more_alerts
 from bot.playbooks import Playbook
 from bot.redaction import redact_text
 from bot.signals import Signal, SignalStatus
+from bot.steps import StepKind, StepState
 from bot.store import TaskOps
 from bot.store_ports import SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.tasks import (
@@ -124,7 +125,7 @@ async def _after_join(t: TaskOps, task: Task, joined: int) -> bool:
     if task.state in (TaskState.queued, TaskState.running) or not task.state.is_open:
         return False  # planning will count them / a closed task keeps its history
     approvals = await t.approvals(task.id)
-    if redecidable(task, approvals, await t.steps(task.id, "step")):
+    if redecidable(task, approvals, await t.steps(task.id, StepKind.action)):
         return True
     if any(a.verdict == "approve" for a in approvals):
         note = f"{more_alerts(joined)} joined after the first approval; the approved plan stands"
@@ -150,7 +151,7 @@ async def settle_resolution(t: TaskOps, task_id: int, now: datetime) -> str | No
         return None  # a redelivered resolution, recorded already
     at = min(tally.last_ended_at, now) if tally.last_ended_at else now
     await t.record_resolution(task_id, at.isoformat())
-    steps = await t.steps(task_id, "step")
+    steps = await t.steps(task_id, StepKind.action)
     record = {"resolved_at": at.isoformat(), "signals": tally.total}
     if task.state in ENDED_BY_RESOLUTION and not steps_started(steps):
         outcome = resolution_outcome(at)
@@ -159,7 +160,7 @@ async def settle_resolution(t: TaskOps, task_id: int, now: datetime) -> str | No
         t.audit(AuditEntry("system", "task.resolved", task_id, {**record, "closed": True, "skipped": skipped}))
         await t.set_state(task_id, task.state, TaskState.cancelled, actor="system", reason=outcome, outcome=outcome)
         return "closed"
-    ran = [s for s in steps if s.state == "succeeded" and s.finished_at is not None]
+    ran = [s for s in steps if s.state in {StepState.succeeded, StepState.rolled_back} and s.finished_at is not None]
     fix = max(ran, key=lambda s: s.finished_at or at, default=None)
     note = f"every alert resolved at {clock_text(at)}"
     after_fix_s = None

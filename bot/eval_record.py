@@ -30,6 +30,7 @@ import yaml
 from bot.config import load_settings
 from bot.errors import BotError
 from bot.redaction import redact
+from bot.steps import StepKind, StepState
 from bot.store import Store
 
 ALERTMANAGER_GROUP_KEYS = ("groupKey", "receiver", "externalURL", "orgId")
@@ -95,14 +96,14 @@ async def _record_one(store: Store, task_id: int, kinds: dict[str, str],
         files[name] = json.dumps(body, indent=2) + "\n"
         deliveries.append({"at_s": 0, "sender": kind, "body_file": name})
     evidence = []
-    for step in await store.steps_of_task(task_id, "evidence"):
+    for step in await store.steps_of_task(task_id, StepKind.evidence):
         call: dict[str, Any] = {"tool": step.tool, "params": redact(step.params)}
-        if step.state == "succeeded":
+        if step.state is StepState.succeeded:
             call["result"] = redact(step.result or {})
         else:
             call.update(ok=False, error=redact(step.error or "failed"))
         evidence.append(call)
-    steps = await store.steps_of_task(task_id, "step")
+    steps = await store.steps_of_task(task_id, StepKind.action)
     rejection = next((a for a in await store.approvals_of_task(task_id) if a.verdict == "reject"), None)
     feedback = redact(rejection.reason) if rejection and rejection.reason else None
     expect: dict[str, Any] = {"tasks": 1, "playbook": task.playbook_id}

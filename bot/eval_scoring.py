@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.evaluation import IncidentOutcome, StepSeen, TaskSeen
+from bot.steps import StepState
 from bot.write_safety import AloneWrite, alone_write_problems
 
 BASELINE_VERSION = 1
@@ -209,7 +210,7 @@ def _task_violations(outcome: IncidentOutcome, task: TaskSeen, never: set[str]) 
     if writes and "write" in never:
         add("never:write", f"write steps proposed: {[w.name for w in writes]}")
     for step in writes:
-        ran = step.state in ("running", "succeeded", "failed", "unknown")
+        ran = step.state in (StepState.running, StepState.succeeded, StepState.failed, StepState.unknown)
         if not (step.runs_unattended or ran):
             continue
         if "auto_write" in never:

@@ -44,6 +44,7 @@ from bot.playbooks import PlaybookSet
 from bot.policy import PolicyConfig
 from bot.proposals import Proposal
 from bot.signing import signature_headers
+from bot.steps import StepKind
 from bot.tasks import Task, TaskState
 from bot.wording import proposal_text
 
@@ -306,7 +307,7 @@ async def task_seen(app: App, task: Task) -> TaskSeen:
     proposal = task.proposal or {}
     views = {s["name"]: s for s in proposal.get("steps", [])}
     steps = []
-    for record in sorted(await app.store.steps_of_task(task.id, "step"), key=lambda s: s.idx):
+    for record in sorted(await app.store.steps_of_task(task.id, StepKind.action), key=lambda s: s.idx):
         # A playbook in shadow mode is scored as if promoted: by the policy's own answer.
         decision = (record.decision or {}).get("shadow_of") or record.decision or {}
         view = views.get(record.name, {})

@@ -40,6 +40,9 @@ REDECIDED = PREFIX + "redecided"
 # Signals joined a task whose plan was approved or under way: the plan is kept, this says so.
 PLAN_STANDS = PREFIX + "plan_stands"
 STATE_CHANGED = PREFIX + "state_changed"
+# A step of the task moved between states (bot/steps.py); undo asked for and its rollbacks too.
+STEP_CHANGED = PREFIX + "step_changed"
+UNDO_REQUESTED = PREFIX + "undo_requested"
 # Not task events: published so the engine and surfaces can react.
 SIGNALS_STORED = "ops.signals.stored"
 KILL_SWITCH = "ops.kill_switch.changed"

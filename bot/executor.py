@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
 from bot import events as ev
+from bot import steps
 from bot.audit import AuditEntry
+from bot.authority import UNDO_VERDICT
 from bot.core import Core
 from bot.errors import Conflict, ToolError
 from bot.events import Event
+from bot.gateway import StepClaimedElsewhere, ToolCallRefused
 from bot.identity import Actor
 from bot.planner import load_signals, step_key, step_param_rules, template_context
 from bot.playbooks import Playbook
@@ -29,7 +31,7 @@ from bot.policy import counted_approvers, quorum_reached
 from bot.ports import StepCall
 from bot.proposals import Decision
 from bot.readable import undo_action
-from bot.step_claim import claim_step
+from bot.steps import RUNNABLE, StepKind, StepState, undo_phase, undo_targets
 from bot.store import TaskOps
 from bot.tasks import StepRecord, Task, TaskState
 from bot.templates import TemplateRenderError, evaluate, render_params
@@ -49,18 +51,21 @@ class Executor:
     # -- act -------------------------------------------------------------------------------------
 
     async def advance(self, task_id: int) -> Task | None:
-        """Run the task's pending steps in order, as far as the policy and approvals allow."""
+        """Run the task's pending steps in order, as far as the policy and approvals allow; a task
+        whose undo was asked for goes on with its rollbacks instead (after a restart too)."""
         async with self._locks[task_id]:
             task = await self.core.store.get_task(task_id)
             if task is None or task.state is not TaskState.executing:
                 return task
+            if undo_phase(await self.core.store.steps_of_task(task_id, StepKind.rollback)) is not None:
+                return await self._run_undo(task)
             playbook = self.core.playbooks.get(task.playbook_id)
             approvals = [a for a in await self.core.store.approvals_of_task(task_id) if a.verdict == "approve"]
             approvers = {a.actor for a in approvals}
-            for step in await self.core.store.steps_of_task(task_id, "step"):
-                if step.state == "succeeded":
+            for step in await self.core.store.steps_of_task(task_id, StepKind.action):
+                if step.state is StepState.succeeded:
                     continue
-                if step.state != "pending" and step.state != "denied":
+                if step.state not in RUNNABLE:
                     return task
                 stop = await self._gate(task, playbook, step, [(a.actor, a.roles) for a in approvals])
                 if stop is not None:
@@ -78,68 +83,61 @@ class Executor:
         _, decision = await self.core.assess_step(task, step)
         step.decision = decision.model_dump()
         if decision.verdict == "deny":
-            return await self._deny(task, step, decision)
+            reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
+
+            async def deny(t: TaskOps) -> Task:
+                if step.state is StepState.denied:
+                    await t.update_step(step.id, decision=decision.model_dump())
+                else:
+                    await steps.move(t, step, StepState.denied, reason=reason, decision=decision.model_dump())
+                return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
+                                         actor="system", reason=reason, outcome=reason)
+
+            return await self.core.store.transact(deny)
         counted = counted_approvers(decision, approvals, task.requester)  # quorum per step
         if decision.verdict == "needs_approval" and not quorum_reached(decision, counted):
             async def wait(t: TaskOps) -> Task:
-                await t.update_step(step.id, decision=decision.model_dump(), state="pending")
+                if step.state is StepState.denied:
+                    await steps.move(t, step, StepState.pending, reason=f"needs approval ({decision.rule})",
+                                     decision=decision.model_dump())
+                else:
+                    await t.update_step(step.id, decision=decision.model_dump())
                 return await t.set_state(task.id, TaskState.executing, TaskState.needs_approval, actor="system",
                                          reason=f"{step.name} needs approval ({decision.rule})")
 
             return await self.core.store.transact(wait)
         return None
 
-    async def _deny(self, task: Task, step: StepRecord, decision: Decision) -> Task:
-        reason = f"policy denied {step.name} at run time ({decision.rule}: {decision.reason})"
-
-        async def deny(t: TaskOps) -> Task:
-            await t.update_step(step.id, state="denied", decision=decision.model_dump())
-            return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
-                                     actor="system", reason=reason, outcome=reason)
-
-        return await self.core.store.transact(deny)
-
     async def _run_step(self, task: Task, playbook: Playbook, step: StepRecord, approvers: set[str]) -> bool:
         core = self.core
         decision = Decision.model_validate(step.decision)
-        now = core.clock()
-        if step.state == "denied":
-            await core.store.transact(lambda t: t.update_step(step.id, state="pending"))
-        claim = await core.store.transact(lambda t: claim_step(t, core.policy, task, step, now))
-        if claim.refusal is not None:  # paused or rate-limited since the decision, maybe by another process
-            await self._deny(task, step, claim.refusal)
-            return False
-        if not claim.claimed:
-            return True  # another worker has it
+        if step.state is StepState.denied:
+            step = await core.store.transact(
+                lambda t: steps.move(t, step, StepState.pending, reason=f"allowed now ({decision.rule})"))
         if self.on_step_started:
             self.on_step_started(task.id)
         spec = next((s for s in playbook.steps if s.name == step.name), None)
-        records: list[dict[str, Any]] = []
-
-        async def sink(record: dict[str, Any]) -> None:
-            records.append(record)
-
-        approval_id = f"task-{task.id}:approved-by:{','.join(sorted(approvers))}" if approvers else None
         try:
-            outcome = await core.gateway.call(
-                StepCall(tool=step.tool, params=step.params), decision=decision,
-                reason_code=f"playbook:{playbook.id}:{step.name}", approval_id=approval_id, dry_run=False,
-                idempotency_key=step.idempotency_key,
-                timeout_s=spec.timeout_s if spec else core.settings.engine.step_timeout_s,
-                retries=spec.retries if spec else 0, audit=sink,
-            )
+            # The gateway asks the policy and the recorded approvals itself, and claims the step.
+            outcome = await core.gateway.write(
+                task, step, timeout_s=spec.timeout_s if spec else core.settings.engine.step_timeout_s,
+                retries=spec.retries if spec else 0)
             ok, result, error = outcome.ok, outcome.result, outcome.error
             rollback = outcome.rollback.model_dump() if outcome.rollback else step.rollback
+        except StepClaimedElsewhere:
+            return True  # another worker has it
+        except ToolCallRefused as exc:
+            return await self._refused(task, step, str(exc))
         except ToolError as exc:
             ok, result, error, rollback = False, None, str(exc), None
+        running = step.model_copy(update={"state": StepState.running})
         core.metrics.tool_calls.labels(step.tool, "ok" if ok else "failed").inc()
         finished = core.clock().isoformat()
 
         async def record(t: TaskOps) -> None:
-            await t.update_step(step.id, state="succeeded" if ok else "failed", result=result, error=error,
-                                rollback=rollback if ok else None, finished_at=finished)
-            for r in records:
-                t.audit(AuditEntry("system", "tool.call", task.id, r))
+            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+                             reason=error or "tool call succeeded", result=result, error=error,
+                             rollback=rollback if ok else None, finished_at=finished)
             name = ev.EXECUTED if ok else ev.FAILED
             t.event(Event(name, task.id, {"step": step.name, "tool": step.tool, "ok": ok, "error": error}))
             if not ok:
@@ -149,6 +147,16 @@ class Executor:
         await core.store.transact(record)
         log.info("step.done", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
         return ok
+
+    async def _refused(self, task: Task, step: StepRecord, refusal: str) -> bool:
+        """The gateway would not run a step the gate let through (the kill switch was pulled, an
+        approval no longer counts): it stays pending and a person looks at the task."""
+        reason = f"{step.name} was not run: {refusal}"
+        await self.core.store.transact(lambda t: t.set_state(
+            task.id, TaskState.executing, TaskState.escalated_to_human, actor="system", reason=reason,
+            outcome=reason))
+        log.warning("step.refused", task_id=task.id, step=step.name, reason=refusal)
+        return False
 
     # -- review ----------------------------------------------------------------------------------
 
@@ -166,12 +174,10 @@ class Executor:
             try:
                 params = render_params(verify.params, context, where="verify.params",
                                        rules=step_param_rules(self.core, playbook, verify.tool))
-                outcome = await self.core.gateway.call(
-                    StepCall(tool=verify.tool, params=params),
-                    decision=Decision(verdict="allow", rule="verify", reason="verification reads only"),
-                    reason_code=None, approval_id=None, dry_run=False,
-                    idempotency_key=step_key(task.id, "verify", attempt, verify.tool), timeout_s=10, retries=0,
-                    audit=_ignore,
+                outcome = await self.core.gateway.read(
+                    StepCall(tool=verify.tool, params=params), purpose="verify", task_id=task.id,
+                    reason_code=f"verify:{playbook.id}",
+                    idempotency_key=step_key(task.id, StepKind.verify, attempt, verify.tool), timeout_s=10, retries=0,
                 )
                 if outcome.ok and evaluate(verify.expect, {**context, "result": outcome.result or {}},
                                            where="verify.expect"):
@@ -199,103 +205,171 @@ class Executor:
     # -- undo ------------------------------------------------------------------------------------
 
     async def undo(self, task: Task, actor: Actor) -> Task:
-        """Run the recorded rollbacks of executed reversible steps, newest first."""
+        """Ask for the undo of a finished task and run it: the rollbacks of its executed reversible
+        steps, newest first. The request (task back to executing, one pending rollback row per
+        step, the undo recorded as the actor's) commits before any rollback runs, so a crash at any
+        point leaves an undo that the restart finishes or hands to a person (``recover``)."""
         async with self._locks[task.id]:
-            steps = [s for s in await self.core.store.steps_of_task(task.id, "step")
-                     if s.state == "succeeded" and s.rollback]
-            done = {s.name for s in await self.core.store.steps_of_task(task.id, "rollback") if s.state == "succeeded"}
-            steps = [s for s in steps if s.name not in done]
-            if not steps:
+            rollbacks = await self.core.store.steps_of_task(task.id, StepKind.rollback)
+            targets = undo_targets(await self.core.store.steps_of_task(task.id, StepKind.action), rollbacks)
+            existing = {s.idempotency_key: s for s in rollbacks}
+            unclear = [s for s in rollbacks if s.state is StepState.unknown]
+            if not targets:
+                if unclear:
+                    raise Conflict(f"task {task.id}: the rollback of {', '.join(s.name for s in unclear)} was "
+                                   "interrupted and may have taken effect; check it by hand, Ooda will not run it "
+                                   "again")
                 raise Conflict(f"task {task.id} has no executed reversible step left to undo")
-            await self.core.store.transact(
-                lambda t: t.set_state(task.id, UNDO_FROM, TaskState.executing, actor=actor.id, reason="undo")
-            )
-            undone: list[str] = []
-            for step in sorted(steps, key=lambda s: s.idx, reverse=True):
-                with self.core.tracing.phase(f"undo {step.name}", task, actor=actor.id):
-                    error = await self._rollback(task, step, actor)
-                if error is not None:
-                    outcome = (f"undo failed at {step.name}: {error}; rolled back so far: "
-                               f"{', '.join(undone) or 'nothing'}")
-                    return await self._finish(task.id, TaskState.failed_terminal, outcome)
-                rollback = StepCall.model_validate(step.rollback)
-                undone.append(undo_action(rollback.tool, rollback.params))  # "flag x back to off"
-            result = await self._finish(task.id, TaskState.completed, f"Undone by {actor.display}: {'; '.join(undone)}")
-            self.core.bus.publish(Event(ev.UNDONE, task.id, {"actor": actor.id, "display": actor.display,
-                                                             "steps": undone}))
-            return result
+            reason = f"undo requested by {actor.display}"
 
-    async def _rollback(self, task: Task, step: StepRecord, actor: Actor) -> str | None:
-        assert step.rollback is not None
-        call = StepCall.model_validate(step.rollback)
-        records: list[dict[str, Any]] = []
+            async def request(t: TaskOps) -> Task:
+                moved = await t.set_state(task.id, UNDO_FROM, TaskState.executing, actor=actor.id, reason=reason)
+                await t.add_approval(task.id, actor.id, actor.display, UNDO_VERDICT, None, None)
+                decision = Decision(verdict="allow", rule="undo", reason=reason).model_dump()
+                for s in targets:
+                    call = StepCall.model_validate(s.rollback)
+                    row = existing.get(rollback_key(task.id, s))
+                    if row is not None:
+                        await steps.move(t, row, StepState.pending, actor=actor.id, reason=reason, decision=decision,
+                                         error=None)
+                        continue
+                    await t.insert_step(task_id=task.id, kind=StepKind.rollback, idx=s.idx, name=s.name,
+                                        tool=call.tool, category=s.category, params=call.params, rollback=None,
+                                        decision=decision, state=StepState.pending,
+                                        idempotency_key=rollback_key(task.id, s))
+                names = [s.name for s in sorted(targets, key=lambda s: s.idx, reverse=True)]
+                t.event(Event(ev.UNDO_REQUESTED, task.id, {"actor": actor.id, "display": actor.display,
+                                                           "steps": names}))
+                t.audit(AuditEntry(actor.id, "task.undo_requested", task.id, {"via": actor.via, "steps": names}))
+                return moved
 
-        async def sink(record: dict[str, Any]) -> None:
-            records.append(record)
+            moved = await self.core.store.transact(request)
+            return await self._run_undo(moved)
 
-        key = step_key(task.id, "rollback", step.idx, step.name)
+    async def _run_undo(self, task: Task) -> Task:
+        """Run the task's pending rollbacks newest first, then end the undo from what the rows say."""
+        requester = await self._undo_requester(task.id)
+        rows = sorted(await self.core.store.steps_of_task(task.id, StepKind.rollback), key=lambda s: s.idx,
+                      reverse=True)
+        for row in rows:
+            if row.state is not StepState.pending:
+                continue
+            with self.core.tracing.phase(f"undo {row.name}", task, actor=requester[0]):
+                rolled = await self._rollback(task, row, requester)
+            if not rolled:
+                break
+        return await self._end_undo(task, requester)
 
-        async def claim(t: TaskOps) -> int:
-            existing = [s for s in await t.steps(task.id, "rollback") if s.idempotency_key == key]
-            if existing:
-                await t.update_step(existing[0].id, state="running", started_at=self.core.clock().isoformat())
-                return existing[0].id
-            step_id = await t.insert_step(task_id=task.id, kind="rollback", idx=step.idx, name=step.name,
-                                          tool=call.tool, category=step.category, params=call.params, rollback=None,
-                                          decision=None, state="running", idempotency_key=key)
-            await t.update_step(step_id, started_at=self.core.clock().isoformat(), attempts=1)
-            return step_id
+    async def _undo_requester(self, task_id: int) -> tuple[str, str]:
+        """(id, display) of whoever asked for the undo last: the rollbacks run on their request."""
+        asked = [a for a in await self.core.store.approvals_of_task(task_id) if a.verdict == UNDO_VERDICT]
+        return (asked[-1].actor, asked[-1].display) if asked else ("system", "Ooda")
 
-        rollback_id = await self.core.store.transact(claim)
+    async def _end_undo(self, task: Task, requester: tuple[str, str]) -> Task:
+        actor_id, display = requester
+
+        async def end(t: TaskOps) -> Task:
+            rows = sorted(await t.steps(task.id, StepKind.rollback), key=lambda s: s.idx, reverse=True)
+            done = [r.name for r in rows if r.state is StepState.succeeded]
+            failed = next((r for r in rows if r.state is StepState.failed), None)
+            if failed is not None:
+                for r in rows:
+                    if r.state is StepState.pending:
+                        await steps.move(t, r, StepState.skipped, reason=f"undo stopped: {failed.name} failed")
+                outcome = (f"undo failed at {failed.name}: {failed.error or 'failed'}; rolled back so far: "
+                           f"{', '.join(done) or 'nothing'}")
+                return await t.set_state(task.id, TaskState.executing, TaskState.failed_terminal, actor="system",
+                                         reason=outcome, outcome=outcome)
+            if any(r.state is not StepState.succeeded for r in rows):
+                return await t.get_task(task.id)  # another worker is still on it
+            actions = {s.name: s for s in await t.steps(task.id, StepKind.action)}
+            undone, words = [], []
+            for r in rows:
+                action = actions.get(r.name)
+                if action is not None and action.state is StepState.succeeded:
+                    await steps.move(t, action, StepState.rolled_back, actor=actor_id,
+                                     reason=f"rolled back by {r.tool}")
+                    undone.append(r.name)
+                if r.state is StepState.succeeded:
+                    words.append(undo_action(r.tool, r.params))  # "flag checkout.throttle back to 0%"
+            outcome = f"Undone by {display}: {'; '.join(words) or ', '.join(undone or done)}"
+            t.event(Event(ev.UNDONE, task.id, {"actor": actor_id, "display": display, "steps": undone or done}))
+            return await t.set_state(task.id, TaskState.executing, TaskState.completed, actor="system",
+                                     reason=outcome, outcome=outcome)
+
+        return await self.core.store.transact(end)
+
+    async def _rollback(self, task: Task, row: StepRecord, requester: tuple[str, str]) -> bool:
+        """Claim and run one rollback row; True when it succeeded."""
+        actor_id, _ = requester
         try:
-            outcome = await self.core.gateway.call(
-                call, decision=Decision(verdict="allow", rule="undo", reason=f"undo requested by {actor.display}"),
-                reason_code=f"undo:{task.playbook_id}:{step.name}", approval_id=f"undo-by:{actor.id}",
-                dry_run=False, idempotency_key=key, timeout_s=self.core.settings.engine.step_timeout_s, retries=2,
-                audit=sink,
-            )
+            # The gateway checks the recorded undo request and the kill switch, and claims the row.
+            outcome = await self.core.gateway.write(task, row, timeout_s=self.core.settings.engine.step_timeout_s,
+                                                    retries=2)
             ok, result, error = outcome.ok, outcome.result, outcome.error
+        except StepClaimedElsewhere:
+            return True  # another worker has it
+        except ToolCallRefused as exc:
+            # Not run: the row fails, and the next undo asks for it again (failed -> pending).
+            refusal = str(exc)
+            await self.core.store.transact(lambda t: self._not_run(t, row, refusal, actor_id))
+            return False
         except ToolError as exc:
             ok, result, error = False, None, str(exc)
+        running = row.model_copy(update={"state": StepState.running})
 
         async def record(t: TaskOps) -> None:
-            await t.update_step(rollback_id, state="succeeded" if ok else "failed", result=result, error=error,
-                                finished_at=self.core.clock().isoformat())
-            for r in records:
-                t.audit(AuditEntry(actor.id, "tool.rollback", task.id, r))
+            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+                             reason=error or "rollback succeeded", result=result, error=error,
+                             finished_at=self.core.clock().isoformat())
 
         await self.core.store.transact(record)
-        return None if ok else (error or "failed")
+        return ok
+
+    @staticmethod
+    async def _not_run(t: TaskOps, row: StepRecord, refusal: str, actor: str) -> None:
+        claimed = await steps.claim(t, row, row.started_at.isoformat() if row.started_at else "")
+        if claimed:
+            await steps.move(t, row.model_copy(update={"state": StepState.running}), StepState.failed, actor=actor,
+                             reason=refusal, error=f"not run: {refusal}")
 
     # -- recovery --------------------------------------------------------------------------------
 
     async def recover(self) -> list[Task]:
-        """Resolve steps that were running when the process died; returns tasks to resume."""
+        """Resolve steps that were running when the process died; returns tasks to resume.
+
+        An interrupted step (of the plan or of an undo) runs again only when its tool is idempotent
+        (the same call with the same idempotency key); otherwise the task goes to a person with
+        the reason, and an interrupted undo stops there (its other rollbacks are skipped).
+        """
         resume = []
         for task in await self.core.store.tasks_in_states([TaskState.executing.value]):
-            interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state == "running"]
+            interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state is StepState.running]
             unsafe = [s for s in interrupted if not self._idempotent(s.tool)]
             if unsafe:
-                names = ", ".join(f"{s.name} ({s.tool})" for s in unsafe)
-                reason = (f"interrupted while running {names}; the tool is not idempotent, so Ooda will not run it "
-                          "again: check its effect by hand, then undo or close the task")
+                reason = _interrupted_reason(unsafe)
 
                 async def escalate(t: TaskOps, task: Task = task, unsafe: list[StepRecord] = unsafe,
                                    reason: str = reason) -> None:
                     for s in unsafe:
-                        await t.update_step(s.id, state="unknown", error="interrupted by a restart")
+                        await steps.move(t, s, StepState.unknown, reason=reason, error="interrupted by a restart")
+                    if any(s.kind is StepKind.rollback for s in unsafe):
+                        for s in await t.steps(task.id, StepKind.rollback):
+                            if s.state is StepState.pending:
+                                await steps.move(t, s, StepState.skipped, reason="the undo was interrupted")
                     await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human, actor="system",
                                       reason=reason, outcome=reason)
 
                 await self.core.store.transact(escalate)
-                log.warning("recovery.escalated", task_id=task.id, steps=names)
+                log.warning("recovery.escalated", task_id=task.id, steps=[s.name for s in unsafe])
                 continue
 
-            async def requeue(t: TaskOps, task: Task = task, steps: list[StepRecord] = interrupted) -> None:
-                for s in steps:
-                    await t.update_step(s.id, state="pending")
+            async def requeue(t: TaskOps, task: Task = task, interrupted: list[StepRecord] = interrupted) -> None:
+                for s in interrupted:
+                    await steps.move(t, s, StepState.pending, reason="interrupted by a restart; its tool is idempotent")
                     t.audit(AuditEntry("system", "step.rerun_after_restart", task.id,
-                                       {"step": s.name, "tool": s.tool, "idempotency_key": s.idempotency_key}))
+                                       {"step": s.name, "kind": str(s.kind), "tool": s.tool,
+                                        "idempotency_key": s.idempotency_key}))
 
             if interrupted:
                 await self.core.store.transact(requeue)
@@ -310,5 +384,17 @@ class Executor:
             return False
 
 
-async def _ignore(record: dict[str, Any]) -> None:
-    """Verification only reads; its calls are summarized in the task outcome instead."""
+def rollback_key(task_id: int, step: StepRecord) -> str:
+    """The idempotency key of the rollback of ``step``: the same for every attempt and restart."""
+    return step_key(task_id, StepKind.rollback, step.idx, step.name)
+
+
+def _interrupted_reason(unsafe: list[StepRecord]) -> str:
+    names = ", ".join(f"{s.name} ({s.tool})" for s in unsafe)
+    if any(s.kind is StepKind.rollback for s in unsafe):
+        return (f"the undo was interrupted while rolling back {names}; the tool is not idempotent, so Ooda will "
+                "not run it again: check by hand whether it took effect, and finish the undo by hand")
+    return (f"interrupted while running {names}; the tool is not idempotent, so Ooda will not run it "
+            "again: check its effect by hand, then undo or close the task")
+
+

@@ -34,6 +34,7 @@ from bot.redaction import redact_text
 from bot.risk import BlastRadius, band_for
 from bot.shadow import is_shadow, shadow_outcome
 from bot.signals import Signal
+from bot.steps import StepKind, StepState
 from bot.store import TaskOps
 from bot.store_ports import ApprovalReads, StepReads, TaskReads, UnitOfWork
 from bot.tasks import Task, TaskState, redecidable
@@ -84,28 +85,49 @@ def effective_category(core: Core, tool_name: str, params: dict[str, Any], decla
 
 async def _read(core: Core, task: Task, playbook: Playbook, step: ReadStep,
                 context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    audit: list[dict[str, Any]] = []
-
-    async def sink(record: dict[str, Any]) -> None:
-        audit.append(record)
-
     try:
         # A value refused here fails this evidence only (recorded on it), never the planning.
         params = render_params(step.params, context, where=f"evidence.{step.name}.params",
                                rules=step_param_rules(core, playbook, step.tool))
         if effective_category(core, step.tool, params, None).writes:
             raise ToolCallRefused(f"evidence step {step.name!r} calls {step.tool} as a write; evidence must only read")
-        outcome = await core.gateway.call(
-            StepCall(tool=step.tool, params=params), decision=READ_DECISION, reason_code=None, approval_id=None,
-            dry_run=False, idempotency_key=step_key(task.id, "evidence", 0, step.name),
-            timeout_s=min(step.timeout_s, core.settings.engine.evidence_timeout_s), retries=step.retries, audit=sink,
+        outcome = await core.gateway.read(
+            StepCall(tool=step.tool, params=params), task_id=task.id, reason_code=f"evidence:{playbook.id}",
+            idempotency_key=step_key(task.id, StepKind.evidence, 0, step.name),
+            timeout_s=min(step.timeout_s, core.settings.engine.evidence_timeout_s), retries=step.retries,
         )
         result = {"ok": outcome.ok, "result": outcome.result, "error": outcome.error, "params": params,
-                  "tool": step.tool, "audit": audit}
+                  "tool": step.tool}
     except (BotError, ToolError) as exc:
-        result = {"ok": False, "result": None, "error": str(exc), "params": {}, "tool": step.tool, "audit": audit}
+        result = {"ok": False, "result": None, "error": str(exc), "params": {}, "tool": step.tool}
     core.metrics.tool_calls.labels(step.tool, "ok" if result["ok"] else "failed").inc()
     return step.name, result
+
+
+async def dry_run_preview(core: Core, task: Task, tool: str, name: str, index: int, params: dict[str, Any],
+                          timeout_s: float, attempt: int = 0) -> tuple[str, bool]:
+    """Preview one write through the gateway: (what it would do, or why the preview failed; failed?)."""
+    key = step_key(task.id, "dry-run", index, name) + (f"#{attempt}" if attempt else "")
+    try:
+        outcome = await core.gateway.dry_run(StepCall(tool=tool, params=params), task_id=task.id,
+                                             reason_code=f"dry-run:{task.playbook_id}", idempotency_key=key,
+                                             timeout_s=timeout_s)
+    except ToolError as exc:
+        return f"dry run refused: {exc}", True
+    if not outcome.ok:
+        return f"dry run failed: {outcome.error}", True
+    preview = outcome.result or {}
+    if preview.get("preview"):  # the tool's own words (k8s: what the API server accepted)
+        return str(preview["preview"]), False
+    if preview.get("command"):  # ssh.run: the exact remote command line
+        return f"would run on {preview.get('host', 'the host')}: {preview['command']}", False
+    if "previous_enabled" in preview:  # flags.set: the flag's value now and after
+        return "would change " + result_text(preview), False
+    if tool == "http.request" and isinstance(preview.get("request"), dict):
+        request = preview["request"]  # what would be sent, credentials masked
+        return "would send " + step_action("http.request", {"method": request.get("method"), "url": request.get("url"),
+                                                            "json": request.get("json")}), False
+    return result_text(preview), False
 
 
 def evidence_value(result: dict[str, Any]) -> Any:
@@ -238,7 +260,8 @@ class Planner:
         approved, the plan they saw stands.
         """
         store = self.store
-        if not redecidable(task, await store.approvals_of_task(task.id), await store.steps_of_task(task.id, "step")):
+        steps = await store.steps_of_task(task.id, StepKind.action)
+        if not redecidable(task, await store.approvals_of_task(task.id), steps):
             return task
         playbook = self.core.playbooks.get(task.playbook_id)
         return await self._save(task, playbook, await self._decide(task, playbook), replacing=True)
@@ -283,12 +306,13 @@ class Planner:
             playbook, tool=step.tool, category=category, blast_radius=step.blast_radius,
             environment=task.environment, severity=task.severity, targets=task.signal_count, counted=not what_if,
         )
-        dry_run = None
+        dry_run, dry_run_failed = None, False
         if (not what_if and category.writes and decision.verdict != "deny"
                 and core.gateway.registry.get(step.tool).supports_dry_run):
-            dry_run = await self._dry_run(task, step, index, params, decision)
+            dry_run, dry_run_failed = await dry_run_preview(core, task, step.tool, step.name, index, params,
+                                                            step.timeout_s)
         return {"index": index, "step": step, "params": params, "category": category, "rollback": rollback,
-                "risk": risk, "decision": decision, "dry_run": dry_run}
+                "risk": risk, "decision": decision, "dry_run": dry_run, "dry_run_failed": dry_run_failed}
 
     async def refresh_dry_runs(self, task_id: int, names: set[str]) -> None:
         """Dry-run edited steps again, so the dry run people read is of the params that will run."""
@@ -296,49 +320,25 @@ class Planner:
         if task is None or task.proposal is None:
             return
         playbook = self.core.playbooks.get(task.playbook_id)
-        fresh: dict[str, str] = {}
-        for record in await self.core.store.steps_of_task(task_id, "step"):
-            if (record.name not in names or record.state != "pending"
+        fresh: dict[str, tuple[str, bool]] = {}
+        attempt = int(self.core.clock().timestamp())  # a new idempotency key: these are new params
+        for record in await self.core.store.steps_of_task(task_id, StepKind.action):
+            if (record.name not in names or record.state is not StepState.pending
                     or not self.core.gateway.registry.get(record.tool).supports_dry_run):
                 continue
-            decision = Decision.model_validate(record.decision or READ_DECISION.model_dump())
-            fresh[record.name] = await self._dry_run(task, playbook.step(record.name), record.idx, record.params,
-                                                     decision)
+            fresh[record.name] = await dry_run_preview(self.core, task, record.tool, record.name, record.idx,
+                                                       record.params, playbook.step(record.name).timeout_s, attempt)
         if not fresh:
             return
 
         async def unit(t: TaskOps) -> None:
             proposal = dict((await t.get_task(task_id)).proposal or {})
-            proposal["steps"] = [{**step, "dry_run": fresh.get(step["name"], step.get("dry_run"))}
-                                 for step in proposal.get("steps", [])]
+            proposal["steps"] = [
+                {**step, "dry_run": fresh[step["name"]][0], "dry_run_failed": fresh[step["name"]][1]}
+                if step["name"] in fresh else step for step in proposal.get("steps", [])]
             await t.save_proposal(task_id, proposal)
 
         await self.core.store.transact(unit)
-
-    async def _dry_run(self, task: Task, step: Step, index: int, params: dict[str, Any], decision: Decision) -> str:
-        try:
-            outcome = await self.core.gateway.call(
-                StepCall(tool=step.tool, params=params), decision=decision, reason_code=f"dry-run:{task.playbook_id}",
-                approval_id=None, dry_run=True, idempotency_key=step_key(task.id, "dry-run", index, step.name),
-                timeout_s=step.timeout_s, retries=0, audit=_discard,
-            )
-        except ToolError as exc:
-            return f"dry run refused: {exc}"
-        if not outcome.ok:
-            return f"dry run failed: {outcome.error}"
-        preview = outcome.result or {}
-        if preview.get("preview"):  # the tool's own words (k8s: what the API server accepted)
-            return str(preview["preview"])
-        if preview.get("command"):  # ssh.run: the exact remote command line
-            return f"would run on {preview.get('host', 'the host')}: {preview['command']}"
-        if "previous_enabled" in preview:  # flags.set: the flag's value now and after
-            return "would change " + result_text(preview)
-        if step.tool == "http.request" and isinstance(preview.get("request"), dict):
-            request = preview["request"]  # what would be sent, credentials masked
-            return "would send " + step_action("http.request", {"method": request.get("method"),
-                                                                "url": request.get("url"),
-                                                                "json": request.get("json")})
-        return result_text(preview)
 
     async def _save(self, task: Task, playbook: Playbook, decided: _Decided, *, replacing: bool = False) -> Task:
         """Save the plan and move the task on, in one transaction; ``replacing``: a plan decided again."""
@@ -353,6 +353,7 @@ class Planner:
             index=s["index"], name=s["step"].name, tool=s["step"].tool, category=s["category"], params=s["params"],
             decision=s["decision"], blast_radius=s["step"].blast_radius.value,
             rollback=_rollback_text(s["step"], s["category"], s["rollback"]), dry_run=s["dry_run"],
+            dry_run_failed=s["dry_run_failed"],
             editable=s["step"].editable,
         ) for s in steps]
         writes = [v for v in views if v.category.writes]
@@ -394,24 +395,22 @@ class Planner:
                 return current, False
             for name, r in results.items():
                 step_id = await t.insert_step(
-                    task_id=task.id, kind="evidence", idx=0, name=name, tool=r["tool"], category="read",
+                    task_id=task.id, kind=StepKind.evidence, idx=0, name=name, tool=r["tool"], category="read",
                     params=r["params"], rollback=None, decision=READ_DECISION.model_dump(),
-                    state="succeeded" if r["ok"] else "failed",
+                    state=StepState.succeeded if r["ok"] else StepState.failed,
                     # Evidence may be collected again (a re-plan), so its key carries the time.
                     idempotency_key=f"{step_key(task.id, 'evidence', 0, name)}@{now.isoformat()}",
                 )
                 await t.update_step(step_id, result=r["result"], error=r["error"], attempts=1,
                                     started_at=now.isoformat(), finished_at=now.isoformat())
-                for record in r["audit"]:
-                    t.audit(AuditEntry("system", "tool.call", task.id, record))
             if results:
                 t.event(Event(ev.EVIDENCE_ATTACHED, task.id, {"evidence": sorted(results)}))
             for s, view in zip(steps, views, strict=True):
                 await t.insert_step(
-                    task_id=task.id, kind="step", idx=view.index, name=view.name, tool=view.tool,
+                    task_id=task.id, kind=StepKind.action, idx=view.index, name=view.name, tool=view.tool,
                     category=view.category.value, params=view.params, rollback=s["rollback"],
                     decision=view.decision.model_dump(),
-                    state="denied" if view.decision.verdict == "deny" else "pending",
+                    state=StepState.denied if view.decision.verdict == "deny" else StepState.pending,
                     idempotency_key=step_key(task.id, "step", view.index, view.name),
                 )
             await t.save_proposal(task.id, proposal.model_dump(mode="json"))
@@ -449,7 +448,7 @@ async def _keep_current_plan(t: TaskOps, current: Task, signal_count: int) -> bo
     if (current.proposal or {}).get("signal_count", 0) >= signal_count:
         return True  # a plan counting as many signals was saved meanwhile
     approvals = await t.approvals(current.id)
-    if redecidable(current, approvals, await t.steps(current.id, "step")):
+    if redecidable(current, approvals, await t.steps(current.id, StepKind.action)):
         return False
     if any(a.verdict == "approve" for a in approvals):
         added = signal_count - (current.proposal or {}).get("signal_count", 0)
@@ -474,6 +473,3 @@ async def _moved_on_after_redecide(t: TaskOps, current: Task, signal_count: int,
     return await t.set_state(current.id, TaskState.needs_approval, target, actor="system",
                              reason=outcome or "decided again after signals joined", outcome=outcome)
 
-
-async def _discard(record: dict[str, Any]) -> None:
-    """Dry runs change nothing; their preview lands in the proposal, not the audit trail."""

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from bot.steps import StepState, UndoPhase
+
 
 class Category(StrEnum):
     read = "read"
@@ -61,17 +63,6 @@ class Decision(BaseModel):
     shadow_of: dict[str, Any] | None = None
 
 
-class StepState(StrEnum):
-    pending = "pending"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    skipped = "skipped"
-    denied = "denied"
-    rolled_back = "rolled_back"
-    unknown = "unknown"  # was running when the process died and could not be re-run
-
-
 class ParamBound(BaseModel):
     """What an approver may change a step param to (Edit button / modal)."""
 
@@ -94,6 +85,7 @@ class StepView(BaseModel):
     rollback: str | None = None
     result: str | None = None
     dry_run: str | None = None
+    dry_run_failed: bool = False  # approving runs it again first, or needs an override with a reason
     editable: dict[str, ParamBound] = Field(default_factory=dict)
     approved_by: list[str] = Field(default_factory=list)  # the approvals that count for this step's quorum
 
@@ -144,6 +136,7 @@ class Proposal(BaseModel):
     updated_at: datetime
     can_undo: bool = False
     can_retry: bool = False  # stopped by the policy, nothing in doubt: `ooda retry` may decide it again
+    undo: UndoPhase | None = None  # where an undo of this task stands; None when nobody asked
     outcome: str | None = None
     links: list[AlertLink] = Field(default_factory=list)
     expiry_s: int | None = None  # engine.approval_expiry_s when it was planned

@@ -34,6 +34,7 @@ from bot.errors import BotError
 from bot.planner import Planner, evidence_value, load_signals, overall_risk, planned_state, template_context
 from bot.playbooks import Playbook, PlaybookSet
 from bot.signals import Signal
+from bot.steps import StepKind, StepState
 from bot.store import TaskOps
 from bot.store_ports import StepReads, UnitOfWork
 from bot.tasks import Task
@@ -185,7 +186,7 @@ class Replayer:
     async def _decide(self, playbook: Playbook, task: Task, signals: list[Signal],
                       result: ReplayResult) -> ReplayedProposal:
         core = self.core
-        recorded = {s.name: s for s in await core.store.steps_of_task(task.id, "evidence")}  # the latest of each
+        recorded = {s.name: s for s in await core.store.steps_of_task(task.id, StepKind.evidence)}  # the latest of each
         evidence: dict[str, Any] = {}
         for read in playbook.evidence:
             old_read = recorded.get(read.name)
@@ -193,8 +194,8 @@ class Replayer:
                 result.missing_evidence.append(read.name)
                 evidence[read.name] = {"ok": False, "error": NOT_RECORDED}
             else:
-                evidence[read.name] = evidence_value({"result": old_read.result, "ok": old_read.state == "succeeded",
-                                                       "error": old_read.error})
+                ok = old_read.state is StepState.succeeded
+                evidence[read.name] = evidence_value({"result": old_read.result, "ok": ok, "error": old_read.error})
         context = template_context(core, task, signals, evidence)
         result.condition_met = evaluate(playbook.condition, context, where="condition") if playbook.condition else True
         if not result.condition_met:

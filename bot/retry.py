@@ -21,6 +21,7 @@ from bot.errors import Conflict, Forbidden
 from bot.executor import Executor
 from bot.identity import Actor
 from bot.proposal_view import RETRY_STEP_STATES, retryable
+from bot.steps import StepKind
 from bot.store import TaskOps
 from bot.tasks import Task, TaskState
 
@@ -42,7 +43,7 @@ async def retry(core: Core, executor: Executor, task: Task, actor: Actor) -> Tas
     # decided again, so what needs an approval still waits for one.
     if not actor.roles:
         raise Forbidden(f"{actor.display} has no role in Ooda's config, so cannot retry tasks")
-    steps = await core.store.steps_of_task(task.id, "step")
+    steps = await core.store.steps_of_task(task.id, StepKind.action)
     doubtful = [s for s in steps if s.state not in RETRY_STEP_STATES]
     if doubtful:
         named = ", ".join(f"{s.name} ({s.state})" for s in doubtful)

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.policy import PolicyConfig
+from bot.steps import StepKind, StepState
 from bot.store import Store
 from bot.tasks import Task, TaskState
 from bot.write_safety import AloneWrite, alone_write_problems
@@ -109,8 +110,8 @@ async def _what_people_did(store: Store, task: Task, others: list[Task],
         if other.state is TaskState.rejected:
             verdicts[REJECTED] += 1
             continue
-        ran = [s for s in await store.steps_of_task(other.id, "step")
-               if s.category != "read" and s.state == "succeeded"]
+        ran = [s for s in await store.steps_of_task(other.id, StepKind.action)
+               if s.category != "read" and s.state is StepState.succeeded]
         approved = any(a.verdict == "approve" for a in await store.approvals_of_task(other.id))
         if ran or approved:
             verdicts[ACTED] += 1

@@ -271,6 +271,21 @@ class TaskTx:
         assignments = ", ".join(f"{k} = ?" for k in encoded)
         await self._tx.execute(f"UPDATE steps SET {assignments} WHERE id = ?", (*encoded.values(), step_id))
 
+    async def get_step(self, step_id: int) -> StepRecord:
+        row = await self._tx.fetchone(f"SELECT {STEP_COLUMNS} FROM steps WHERE id = ?", (step_id,))
+        if row is None:
+            raise UnknownTask(f"there is no step {step_id}")
+        return step_from_row(row)
+
+    async def set_step_state(self, step_id: int, expected: str, target: str, **fields: Any) -> bool:
+        """Compare-and-set a step's state (and other columns); False when it is no longer ``expected``."""
+        encoded = {k: (dumps(v) if k in {"params", "rollback", "decision", "result"}
+                       and v is not None else v) for k, v in fields.items()}
+        assignments = "".join(f", {k} = ?" for k in encoded)
+        cur = await self._tx.execute(f"UPDATE steps SET state = ?{assignments} WHERE id = ? AND state = ?",
+                                     (str(target), *encoded.values(), step_id, str(expected)))
+        return cur.rowcount == 1
+
     async def claim_step(self, step_id: int, started_at: str) -> bool:
         """Mark a pending step running; False if it is not pending (someone else claimed it)."""
         cur = await self._tx.execute(

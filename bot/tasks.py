@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.errors import IllegalTransition
+from bot.steps import StepKind, StepState, started
 
 MAX_TASK_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id would fail the statement, not miss
 
@@ -63,9 +64,6 @@ ATTENTION_STATES = OPEN_STATES | {S.escalated_to_human}
 # acted yet, so nothing is left to do. In any later state something ran (or a person decided),
 # and the resolution is only recorded.
 ENDED_BY_RESOLUTION = frozenset({S.queued, S.running, S.needs_approval})
-# Step states that mean the step never ran; anything else (running, succeeded, failed, unknown)
-# means the task acted.
-UNSTARTED_STEP_STATES = frozenset({"pending", "denied", "skipped"})
 RESOLVED_OUTCOME_PREFIX = "resolved before action"
 
 
@@ -88,8 +86,8 @@ def resolution_outcome(resolved_at: datetime) -> str:
 
 
 def steps_started(steps: Iterable[StepRecord]) -> bool:
-    """Whether any of these (``step`` kind) rows ran or began to run."""
-    return any(s.state not in UNSTARTED_STEP_STATES for s in steps)
+    """Whether any of these (action) rows ran or began to run."""
+    return started(steps)
 
 
 def redecidable(task: Task, approvals: Iterable[ApprovalRecord], steps: Iterable[StepRecord]) -> bool:
@@ -152,7 +150,7 @@ class StepRecord(BaseModel):
 
     id: int
     task_id: int
-    kind: str  # evidence | step | rollback | verify
+    kind: StepKind
     idx: int
     name: str
     tool: str
@@ -160,7 +158,7 @@ class StepRecord(BaseModel):
     params: dict[str, Any]
     rollback: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
-    state: str
+    state: StepState  # changed only through bot.steps (its transition table)
     idempotency_key: str
     result: Any = None
     error: str | None = None

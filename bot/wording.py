@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from bot import chat_text, readable
 from bot.errors import ConfirmationRequired, UserError
 from bot.proposals import Evidence, Proposal, StepView
+from bot.steps import StepState
 from bot.tasks import Task
 
 if TYPE_CHECKING:  # annotations only: commands builds the digest, whose text this module words
@@ -97,7 +98,8 @@ def _state_words(state: str) -> str:
 def headline(proposal: Proposal) -> str:
     version = f" v{proposal.playbook_version}" if proposal.playbook_version else ""
     shadow = " · shadow: proposed only, nothing will run" if proposal.shadow else ""
-    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}{shadow}"
+    undo = f" · {proposal.undo.words}" if proposal.undo else ""  # the undo phase: chat shows it with the state
+    return f"Task #{proposal.task_id} · {proposal.playbook_id}{version} · {_state_words(proposal.state)}{undo}{shadow}"
 
 
 def risk_line(proposal: Proposal) -> str:
@@ -122,15 +124,15 @@ def _decision_words(step: StepView) -> str:
     return f"needs {count} from {_roles(d.roles)}{tier}"
 
 
-_DONE_WORDS = {"succeeded": "done", "failed": "failed", "skipped": "skipped", "denied": "denied",
-               "rolled_back": "done, then undone", "unknown": "unknown: it was running when Ooda stopped",
-               "running": "running now"}
+_DONE_WORDS = {StepState.succeeded: "done", StepState.failed: "failed", StepState.skipped: "skipped",
+               StepState.denied: "denied", StepState.rolled_back: "done, then undone",
+               StepState.unknown: "unknown: it was running when Ooda stopped", StepState.running: "running now"}
 
 
 def step_progress(step: StepView) -> str:
     """Where the step's quorum stands: ``1 of 2: Alice``; empty once it ran or when none is needed."""
     d = step.decision
-    if d.verdict != "needs_approval" or step.state != "pending":
+    if d.verdict != "needs_approval" or step.state is not StepState.pending:
         return ""
     got = f"{len(step.approved_by)} of {d.approvals_required}"
     return f"approved {got}: {', '.join(neutralize_mentions(a) for a in step.approved_by)}" if step.approved_by \
@@ -147,13 +149,14 @@ def step_line(step: StepView) -> str:
 
 def step_lines(step: StepView) -> list[str]:
     """The step in full: what it does, how it is decided and where it stands, its dry run and result."""
-    status = _DONE_WORDS.get(step.state.value) if step.state not in {"pending", "denied"} else None
+    status = _DONE_WORDS.get(step.state) if step.state not in {StepState.pending, StepState.denied} else None
     detail = f"{step.tool} · {_category_words(step)} · " + (status or _decision_words(step))
     progress = step_progress(step)
     lines = [step_line(step), "   " + neutralize_mentions(detail + (f" · {progress}" if progress else ""))]
-    if step.dry_run and step.state == "pending":
+    if step.dry_run and step.state is StepState.pending:
         dry = neutralize_mentions(step.dry_run.strip()).splitlines()
-        lines.append(f"   dry run: {dry[0]}")
+        failed = " failed, approving runs it again" if step.dry_run_failed else ""
+        lines.append(f"   dry run{failed}: {dry[0]}")
         lines += [f"     {line.strip()}" for line in dry[1:]]
     if step.result:
         lines.append(f"   result: {truncate(neutralize_mentions(step.result), 300)}")
@@ -163,7 +166,7 @@ def step_lines(step: StepView) -> list[str]:
 def approvals_line(proposal: Proposal) -> str:
     """Who approved and how many more are needed, by the step waiting first (quorum is per step)."""
     names = ", ".join(neutralize_mentions(a.actor) for a in proposal.approvals)
-    waiting = [s for s in proposal.steps if s.decision.verdict == "needs_approval" and s.state == "pending"]
+    waiting = [s for s in proposal.steps if s.decision.verdict == "needs_approval" and s.state is StepState.pending]
     if not waiting:
         if proposal.approvals_required <= 0 and not names:
             return "Approvals: none needed"

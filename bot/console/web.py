@@ -41,6 +41,7 @@ from bot.policy import autonomy_for, tier_of
 from bot.proposal_view import current_proposal
 from bot.proposals import Category, Proposal, RiskBand
 from bot.request_limits import InvalidParameter, QuerySpec, free_text, one_of, task_id_from_path
+from bot.steps import StepState
 from bot.store import Store, TaskOps
 from bot.tasks import TaskState
 
@@ -321,7 +322,7 @@ class Console:
         return {
             "line": line, "proposal": proposal, "task": task,
             "can_approve": task.state in APPROVABLE and approver and any(
-                s.decision.verdict == "needs_approval" and s.state.value in {"pending", "denied"}
+                s.decision.verdict == "needs_approval" and s.state in {StepState.pending, StepState.denied}
                 for s in proposal.steps),
             "can_reject": task.state in APPROVABLE | {TaskState.queued} and bool(actor.roles)
                           and (approver or actor.id == task.requester or not proposal.approver_roles),
@@ -342,7 +343,7 @@ class Console:
             return []
         fields = []
         for step in proposal.steps:
-            if step.state.value != "pending":
+            if step.state is not StepState.pending:
                 continue
             for name, bound in step.editable.items():
                 value = param_at(step.params, name)

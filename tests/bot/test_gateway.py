@@ -1,16 +1,20 @@
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 from structlog.testing import capture_logs
 
+from bot.audit import AuditEntry
 from bot.errors import RetryableToolError, ToolError
-from bot.gateway import ToolCallRefused, ToolGateway, ToolRegistry, backoff_delay
+from bot.gateway import Authorization, ToolCallRefused, ToolGateway, ToolRegistry, backoff_delay, params_digest
 from bot.ports import StepCall
 from bot.proposals import Category, Decision
 from bot.redaction import forget_secrets, register_secret
+from bot.steps import StepKind, StepState
+from bot.tasks import StepRecord, Task, TaskState
 
 ALLOW = Decision(verdict="allow", rule="autonomy.L2", reason="reversible write in staging")
 NEEDS = Decision(verdict="needs_approval", rule="prod.writes", reason="prod write", approvals_required=1)
@@ -65,33 +69,54 @@ class OneShotTool(ScriptedTool):
     supports_dry_run: ClassVar[bool] = False
 
 
+class ScriptedAuthority:
+    """Plays the policy for the gateway: answers each write with the decision the test scripted."""
+
+    def __init__(self) -> None:
+        self.decision = ALLOW
+        self.reason_code: str | None = "error_rate_high"
+        self.approval_ids: list[int] = []
+        self.records: list[AuditEntry] = []
+
+    async def authorize(self, task: Task, step: StepRecord) -> Authorization:
+        return Authorization(call=StepCall(tool=step.tool, params=step.params), decision=self.decision,
+                             reason_code=self.reason_code or "", approval_ids=self.approval_ids)
+
+    async def record(self, entry: AuditEntry) -> None:
+        self.records.append(entry)
+
+
 class Harness:
     def __init__(self, *tools: ScriptedTool) -> None:
         self.registry = ToolRegistry()
         for tool in tools:
             self.registry.register(tool)
         self.slept: list[float] = []
-        self.audit: list[dict[str, Any]] = []
-        self.gateway = ToolGateway(self.registry, sleep=self._sleep, random=lambda: 1.0)
+        self.authority = ScriptedAuthority()
+        self.gateway = ToolGateway(self.registry, authority=self.authority, sleep=self._sleep, random=lambda: 1.0)
+
+    @property
+    def audit(self) -> list[dict[str, Any]]:
+        return [entry.data for entry in self.authority.records]
 
     async def _sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
 
-    async def _audit(self, record: dict[str, Any]) -> None:
-        self.audit.append(record)
-
-    async def call(self, tool: str = "test.echo", params: dict | None = None, **kwargs: Any):
-        args: dict[str, Any] = {
-            "decision": ALLOW,
-            "reason_code": "error_rate_high",
-            "approval_id": None,
-            "dry_run": False,
-            "idempotency_key": "task-7/step-1",
-            "timeout_s": 5.0,
-            "retries": 3,
-            "audit": self._audit,
-        } | kwargs
-        return await self.gateway.call(StepCall(tool=tool, params=params or {"text": "hi"}), **args)
+    async def call(self, tool: str = "test.echo", params: dict | None = None, *, decision: Decision = ALLOW,
+                   reason_code: str | None = "error_rate_high", approval_id: int | None = None,
+                   dry_run: bool = False, timeout_s: float = 5.0, retries: int = 3):
+        call = StepCall(tool=tool, params=params or {"text": "hi"})
+        if dry_run:
+            return await self.gateway.dry_run(call, task_id=7, idempotency_key="task-7/step-1", timeout_s=timeout_s)
+        self.authority.decision, self.authority.reason_code = decision, reason_code
+        self.authority.approval_ids = [approval_id] if approval_id else []
+        now = datetime.now(UTC)
+        task = Task(id=7, playbook_id="pb", state=TaskState.executing, group_key="g", title="t", environment="dev",
+                    requester="someone", created_at=now, updated_at=now)
+        step = StepRecord(id=1, task_id=7, kind=StepKind.action, idx=0, name="step-1", tool=tool,
+                          category="write_reversible", params=call.params, state=StepState.pending,
+                          idempotency_key="task-7/step-1")
+        return await self.gateway.write(task, step, timeout_s=timeout_s, retries=retries)
 
 
 async def test_an_allowed_call_runs_and_is_audited_with_its_rollback():
@@ -105,6 +130,9 @@ async def test_an_allowed_call_runs_and_is_audited_with_its_rollback():
     [record] = h.audit
     assert record | {"duration_ms": 0} == {
         "tool": "test.echo",
+        "purpose": "write",
+        "step": "step-1",
+        "params_digest": params_digest({"text": "ab", "times": 2}),
         "category": "write_reversible",
         "params": {"text": "ab", "times": 2},
         "result": {"text": "abab"},
@@ -114,7 +142,7 @@ async def test_an_allowed_call_runs_and_is_audited_with_its_rollback():
         "attempts": 1,
         "policy_rule": "autonomy.L2",
         "verdict": "allow",
-        "approval_id": None,
+        "approval_ids": [],
         "reason_code": "error_rate_high",
         "idempotency_key": "task-7/step-1",
         "dry_run": False,
@@ -141,8 +169,8 @@ async def test_needs_approval_requires_an_approval_id():
         await h.call(decision=NEEDS)
     assert tool.runs == []
 
-    outcome = await h.call(decision=NEEDS, approval_id="appr-42")
-    assert outcome.ok and h.audit[-1]["approval_id"] == "appr-42"
+    outcome = await h.call(decision=NEEDS, approval_id=42)
+    assert outcome.ok and h.audit[-1]["approval_ids"] == [42]
 
 
 async def test_writes_require_a_reason_code_but_reads_do_not():
@@ -157,7 +185,7 @@ async def test_writes_require_a_reason_code_but_reads_do_not():
     assert outcome.ok and h.audit[-1]["category"] == "read"
 
 
-async def test_a_dry_run_may_preview_before_approval_but_not_when_denied():
+async def test_a_dry_run_may_preview_before_approval_and_is_audited_as_one():
     tool = ScriptedTool()
     h = Harness(tool)
 
@@ -165,8 +193,35 @@ async def test_a_dry_run_may_preview_before_approval_but_not_when_denied():
 
     assert outcome.ok and outcome.rollback is None  # nothing happened, nothing to undo
     assert tool.runs[0][1] is True
-    with pytest.raises(ToolCallRefused):
-        await h.call(decision=DENY, dry_run=True)
+    [record] = h.audit
+    assert record["purpose"] == "dry_run" and record["dry_run"] is True and record["outcome"] == "succeeded"
+
+
+async def test_a_read_purpose_refuses_a_call_the_tool_classifies_as_a_write():
+    tool = ScriptedTool()
+    h = Harness(tool)
+    with pytest.raises(ToolCallRefused, match="may only read"):
+        await h.gateway.read(StepCall(tool="test.echo", params={"text": "change"}), task_id=7, idempotency_key="k",
+                             timeout_s=1, retries=0, purpose="verify")
+    assert tool.runs == [] and h.audit[0]["outcome"] == "refused"
+    outcome = await h.gateway.read(StepCall(tool="test.echo", params={"text": "read it"}), task_id=7,
+                                   idempotency_key="k", timeout_s=1, retries=0)
+    assert outcome.ok and h.audit[-1]["purpose"] == "read"
+
+
+async def test_without_an_authority_every_write_is_refused():
+    tool = ScriptedTool()
+    h = Harness(tool)
+    h.gateway = ToolGateway(h.registry)
+    with pytest.raises(ToolCallRefused, match="no policy authority"):
+        now = datetime.now(UTC)
+        await h.gateway.write(
+            Task(id=1, playbook_id="pb", state=TaskState.executing, group_key="g", title="t", environment="dev",
+                 requester="r", created_at=now, updated_at=now),
+            StepRecord(id=1, task_id=1, kind=StepKind.action, idx=0, name="s", tool="test.echo",
+                       category="write_reversible", params={"text": "x"}, state=StepState.pending,
+                       idempotency_key="k"), timeout_s=1, retries=0)
+    assert tool.runs == []
 
 
 async def test_a_write_without_dry_run_support_cannot_be_previewed():

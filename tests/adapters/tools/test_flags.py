@@ -8,7 +8,7 @@ from adapters.tools.flags import FlagGetParams, FlagSetParams, FlagsGetTool, Fla
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.gateway import ToolGateway, ToolRegistry
 from bot.ports import StepCall
-from bot.proposals import Decision
+from tests.fakes.authority import ScriptedAuthority, call_tool
 
 from .conftest import STANDIN_TOKEN
 
@@ -178,24 +178,14 @@ async def test_through_the_gateway_a_transient_failure_is_retried_and_the_rollba
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    gateway = ToolGateway(registry, sleep=sleep, random=lambda: 0.5)
-    audit: list[dict] = []
-
-    async def record(entry: dict) -> None:
-        audit.append(entry)
+    authority = ScriptedAuthority()
+    gateway = ToolGateway(registry, authority=authority, sleep=sleep, random=lambda: 0.5)
+    audit = authority.audit_view()
 
     standin.fail_next("/api/admin/", status=503, times=1)
-    outcome = await gateway.call(
-        StepCall(tool="flags.set", params={"flag": "new-search", "enabled": True, "rollout": 5}),
-        decision=Decision(verdict="allow", rule="autonomy.L2", reason="reversible"),
-        reason_code="error_budget_burn",
-        approval_id=None,
-        dry_run=False,
-        idempotency_key="task-1/step-0",
-        timeout_s=5,
-        retries=2,
-        audit=record,
-    )
+    outcome = await call_tool(
+        gateway, StepCall(tool="flags.set", params={"flag": "new-search", "enabled": True, "rollout": 5}),
+        timeout_s=5, retries=2)
 
     assert outcome.ok and outcome.attempts == 2 and slept == [0.25]
     assert rollout_of(standin, "new-search") == "5"

@@ -20,8 +20,8 @@ from adapters.tools.kubernetes_workloads import EventsTool, WorkloadStatusTool
 from bot.errors import ConfigError
 from bot.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
 from bot.ports import StepCall
-from bot.proposals import Decision
 from bot.redaction import redact_text
+from tests.fakes.authority import ScriptedAuthority, call_tool
 from tests.fakes.kubernetes import FakeKubernetes, PodState, Revision
 
 TOKEN = "k8s-test-token-6c1f0e9a2b7d"
@@ -63,15 +63,10 @@ class Harness:
     audit: list[dict[str, Any]] = field(default_factory=list)
 
     async def call(self, tool: str, params: dict[str, Any], *, dry_run: bool = False, retries: int = 0) -> ToolOutcome:
-        async def record(entry: dict[str, Any]) -> None:
-            self.audit.append(entry)
-
-        return await self.gateway.call(
-            StepCall(tool=tool, params=params),
-            decision=Decision(verdict="allow", rule="test.allow", reason="test"),
-            reason_code="crashloop", approval_id=None, dry_run=dry_run, idempotency_key="task-1/step-0",
-            timeout_s=5, retries=retries, audit=record,
-        )
+        outcome = await call_tool(self.gateway, StepCall(tool=tool, params=params), dry_run=dry_run,
+                                  retries=retries)
+        self.audit.append(self.gateway._authority.records[-1].data)  # type: ignore[attr-defined]
+        return outcome
 
 
 @pytest.fixture
@@ -94,7 +89,7 @@ async def harness_for(config: KubernetesToolConfig) -> tuple[Harness, list[Any]]
     async def no_sleep(seconds: float) -> None:
         return None
 
-    return Harness(ToolGateway(registry, sleep=no_sleep, random=lambda: 0.0)), tools
+    return Harness(ToolGateway(registry, authority=ScriptedAuthority(), sleep=no_sleep, random=lambda: 0.0)), tools
 
 
 @pytest.fixture

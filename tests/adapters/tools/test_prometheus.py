@@ -29,6 +29,7 @@ from bot.errors import ConfigError
 from bot.gateway import ToolGateway, ToolOutcome, ToolRegistry
 from bot.ports import StepCall
 from bot.proposals import Decision
+from tests.fakes.authority import ScriptedAuthority
 from tests.fakes.prometheus import LocalPrometheus, running_prometheus
 
 # One Prometheus for the whole module: starting it costs a couple of seconds.
@@ -76,26 +77,18 @@ class Gateway:
         registry.register(tool)
         self.slept: list[float] = []
         self.audit: list[dict[str, Any]] = []
-        self.gateway = ToolGateway(registry, sleep=self._sleep, random=lambda: 0.5)
+        self.authority = ScriptedAuthority()
+        self.gateway = ToolGateway(registry, authority=self.authority, sleep=self._sleep, random=lambda: 0.5)
 
     async def _sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
 
-    async def _record(self, entry: dict[str, Any]) -> None:
-        self.audit.append(entry)
-
     async def query(self, retries: int = 0, **params: Any) -> ToolOutcome:
-        return await self.gateway.call(
-            StepCall(tool="prometheus.query", params=params),
-            decision=ALLOW,
-            reason_code=None,
-            approval_id=None,
-            dry_run=False,
-            idempotency_key="task-1/evidence-0",
-            timeout_s=10,
-            retries=retries,
-            audit=self._record,
-        )
+        try:
+            return await self.gateway.read(StepCall(tool="prometheus.query", params=params), task_id=1,
+                                           idempotency_key="task-1/evidence-0", timeout_s=10, retries=retries)
+        finally:
+            self.audit[:] = self.authority.audit
 
 
 @asynccontextmanager

@@ -13,7 +13,8 @@ from adapters.tools.ssh import SshParams, SshRunTool, SshToolConfig, parse_addre
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
 from bot.ports import StepCall
-from bot.proposals import Category, Decision
+from bot.proposals import Category
+from tests.fakes.authority import ScriptedAuthority, call_tool
 from tests.fakes.sshd import KeyPair, Sshd, free_port, generate_key, running_sshd
 
 COMMANDS = {
@@ -84,23 +85,10 @@ def tool_for(tmp_path: Path, sshd: Sshd, key: KeyPair, **over: Any) -> SshRunToo
 async def call(tool: SshRunTool, params: dict[str, Any], *, dry_run: bool = False) -> tuple[ToolOutcome, list[dict]]:
     registry = ToolRegistry()
     registry.register(tool)
-    audit: list[dict] = []
-
-    async def record(entry: dict) -> None:
-        audit.append(entry)
-
-    outcome = await ToolGateway(registry).call(
-        StepCall(tool="ssh.run", params=params),
-        decision=Decision(verdict="allow", rule="test", reason="test"),
-        reason_code="disk_pressure",
-        approval_id="approval-1",
-        dry_run=dry_run,
-        idempotency_key="task-1/step-0",
-        timeout_s=30,
-        retries=0,
-        audit=record,
-    )
-    return outcome, audit
+    authority = ScriptedAuthority()
+    outcome = await call_tool(ToolGateway(registry, authority=authority), StepCall(tool="ssh.run", params=params),
+                              dry_run=dry_run, timeout_s=30)
+    return outcome, authority.audit
 
 
 async def test_df_runs_on_the_remote_host_through_the_gateway(tmp_path, sshd, client_key):
