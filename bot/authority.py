@@ -17,14 +17,14 @@ alone cannot tell them later.
 
 from __future__ import annotations
 
-from bot import steps
 from bot.audit import AuditEntry
-from bot.core import KILL_SWITCH_KEY, Core
+from bot.core import Core
 from bot.gateway import Authorization
 from bot.identity import SYSTEM
 from bot.policy import needs_separation_of_duties, quorum_reached, tier_of
 from bot.ports import StepCall
 from bot.proposals import Category, Decision
+from bot.step_claim import claim_step
 from bot.steps import StepKind, StepState
 from bot.store import TaskOps
 from bot.tasks import ApprovalRecord, StepRecord, Task, TaskState
@@ -61,7 +61,7 @@ class PolicyAuthority:
             answer = await self._action(current, stored, call, approvals)
         if answer.refusal is not None or answer.decision.verdict == "deny":
             return answer
-        return await self._claim(stored, answer)
+        return await self._claim(task, stored, answer)
 
     def _undo(self, task: Task, step: StepRecord, call: StepCall, approvals: list[ApprovalRecord]) -> Authorization:
         asked = [a for a in approvals if a.verdict == UNDO_VERDICT]
@@ -105,16 +105,18 @@ class PolicyAuthority:
             return False
         return not (approval.actor == task.requester and needs_separation_of_duties(self.core.policy, tier))
 
-    async def _claim(self, step: StepRecord, answer: Authorization) -> Authorization:
-        started = self.core.clock().isoformat()
+    async def _claim(self, task: Task, step: StepRecord, answer: Authorization) -> Authorization:
+        now = self.core.clock()
 
         async def take(t: TaskOps) -> str | None:
-            switch = await t.get_setting(KILL_SWITCH_KEY)
-            if switch and switch.get("on"):
-                return "the kill switch is on: nothing runs until someone resumes"
             if step.state is not StepState.pending:
                 return "" if step.state is StepState.running else f"step {step.name} is {step.state}, not pending"
-            return None if await steps.claim(t, step, started) else ""
+            # The kill switch and the rate limits are read again inside the claim's transaction:
+            # another process may have paused or run the same tool since the decision.
+            claim = await claim_step(t, self.core.policy, task, step, now)
+            if claim.refusal is not None:
+                return f"{claim.refusal.reason} ({claim.refusal.rule})"
+            return None if claim.claimed else ""
 
         problem = await self.core.store.transact(take)
         if problem == "":

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
+from bot import steps
 from bot.core import guard_query, policy_context_of
 from bot.policy import PolicyConfig, kill_switch_refusal, rate_limit_refusal
 from bot.proposals import Category, Decision
-from bot.store_ports import GuardReads, StepWrites
+from bot.store_ports import TaskOps
 from bot.tasks import StepRecord, Task
-
-
-class ClaimPorts(GuardReads, StepWrites, Protocol):
-    """The transaction ports a claim uses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +27,7 @@ class Claim:
     refusal: Decision | None = None
 
 
-async def claim_step(t: ClaimPorts, policy: PolicyConfig, task: Task, step: StepRecord, now: datetime) -> Claim:
+async def claim_step(t: TaskOps, policy: PolicyConfig, task: Task, step: StepRecord, now: datetime) -> Claim:
     """pending -> running unless the stored kill switch or a rate limit now refuses the step."""
     guard = await t.guard(guard_query(policy, step.tool, task.playbook_id, now, history=False))
     ctx = policy_context_of(guard, task.environment, now)
@@ -39,4 +35,4 @@ async def claim_step(t: ClaimPorts, policy: PolicyConfig, task: Task, step: Step
     refusal = refusal or rate_limit_refusal(policy, step.tool, task.playbook_id, ctx)
     if refusal is not None:
         return Claim(claimed=False, refusal=refusal)
-    return Claim(claimed=await t.claim_step(step.id, now.isoformat()))
+    return Claim(claimed=await steps.claim(t, step, now.isoformat()))  # with its event and audit record

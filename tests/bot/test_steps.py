@@ -64,7 +64,7 @@ async def test_a_move_is_compare_and_set_with_its_event_and_audit_record(tmp_pat
         await app.store.transact(lambda t: steps.move(t, pending, StepState.skipped, reason="test"))
         with pytest.raises(Conflict, match="no longer pending"):  # read as pending, moved meanwhile
             await app.store.transact(lambda t: steps.move(t, pending, StepState.denied, reason="stale"))
-        events = [e["name"] for e in await app.store.events_of_task(task.id)]
+        events = [e.name for e in await app.store.events_of_task(task.id)]
         audit = [(row[3], json.loads(row[6])) async for row in app.store.audit_rows(task.id)]
 
     assert "ops.agent_task.step_changed" in events
