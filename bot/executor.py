@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from bot import events as ev
-from bot import steps
+from bot import step_moves
 from bot.audit import AuditEntry
 from bot.authority import UNDO_VERDICT
 from bot.core import Core
@@ -89,7 +89,7 @@ class Executor:
                 if step.state is StepState.denied:
                     await t.update_step(step.id, decision=decision.model_dump())
                 else:
-                    await steps.move(t, step, StepState.denied, reason=reason, decision=decision.model_dump())
+                    await step_moves.move(t, step, StepState.denied, reason=reason, decision=decision.model_dump())
                 return await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human,
                                          actor="system", reason=reason, outcome=reason)
 
@@ -98,7 +98,7 @@ class Executor:
         if decision.verdict == "needs_approval" and not quorum_reached(decision, counted):
             async def wait(t: TaskOps) -> Task:
                 if step.state is StepState.denied:
-                    await steps.move(t, step, StepState.pending, reason=f"needs approval ({decision.rule})",
+                    await step_moves.move(t, step, StepState.pending, reason=f"needs approval ({decision.rule})",
                                      decision=decision.model_dump())
                 else:
                     await t.update_step(step.id, decision=decision.model_dump())
@@ -113,7 +113,7 @@ class Executor:
         decision = Decision.model_validate(step.decision)
         if step.state is StepState.denied:
             step = await core.store.transact(
-                lambda t: steps.move(t, step, StepState.pending, reason=f"allowed now ({decision.rule})"))
+                lambda t: step_moves.move(t, step, StepState.pending, reason=f"allowed now ({decision.rule})"))
         if self.on_step_started:
             self.on_step_started(task.id)
         spec = next((s for s in playbook.steps if s.name == step.name), None)
@@ -135,7 +135,7 @@ class Executor:
         finished = core.clock().isoformat()
 
         async def record(t: TaskOps) -> None:
-            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+            await step_moves.move(t, running, StepState.succeeded if ok else StepState.failed,
                              reason=error or "tool call succeeded", result=result, error=error,
                              rollback=rollback if ok else None, finished_at=finished)
             name = ev.EXECUTED if ok else ev.FAILED
@@ -230,8 +230,8 @@ class Executor:
                     call = StepCall.model_validate(s.rollback)
                     row = existing.get(rollback_key(task.id, s))
                     if row is not None:
-                        await steps.move(t, row, StepState.pending, actor=actor.id, reason=reason, decision=decision,
-                                         error=None)
+                        await step_moves.move(t, row, StepState.pending, actor=actor.id, reason=reason,
+                                              decision=decision, error=None)
                         continue
                     await t.insert_step(task_id=task.id, kind=StepKind.rollback, idx=s.idx, name=s.name,
                                         tool=call.tool, category=s.category, params=call.params, rollback=None,
@@ -275,7 +275,7 @@ class Executor:
             if failed is not None:
                 for r in rows:
                     if r.state is StepState.pending:
-                        await steps.move(t, r, StepState.skipped, reason=f"undo stopped: {failed.name} failed")
+                        await step_moves.move(t, r, StepState.skipped, reason=f"undo stopped: {failed.name} failed")
                 outcome = (f"undo failed at {failed.name}: {failed.error or 'failed'}; rolled back so far: "
                            f"{', '.join(done) or 'nothing'}")
                 return await t.set_state(task.id, TaskState.executing, TaskState.failed_terminal, actor="system",
@@ -287,7 +287,7 @@ class Executor:
             for r in rows:
                 action = actions.get(r.name)
                 if action is not None and action.state is StepState.succeeded:
-                    await steps.move(t, action, StepState.rolled_back, actor=actor_id,
+                    await step_moves.move(t, action, StepState.rolled_back, actor=actor_id,
                                      reason=f"rolled back by {r.tool}")
                     undone.append(r.name)
                 if r.state is StepState.succeeded:
@@ -319,7 +319,7 @@ class Executor:
         running = row.model_copy(update={"state": StepState.running})
 
         async def record(t: TaskOps) -> None:
-            await steps.move(t, running, StepState.succeeded if ok else StepState.failed,
+            await step_moves.move(t, running, StepState.succeeded if ok else StepState.failed,
                              reason=error or "rollback succeeded", result=result, error=error,
                              finished_at=self.core.clock().isoformat())
 
@@ -328,9 +328,9 @@ class Executor:
 
     @staticmethod
     async def _not_run(t: TaskOps, row: StepRecord, refusal: str, actor: str) -> None:
-        claimed = await steps.claim(t, row, row.started_at.isoformat() if row.started_at else "")
+        claimed = await step_moves.claim(t, row, row.started_at.isoformat() if row.started_at else "")
         if claimed:
-            await steps.move(t, row.model_copy(update={"state": StepState.running}), StepState.failed, actor=actor,
+            await step_moves.move(t, row.model_copy(update={"state": StepState.running}), StepState.failed, actor=actor,
                              reason=refusal, error=f"not run: {refusal}")
 
     # -- recovery --------------------------------------------------------------------------------
@@ -352,11 +352,11 @@ class Executor:
                 async def escalate(t: TaskOps, task: Task = task, unsafe: list[StepRecord] = unsafe,
                                    reason: str = reason) -> None:
                     for s in unsafe:
-                        await steps.move(t, s, StepState.unknown, reason=reason, error="interrupted by a restart")
+                        await step_moves.move(t, s, StepState.unknown, reason=reason, error="interrupted by a restart")
                     if any(s.kind is StepKind.rollback for s in unsafe):
                         for s in await t.steps(task.id, StepKind.rollback):
                             if s.state is StepState.pending:
-                                await steps.move(t, s, StepState.skipped, reason="the undo was interrupted")
+                                await step_moves.move(t, s, StepState.skipped, reason="the undo was interrupted")
                     await t.set_state(task.id, TaskState.executing, TaskState.escalated_to_human, actor="system",
                                       reason=reason, outcome=reason)
 
@@ -366,7 +366,8 @@ class Executor:
 
             async def requeue(t: TaskOps, task: Task = task, interrupted: list[StepRecord] = interrupted) -> None:
                 for s in interrupted:
-                    await steps.move(t, s, StepState.pending, reason="interrupted by a restart; its tool is idempotent")
+                    await step_moves.move(t, s, StepState.pending,
+                                          reason="interrupted by a restart; its tool is idempotent")
                     t.audit(AuditEntry("system", "step.rerun_after_restart", task.id,
                                        {"step": s.name, "kind": str(s.kind), "tool": s.tool,
                                         "idempotency_key": s.idempotency_key}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot import steps
+from bot import step_moves
 from bot.core import guard_query, policy_context_of
 from bot.policy import PolicyConfig, kill_switch_refusal, rate_limit_refusal
 from bot.proposals import Category, Decision
@@ -35,4 +35,4 @@ async def claim_step(t: TaskOps, policy: PolicyConfig, task: Task, step: StepRec
     refusal = refusal or rate_limit_refusal(policy, step.tool, task.playbook_id, ctx)
     if refusal is not None:
         return Claim(claimed=False, refusal=refusal)
-    return Claim(claimed=await steps.claim(t, step, now.isoformat()))  # with its event and audit record
+    return Claim(claimed=await step_moves.claim(t, step, now.isoformat()))  # with its event and audit record

@@ -1,9 +1,9 @@
 """The step lifecycle: what a step is, the states it moves through, and the one table of moves.
 
 A step is a stored row of a task: an evidence read, an action of the plan, a verify call or the
-rollback of an action. Its state changes only through ``move`` (or ``claim``), which checks the
-move against ``TRANSITIONS`` (``IllegalTransition`` otherwise), changes the row only if it is
-still in the state the caller read (compare-and-set: another worker may have moved it), and
+rollback of an action. Its state changes only through ``bot.step_moves.move`` (or ``claim``), which checks the
+move against ``TRANSITIONS`` here (``IllegalTransition`` otherwise), changes the row only if it
+is still in the state the caller read (compare-and-set: another worker may have moved it), and
 records the step event and its audit record in the same transaction as the change.
 
     pending ──claim──> running ──> succeeded ──(its rollback succeeded)──> rolled_back
@@ -20,15 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bot import events as ev
-from bot.audit import AuditEntry
-from bot.errors import Conflict, IllegalTransition
-from bot.events import Event
+from bot.errors import IllegalTransition
 
 if TYPE_CHECKING:
-    from bot.store import TaskOps
     from bot.tasks import StepRecord
 
 
@@ -85,39 +81,6 @@ def check_step_transition(step: StepRecord, target: StepState) -> None:
         raise IllegalTransition(
             f"step {step.name} ({step.kind}) of task {step.task_id}: cannot move from {current} to {target}; "
             f"allowed from {current}: {allowed or 'none (final state)'}")
-
-
-async def move(t: TaskOps, step: StepRecord, target: StepState, *, actor: str = "system", reason: str = "",
-               **fields: Any) -> StepRecord:
-    """Move ``step`` to ``target`` inside the unit of work ``t``, with its event and audit record.
-
-    Raises:
-        IllegalTransition: the table has no such move.
-        Conflict: the row is no longer in the state ``step`` was read in (someone moved it).
-    """
-    check_step_transition(step, target)
-    if not await t.set_step_state(step.id, StepState(step.state), target, **fields):
-        raise Conflict(f"step {step.name} of task {step.task_id} is no longer {step.state}; "
-                       "someone else moved it a moment ago")
-    _record(t, step, target, actor, reason)
-    known = {k: v for k, v in fields.items() if k in type(step).model_fields and k not in {"result", "decision"}}
-    return step.model_copy(update={"state": target, **known})
-
-
-async def claim(t: TaskOps, step: StepRecord, started_at: str) -> bool:
-    """pending -> running, counting the attempt; False when another worker claimed it first."""
-    check_step_transition(step, P.running)
-    if not await t.claim_step(step.id, started_at):
-        return False
-    _record(t, step, P.running, "system", "claimed to run")
-    return True
-
-
-def _record(t: TaskOps, step: StepRecord, target: StepState, actor: str, reason: str) -> None:
-    payload = {"step": step.name, "kind": str(step.kind), "tool": step.tool, "from": str(step.state),
-               "to": str(target), "reason": reason}
-    t.event(Event(ev.STEP_CHANGED, step.task_id, payload))
-    t.audit(AuditEntry(actor, f"step.{target}", step.task_id, payload))
 
 
 def started(steps: Iterable[StepRecord]) -> bool:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot import steps
+from bot import step_moves, steps
 from bot.errors import Conflict, IllegalTransition
 from bot.steps import StepKind, StepState, UndoPhase, undo_phase
 from bot.tasks import StepRecord
@@ -61,9 +61,9 @@ async def test_a_move_is_compare_and_set_with_its_event_and_audit_record(tmp_pat
         [pending] = [s for s in await app.store.steps_of_task(task.id, StepKind.action)
                      if s.state is StepState.pending]
 
-        await app.store.transact(lambda t: steps.move(t, pending, StepState.skipped, reason="test"))
+        await app.store.transact(lambda t: step_moves.move(t, pending, StepState.skipped, reason="test"))
         with pytest.raises(Conflict, match="no longer pending"):  # read as pending, moved meanwhile
-            await app.store.transact(lambda t: steps.move(t, pending, StepState.denied, reason="stale"))
+            await app.store.transact(lambda t: step_moves.move(t, pending, StepState.denied, reason="stale"))
         events = [e.name for e in await app.store.events_of_task(task.id)]
         audit = [(row[3], json.loads(row[6])) async for row in app.store.audit_rows(task.id)]
 
