@@ -101,7 +101,7 @@ async def test_an_undo_interrupted_by_sigkill_finishes_after_restart_with_an_ide
     assert proposal["state"] == "completed", proposal["outcome"]
     # Before: the rollback was requeued but never run, and the task passed for completed.
     assert standin.flags["throttle-checkout"]["environments"][1]["enabled"] is False
-    assert "undone" in proposal["outcome"]
+    assert proposal["outcome"].startswith("Undone by ")
     assert proposal["undo"] == "undone"
     assert proposal["steps"][0]["state"] == "rolled_back"
 

@@ -16,8 +16,6 @@ import yaml
 from bot.evaluation import SuiteClock
 from bot.gateway import ToolCallRefused
 from bot.identity import Actor
-from bot.ports import StepCall
-from bot.proposals import Decision
 from bot.tasks import TaskState
 from tests.harness import ADMIN as ADMIN_HEADERS
 from tests.harness import AM, ROOT, client, running_app, running_standin
@@ -92,13 +90,14 @@ async def test_a_shadow_playbook_never_calls_a_write_tool_even_at_l4(tmp_path):
         writes = {t.name for t in app.core.gateway.registry._tools.values() if t.category.writes}
         assert calls and not [c for c in calls if c.split(" ")[0] in writes]
 
-        # The gateway refuses a shadow decision even if something upstream called it "allow".
-        held = Decision(verdict="allow", rule="autonomy:L4:auto_irreversible", reason="",
-                        shadow_of=restart.decision["shadow_of"])
-        with pytest.raises(ToolCallRefused, match="in shadow mode"):
-            await app.core.gateway.call(StepCall(tool="k8s.rollout_restart", params=restart.params), decision=held,
-                                        reason_code="test", approval_id=None, dry_run=False, idempotency_key="k",
-                                        timeout_s=5, retries=0, audit=_ignore)
+        # The gateway decides at call time, whatever its caller claims: the write forced back in
+        # (the task moved to executing, the step's decision forged to allow) is refused in shadow mode.
+        forged = restart.model_copy(update={"decision": {"verdict": "allow", "rule": "autonomy:L4:auto_irreversible",
+                                                         "reason": ""}})
+        await app.store.transact(lambda t: t.set_state(task.id, TaskState.completed, TaskState.executing,
+                                                       actor="forger"))
+        with pytest.raises(ToolCallRefused, match="shadow"):
+            await app.core.gateway.write(task, forged, timeout_s=5, retries=0)
         assert not [c for c in calls if c.startswith("k8s.rollout_restart")]
 
         # Switched off (audited), the same playbook acts under the policy again.
