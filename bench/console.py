@@ -38,14 +38,14 @@ import orjson
 from bench_config import free_port, write_bench_config
 
 from bot.app import App
-from bot.audit import AuditEntry
+from bot.audit.chain import AuditEntry
 from bot.config import load_settings
-from bot.engine import CURSOR_KEY
-from bot.events import EventBus
-from bot.identity import Actor
-from bot.sqlite_store import SqliteStore
-from bot.store import TaskOps
-from bot.tasks import StepRecord, TaskState
+from bot.loop.engine import CURSOR_KEY
+from bot.model.events import EventBus
+from bot.model.tasks import StepRecord, TaskState
+from bot.policy.identity import Actor
+from bot.store.protocol import TaskOps
+from bot.store.sqlite import SqliteStore
 
 TARGET_P95_MS = 100.0
 WAITING = 200
@@ -80,7 +80,7 @@ async def template_task(settings: Any, doc: Any, env: dict[str, str]) -> tuple[d
 
 
 def signal_row(n: int, received: str) -> list[Any]:
-    """A signals row as intake writes it (bot/sqlite_store.py to_signal_row), without its seq."""
+    """A signals row as intake writes it (bot/store/sqlite.py to_signal_row), without its seq."""
     labels = {"alertname": "KubePodCrashLooping", "cluster": f"prod-eu-{n % 7}", "namespace": f"team-{n % 40}",
               "pod": f"api-{n % 997}-{n:07d}", "container": "api", "job": "kube-state-metrics",
               "severity": "warning", "workload": f"api-{n % 997}", "workload_kind": "deployment", "env": "prod"}

@@ -27,11 +27,11 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.digest import build_digest  # noqa: E402
-from bot.digest_chart import render_chart  # noqa: E402
-from bot.digest_figures import SQL, calendar_days, figure_sql  # noqa: E402
-from bot.events import EventBus  # noqa: E402
-from bot.sqlite_store import SqliteStore  # noqa: E402
+from bot.chat.digest import build_digest  # noqa: E402
+from bot.chat.digest_chart import render_chart  # noqa: E402
+from bot.model.events import EventBus  # noqa: E402
+from bot.store.digest_figures import SQL, calendar_days, figure_sql  # noqa: E402
+from bot.store.sqlite import SqliteStore  # noqa: E402
 from tests.digest_seed import DAY, migrated_store  # noqa: E402
 
 

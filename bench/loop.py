@@ -39,10 +39,10 @@ if str(ROOT) not in sys.path:
 from aiohttp import ClientSession, TCPConnector  # noqa: E402
 from bench_config import write_bench_config  # noqa: E402
 
-from bot import events as ev  # noqa: E402
 from bot.app import App  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
+from bot.model import events as ev  # noqa: E402
 
 TARGETS = {
     "proposal_p99_ms": 50.0,  # at most, at 100 alerts/s

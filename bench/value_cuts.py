@@ -1,6 +1,6 @@
 """What cutting over-long alert values costs intake, against parsing the same notification.
 
-Intake runs ``bot.value_cuts.cut_signals`` over every delivery larger than
+Intake runs ``bot.intake.value_cuts.cut_signals`` over every delivery larger than
 ``intake.max_value_bytes``. This times it on Alertmanager notifications of 1,000 alerts (a
 production-shaped alert with its real label, annotation and generator-URL sizes) next to the
 adapter's own parse of the same body, the baseline from the same run, in three cases: nothing
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib import resources
 
 from adapters.alerts.alertmanager import AlertmanagerSource
-from bot.value_cuts import DEFAULT_MAX_VALUE_BYTES, cut_signals
+from bot.intake.value_cuts import DEFAULT_MAX_VALUE_BYTES, cut_signals
 
 
 def notification(long_alerts: int) -> bytes:

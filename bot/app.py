@@ -20,35 +20,35 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from bot.api import Api
-from bot.approvals import Approvals
-from bot.authority import PolicyAuthority
-from bot.commands import Commands
+from bot.audit.redaction import register_secret
+from bot.chat.commands import Commands
+from bot.chat.notifier import Notifier
 from bot.config import Settings, load_settings
-from bot.console import Console
-from bot.core import Core, utcnow
-from bot.engine import Engine
 from bot.errors import BotError, ConfigError
-from bot.event_sinks import WebhookSink
-from bot.events import EventBus
-from bot.executor import Executor
-from bot.gateway import ToolGateway, ToolRegistry
-from bot.identity import IdentityDirectory
-from bot.intake import Intake, IntakeSource
-from bot.labels import LabelNormalizer
-from bot.leadership import leadership_for
+from bot.intake.labels import LabelNormalizer
+from bot.intake.webhooks import Intake, IntakeSource
+from bot.loop.approvals import Approvals
+from bot.loop.authority import PolicyAuthority
+from bot.loop.core import Core, utcnow
+from bot.loop.engine import Engine
+from bot.loop.executor import Executor
+from bot.loop.gateway import ToolGateway, ToolRegistry
+from bot.loop.planner import Planner
 from bot.metrics import Metrics
-from bot.notifier import Notifier
-from bot.planner import Planner
-from bot.playbooks import PlaybookSet, load_playbooks
-from bot.policy import PolicyConfig
-from bot.redaction import register_secret
+from bot.model.events import EventBus
+from bot.playbooks.schema import PlaybookSet, load_playbooks
+from bot.policy.identity import IdentityDirectory
+from bot.policy.rules import PolicyConfig
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
-from bot.server import build_web_app, serve
-from bot.store import Store
+from bot.store.leadership import leadership_for
+from bot.store.protocol import Store
 from bot.store_url import build_store
 from bot.tracing import TaskSpanRecorder, TaskTracing
+from bot.web.api import Api
+from bot.web.console import Console
+from bot.web.event_sinks import WebhookSink
+from bot.web.server import build_web_app, serve
 from bot.yamlfile import YamlDocument
 
 log = structlog.get_logger(__name__)
@@ -85,7 +85,7 @@ SURFACES = {
     "discord": ("adapters.chat.discord.DiscordSurface", "adapters.chat.discord.DiscordConfig"),
 }
 LOCAL_SURFACE = "adapters.chat.local.LocalSurface"
-STANDIN = "adapters.standin.Standin"
+STANDIN = "demo.standin.Standin"
 
 
 def import_string(dotted: str) -> Any:
@@ -151,7 +151,7 @@ class App:
                  sleep: Any = asyncio.sleep, wrap_tools: Any = None, playbooks: PlaybookSet | None = None,
                  span_exporter: Any = None) -> None:
         self.settings = settings
-        self.wrap_tools = wrap_tools  # ``ooda eval``: tools answered from a recording (bot/eval_tools.py)
+        self.wrap_tools = wrap_tools  # ``ooda eval``: tools answered from a recording (bot/evaluation/tools.py)
         self.playbooks = playbooks  # ``ooda eval``: loaded once for every incident of a suite
         self.doc = doc
         self.env = dict(os.environ if env is None else env)

@@ -26,10 +26,10 @@ import httpx
 
 from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
-from bot.eval_cli import register as register_eval
+from bot.evaluation.cli import register as register_eval
+from bot.evaluation.shadow_cli import register as register_shadow
+from bot.intake.signing import signature_headers
 from bot.server_address import cli_base_url, forget, local_url, record
-from bot.shadow_cli import register as register_shadow
-from bot.signing import signature_headers
 from bot.store_cli import add_store_commands
 
 API_TOKEN_ENV = "OODA_API_TOKEN"
@@ -55,9 +55,9 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def show_proposal(p: dict[str, Any]) -> str:
-    """The proposal as chat shows it (bot/wording.py), in full: every evidence item uncut."""
-    from bot import wording
-    from bot.proposals import Proposal
+    """The proposal as chat shows it (bot/chat/wording.py), in full: every evidence item uncut."""
+    from bot.chat import wording
+    from bot.model.proposals import Proposal
 
     proposal = Proposal.model_validate(p)
     lines = [wording.proposal_text(proposal, full=True)]
@@ -298,7 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def parse_task_id(text: str) -> int:
-    from bot.tasks import task_number
+    from bot.model.tasks import task_number
 
     task_id = task_number(text)
     if task_id is None:
@@ -450,7 +450,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.policy_command == "show":
         from bot.app import build_policy
         from bot.config import load_settings
-        from bot.policy import describe_policy
+        from bot.policy.rules import describe_policy
 
         settings, doc = load_settings(args.config)
         print(describe_policy(build_policy(settings, doc)))
@@ -460,7 +460,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 async def _audit_verify(config: Path, expect_head: str | None) -> Any:
-    from bot.audit import parse_head, verify_chain
+    from bot.audit.chain import parse_head, verify_chain
 
     try:
         anchor = parse_head(expect_head) if expect_head is not None else None
@@ -479,8 +479,8 @@ async def _audit_export(config: Path, task_id: int) -> tuple[dict[str, Any], Pat
     """The bundle, and where it goes by default: the data folder's ``exports/`` (next to the store,
     and ignored by git with it), never the working directory a person happens to be in."""
     from bot.app import open_offline_store
+    from bot.chat.evidence_bundle import export_bundle
     from bot.config import load_settings
-    from bot.evidence import export_bundle
 
     store, _ = await open_offline_store(config)
     try:

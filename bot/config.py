@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from bot.cron import cron_trigger, digest_days_trigger
 from bot.errors import ConfigError
-from bot.identity import IdentityConfig
-from bot.labels import LabelsConfig
-from bot.playbooks import ExtraTrigger
+from bot.intake.labels import LabelsConfig
+from bot.playbooks.cron import cron_trigger, digest_days_trigger
+from bot.playbooks.schema import ExtraTrigger
+from bot.policy.identity import IdentityConfig
 from bot.store_url import StoreTarget, check_store_url, store_target
 from bot.yamlfile import YamlDocument, load_yaml
 
@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
-    """The HTTP server, and how long it waits for slow clients (bot/server.py)."""
+    """The HTTP server, and how long it waits for slow clients (bot/web/server.py)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -87,7 +87,7 @@ class SourceConfig(_Strict):
 
 
 class EventSinkConfig(_Strict):
-    """An outside system that receives the ``ops.agent_task.*`` events (bot/event_sinks.py)."""
+    """An outside system that receives the ``ops.agent_task.*`` events (bot/web/event_sinks.py)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
     url: str = Field(pattern=r"^https?://[^/\s]+", description="http(s) URL the events are POSTed to")
@@ -102,7 +102,7 @@ class EventSinkConfig(_Strict):
 
 class IntakeConfig(_Strict):
     max_body_bytes: int = Field(MiB, ge=1024)
-    # Longer labels, annotations and titles are cut to this many bytes, not refused (bot/value_cuts.py).
+    # Longer labels, annotations and titles are cut to this many bytes, not refused (bot/intake/value_cuts.py).
     max_value_bytes: int = Field(4 * 1024, ge=256)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
@@ -158,7 +158,7 @@ class DigestChartConfig(_Strict):
 
 
 class DigestConfig(_Strict):
-    """When and where the daily digest goes (bot/scheduler.py, bot/digest_post.py)."""
+    """When and where the daily digest goes (bot/scheduler.py, bot/chat/digest_post.py)."""
 
     enabled: bool = True
     timezone: str = "UTC"
@@ -198,7 +198,7 @@ class DigestConfig(_Strict):
 
 
 class ShadowConfig(_Strict):
-    """Playbooks in shadow mode (bot/shadow.py): ``post: false`` only records their proposals."""
+    """Playbooks in shadow mode (bot/loop/shadow.py): ``post: false`` only records their proposals."""
 
     post: bool = True
 
@@ -244,7 +244,7 @@ class Settings(_Strict):
     log: LogConfig = LogConfig()
     event_sinks: list[EventSinkConfig] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
-    # Derived labels (workload, env, host, consumer_group): bot/labels.py.
+    # Derived labels (workload, env, host, consumer_group): bot/intake/labels.py.
     labels: LabelsConfig = LabelsConfig()
     # A team's own alert names mapped onto shipped playbooks without copying them: playbook id ->
     # extra matchers that trigger it (its group_by, window and cooldown apply).

@@ -10,8 +10,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from bot.proposals import Category, MessageRef, Proposal
-from bot.signals import Signal
+from bot.model.proposals import Category, MessageRef, Proposal
+from bot.model.signals import Signal
 
 
 class AlertSource(Protocol):
@@ -73,7 +73,7 @@ class ChatSurface(Protocol):
     ``post_proposal`` returns a reference that ``update_proposal`` accepts later, after a
     restart too, so the reference must be plain data. Implementations queue and retry on their
     own; an exception here means the message could not be delivered now and the caller will try
-    again later. Inbound clicks and commands go to ``bot.commands.Commands``.
+    again later. Inbound clicks and commands go to ``bot.chat.commands.Commands``.
     """
 
     name: ClassVar[str]

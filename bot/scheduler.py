@@ -20,16 +20,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.commands import Commands, UnmatchedAlert
+from bot.chat.commands import Commands, UnmatchedAlert
+from bot.chat.notifier import Notifier
+from bot.chat.wording import neutralize_mentions, truncate
 from bot.config import DigestConfig
-from bot.core import Core
-from bot.cron import cron_trigger, digest_days_trigger
-from bot.notifier import Notifier
+from bot.loop.core import Core
+from bot.model.tasks import Task, TaskState
+from bot.playbooks.cron import cron_trigger, digest_days_trigger
 from bot.ports import ChatSurface
-from bot.store import TaskOps
-from bot.store_ports import AuditReads, SettingReads, SignalReads, TaskReads, UnitOfWork
-from bot.tasks import Task, TaskState
-from bot.wording import neutralize_mentions, truncate
+from bot.store.ports import AuditReads, SettingReads, SignalReads, TaskReads, UnitOfWork
+from bot.store.protocol import TaskOps
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ import structlog
 
 from bot.config import Settings
 from bot.errors import BotError
-from bot.events import EventBus
+from bot.model.events import EventBus
 from bot.store_url import StoreTarget, store_target
 
 log = structlog.get_logger(__name__)
@@ -38,9 +38,9 @@ async def migrate(settings: Settings, env: Mapping[str, str]) -> str:
     await store.close()
     target = settings.store_target
     if target.backend == "sqlite":
-        from bot.migrations import MIGRATIONS
+        from bot.store.sqlite_migrations import MIGRATIONS
     else:
-        from bot.pg_migrations import MIGRATIONS
+        from bot.store.postgres_migrations import MIGRATIONS
     return f"{target.describe()}: schema version {len(MIGRATIONS)} ({target.backend})"
 
 
@@ -59,7 +59,7 @@ async def copy_store(source_url: str, target_url: str, *, password: str | None,
 
     import asyncpg
 
-    from bot.pg_store import PostgresStore
+    from bot.store.postgres import PostgresStore
 
     pg = PostgresStore(target.dsn, EventBus(), password=password, min_size=1, max_size=2)
     await pg.open()
@@ -85,7 +85,7 @@ async def copy_store(source_url: str, target_url: str, *, password: str | None,
 
 
 async def _migrated_sqlite(source: StoreTarget) -> None:
-    from bot.sqlite_store import SqliteStore
+    from bot.store.sqlite import SqliteStore
 
     assert source.path is not None
     store = SqliteStore(source.path, EventBus())

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from bot.errors import ConfigError, SecretInputError
-from bot.events import EventBus
+from bot.model.events import EventBus
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.store import Store
+    from bot.store.protocol import Store
 
 SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 
@@ -61,13 +61,13 @@ def build_store(settings: Settings, bus: EventBus, *, audit_key: bytes | None, e
     """The configured store, not opened yet."""
     target = settings.store_target
     if target.backend == "sqlite":
-        from bot.sqlite_store import SqliteStore
+        from bot.store.sqlite import SqliteStore
 
         assert target.path is not None
         s = settings.store
         return SqliteStore(target.path, bus, synchronous=s.synchronous, audit_key=audit_key,
                            queue_size=settings.engine.queue_size, cache_mib=s.cache_mib)
-    from bot.pg_store import PostgresStore
+    from bot.store.postgres import PostgresStore
 
     password = None
     if settings.store.password_env:

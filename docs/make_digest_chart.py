@@ -12,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.digest import build_digest  # noqa: E402
-from bot.events import EventBus  # noqa: E402
-from bot.sqlite_store import SqliteStore  # noqa: E402
+from bot.chat.digest import build_digest  # noqa: E402
+from bot.model.events import EventBus  # noqa: E402
+from bot.store.sqlite import SqliteStore  # noqa: E402
 from tests.digest_seed import DAY, seed_busy_week  # noqa: E402
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from bot.redaction import forget_secrets
+from bot.audit.redaction import forget_secrets
 from tests.postgres import PostgresServer, start_postgres
 
 

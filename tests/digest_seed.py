@@ -1,5 +1,5 @@
 """Stores seeded with a known history for the digest: one small day whose every figure is worked
-out by hand in ``EXPECTED`` (tests/bot/test_digest_figures.py holds the store to it), and a busy
+out by hand in ``EXPECTED`` (tests/store/test_digest_figures.py holds the store to it), and a busy
 week for the README's chart (docs/make_digest_chart.py).
 
 Rows are written with plain sqlite3 into a store whose migrations ran, at the times the scenario
@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.audit import GENESIS, AuditChain, AuditEntry
-from bot.events import EventBus
-from bot.sqlite_store import SqliteStore
+from bot.audit.chain import GENESIS, AuditChain, AuditEntry
+from bot.model.events import EventBus
+from bot.store.sqlite import SqliteStore
 
 DAY = date(2026, 1, 15)
 

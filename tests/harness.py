@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import yaml
 
-from adapters.standin import Standin
 from bot.app import App
 from bot.config import load_settings
+from demo.standin import Standin
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic takes typing's only from Python 3.12
 
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, Labels, validate_body, vendor_time
-from bot.alert_links import SILENCE_ANNOTATION, alertmanager_silence_url, is_web_url
 from bot.errors import Unauthorized
-from bot.signals import Severity, Signal, SignalStatus, fingerprint_of
+from bot.loop.alert_links import SILENCE_ANNOTATION, alertmanager_silence_url, is_web_url
+from bot.model.signals import Severity, Signal, SignalStatus, fingerprint_of
 
 
 class AlertmanagerAlert(TypedDict, total=False):

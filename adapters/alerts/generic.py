@@ -44,7 +44,7 @@ from adapters.alerts.signatures import (
     versioned_entries,
 )
 from bot.errors import ConfigError, InvalidPayload, Unauthorized
-from bot.signals import Severity, Signal, SignalStatus
+from bot.model.signals import Severity, Signal, SignalStatus
 
 # Strict: only RFC 3339 strings; pydantic would otherwise also read bare numbers as Unix times.
 Timestamp = Annotated[AwareDatetime, Field(strict=True)]
@@ -57,7 +57,7 @@ class GenericAlert(BaseModel):
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     status: Literal["firing", "resolved"]
     severity: Literal["critical", "warning", "info"]
-    # Any length: intake cuts it at intake.max_value_bytes rather than lose the alert (bot/value_cuts.py).
+    # Any length: intake cuts it at intake.max_value_bytes rather than lose the alert (bot/intake/value_cuts.py).
     title: Annotated[str, StringConstraints(min_length=1)]
     summary: str = ""
     labels: Labels = Field(default_factory=dict)

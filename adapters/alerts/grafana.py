@@ -21,7 +21,7 @@ from adapters.alerts.alertmanager import AlertmanagerAlert, AlertmanagerPayload
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, validate_body
 from adapters.alerts.signatures import check_timestamp, hmac_sha256_hex, matches_any, require_header
 from bot.errors import ConfigError, Unauthorized
-from bot.signals import Signal
+from bot.model.signals import Signal
 
 
 class GrafanaAlert(AlertmanagerAlert, total=False):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from adapters.alerts.payloads import LabelValue, to_invalid_payload, validate_body
 from adapters.alerts.signatures import hmac_sha256_hex, matches_any, require_header, versioned_entries
 from bot.errors import Unauthorized
-from bot.signals import Severity, Signal, SignalStatus, parse_time
+from bot.model.signals import Severity, Signal, SignalStatus, parse_time
 
 # An allowlist rather than a denylist: an event type PagerDuty adds later is stored only once
 # someone decides what it means for an incident's state.

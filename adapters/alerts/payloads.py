@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from bot.errors import InvalidPayload
-from bot.signals import parse_time
+from bot.model.signals import parse_time
 
 # Alertmanager's own max_alerts is unlimited by default; a bounded request keeps one commit small.
 MAX_ALERTS_PER_REQUEST = 1000
 
-# Any length: intake cuts a value past intake.max_value_bytes (bot/value_cuts.py) instead of refusing
+# Any length: intake cuts a value past intake.max_value_bytes (bot/intake/value_cuts.py) instead of refusing
 # the delivery, since one huge label must not lose the other alerts in it; the body limit bounds all.
 LabelValue = str
 Labels = dict[str, LabelValue]

@@ -29,13 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from adapters.chat.discord_digest import chart_file, digest_embed
 from adapters.chat.discord_embeds import to_embed
 from adapters.chat.discord_interactions import Interactions, ProposalButton, ops_group, to_view
-from bot import wording
-from bot.commands import Commands
-from bot.digest_text import Digest
+from bot.chat import wording
+from bot.chat.commands import Commands
+from bot.chat.digest_text import Digest
+from bot.chat.routing import RouteMatchers, route_channel
 from bot.errors import ChatUnavailable, ConfigError
-from bot.identity import IdentityDirectory
-from bot.proposals import MessageRef, Proposal
-from bot.routing import RouteMatchers, route_channel
+from bot.model.proposals import MessageRef, Proposal
+from bot.policy.identity import IdentityDirectory
 
 log = structlog.get_logger(__name__)
 

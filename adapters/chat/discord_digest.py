@@ -12,8 +12,8 @@ import io
 import discord
 
 from adapters.chat.discord_embeds import DESCRIPTION_MAX, EMBED_TOTAL_MAX, FIELD_VALUE_MAX, TITLE_MAX
-from bot import wording
-from bot.digest_text import Digest
+from bot.chat import wording
+from bot.chat.digest_text import Digest
 
 CHART_FILENAME = "ooda-digest-{day}.png"
 FIELD_NAME_MAX = 256

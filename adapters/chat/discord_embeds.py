@@ -1,6 +1,6 @@
 """A Proposal rendered for Discord: one embed plus one row of buttons.
 
-The sentences come from ``bot.wording`` (shared with Slack); this module only fits them into
+The sentences come from ``bot.chat.wording`` (shared with Slack); this module only fits them into
 Discord's limits: title 256, description 4096, field name 256 and value 1024, footer 2048, at
 most 25 fields and 6000 characters in the whole embed, 5 buttons in a row and custom_id at most
 100 characters. When a proposal is too big, evidence goes first, then steps are cut, each with a
@@ -13,8 +13,9 @@ import re
 
 import discord
 
-from bot import chat_text, wording
-from bot.proposals import Proposal, RiskBand
+from bot.chat import inert_text as chat_text
+from bot.chat import wording
+from bot.model.proposals import Proposal, RiskBand
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -44,7 +45,7 @@ def custom_id(action: str, task_id: int) -> str:
 
 
 def _md(text: str) -> str:
-    """Outside text made inert for Discord markdown (bot/chat_text.py); URLs stay as they are."""
+    """Outside text made inert for Discord markdown (bot/chat/inert_text.py); URLs stay as they are."""
     return chat_text.discord_markdown(text)
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import discord
 
-from bot import wording
-from bot.approvals import check_edit, confirmation_phrase
+from bot.chat import wording
 from bot.errors import UserError
-from bot.param_paths import param_at
-from bot.proposals import ParamBound, Proposal, RiskBand
-from bot.readable import bound_text
+from bot.loop.approvals import check_edit, confirmation_phrase
+from bot.loop.readable import bound_text
+from bot.model.proposals import ParamBound, Proposal, RiskBand
+from bot.playbooks.param_paths import param_at
 
 MODAL_TITLE_MAX = 45
 LABEL_MAX = 45

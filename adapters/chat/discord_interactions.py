@@ -1,6 +1,6 @@
 """What happens when someone clicks a proposal button, submits a modal or types ``/ops`` on Discord.
 
-Every path ends in ``bot.commands.Commands`` with an ``Actor`` resolved from the Discord user id and
+Every path ends in ``bot.chat.commands.Commands`` with an ``Actor`` resolved from the Discord user id and
 role ids, so the policy decides who may do what. Discord wants an answer within 3 s: handlers
 defer first (ephemeral, so refusals stay between the bot and the person) and follow up when the
 core is done. Modals are the exception: a modal must be the first answer, so Reject, Edit and
@@ -24,11 +24,11 @@ from discord import app_commands
 
 from adapters.chat import discord_forms
 from adapters.chat.discord_embeds import CUSTOM_ID_TEMPLATE, buttons_for, custom_id
-from bot import chatops, wording
-from bot.commands import ActionResult, Commands
+from bot.chat import chatops, wording
+from bot.chat.commands import ActionResult, Commands
 from bot.errors import ConfirmationRequired, UserError
-from bot.identity import Actor, IdentityDirectory
-from bot.proposals import MessageRef, Proposal
+from bot.model.proposals import MessageRef, Proposal
+from bot.policy.identity import Actor, IdentityDirectory
 
 if TYPE_CHECKING:
     from adapters.chat.discord import DiscordSurface

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import structlog
 
-from bot.digest_text import Digest
-from bot.proposals import MessageRef, Proposal
+from bot.chat.digest_text import Digest
+from bot.model.proposals import MessageRef, Proposal
 
 log = structlog.get_logger("ooda.proposals")
 

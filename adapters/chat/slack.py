@@ -4,10 +4,10 @@ Socket Mode when an app token is configured and present (no public URL needed); 
 mode, mounted on Ooda's own aiohttp server at ``/slack/events`` with bolt's request signature
 verification (a bad or stale signature gets 401 and nothing is processed).
 
-Every click, modal and ``/ops`` ends in ``bot.commands.Commands``: the core authorizes, the surface
+Every click, modal and ``/ops`` ends in ``bot.chat.commands.Commands``: the core authorizes, the surface
 only renders. Listeners ack first and then work, so Slack's 3-second rule holds however slow the
 core is. The clicker gets the result or the refusal as an ephemeral message worded by
-``bot.wording``, and the clicked message is edited at once so its buttons match the task. The
+``bot.chat.wording``, and the clicked message is edited at once so its buttons match the task. The
 who-did-what note in the message's thread is not written here: the core's notifier updates every
 surface on each task event and writes that note, so a click done on Slack, on Discord, in the CLI
 or by the API leaves exactly one note.
@@ -48,16 +48,16 @@ from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import ChannelPacer, SlackConfig, SlackDeliveryError, delivery_error
 from adapters.chat.slack_digest import CHART_FILENAME, digest_message
 from adapters.chat.slack_payloads import payload_problem
-from bot import wording
-from bot.chatops import bind_chat_request, bound_correlation_id, parse_ops, run_ops
-from bot.commands import ActionResult, Commands
-from bot.digest_text import Digest
+from bot.audit.redaction import register_secret
+from bot.chat import wording
+from bot.chat.chatops import bind_chat_request, bound_correlation_id, parse_ops, run_ops
+from bot.chat.commands import ActionResult, Commands
+from bot.chat.digest_text import Digest
+from bot.chat.routing import route_channel
 from bot.errors import ConfigError, ConfirmationRequired, UserError
-from bot.identity import Actor, IdentityDirectory
 from bot.metrics import Metrics
-from bot.proposals import MessageRef, Proposal
-from bot.redaction import register_secret
-from bot.routing import route_channel
+from bot.model.proposals import MessageRef, Proposal
+from bot.policy.identity import Actor, IdentityDirectory
 
 log = structlog.get_logger(__name__)
 

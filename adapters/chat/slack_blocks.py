@@ -3,7 +3,7 @@
 Built with slack_sdk's Block Kit models because they validate Slack's limits when serialized
 (``to_dict`` raises ``SlackObjectFormationError``); every piece of text is cut to its limit here
 first, so a long alert can never make a proposal undeliverable. The sentences come from
-``bot.wording`` so Slack and Discord read the same.
+``bot.chat.wording`` so Slack and Discord read the same.
 
 Action ids (``ACTION_*``) and modal callback ids (``VIEW_*``) are the contract with the listeners
 in ``adapters/chat/slack.py``; button values carry only the task id.
@@ -32,10 +32,11 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot import chat_text, wording
-from bot.param_paths import param_at
-from bot.proposals import ParamBound, Proposal
-from bot.readable import bound_text
+from bot.chat import inert_text as chat_text
+from bot.chat import wording
+from bot.loop.readable import bound_text
+from bot.model.proposals import ParamBound, Proposal
+from bot.playbooks.param_paths import param_at
 
 ACTION_APPROVE = "ooda.approve"
 ACTION_REJECT = "ooda.reject"
@@ -58,7 +59,7 @@ EVIDENCE_BUDGET = 1500
 
 
 def escape(text: str) -> str:
-    """Text for mrkdwn that mentions, links and formats nothing; URLs in it stay copyable (bot/chat_text.py)."""
+    """Text for mrkdwn that mentions, links and formats nothing; URLs in it stay copyable (bot/chat/inert_text.py)."""
     return chat_text.slack_mrkdwn(text)
 
 

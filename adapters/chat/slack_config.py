@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from pydantic import BaseModel, ConfigDict, Field
 from slack_sdk.errors import SlackApiError
 
+from bot.chat.routing import RouteMatchers
 from bot.errors import ChatUnavailable
-from bot.routing import RouteMatchers
 
 
 class SlackRoute(RouteMatchers):

@@ -11,8 +11,8 @@ from typing import Any
 from slack_sdk.models.blocks import ContextBlock, HeaderBlock, MarkdownTextObject, PlainTextObject, SectionBlock
 
 from adapters.chat.slack_blocks import FALLBACK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, escape
-from bot import wording
-from bot.digest_text import Digest
+from bot.chat import wording
+from bot.chat.digest_text import Digest
 
 CHART_FILENAME = "ooda-digest-{day}.png"
 

@@ -26,12 +26,12 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.audit.redaction import redact_text, register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
 from bot.jsoncodec import loads
+from bot.model.proposals import Category
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact_text, register_secret
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ Playbooks name the URL, method, non-secret headers and a JSON body; credentials 
 from the environment (``auth_header_env``), so they never sit in a playbook, a param, a result or
 the audit trail. Redirects are not followed: a redirect could lead off the allowlist.
 
-``url`` is a URL param (``bot.param_checks.URL_PARAM``): values a playbook template inserts into
+``url`` is a URL param (``bot.playbooks.param_checks.URL_PARAM``): values a playbook template inserts into
 it are encoded for where they land, and the URL is normalized (``normalize_url``) when the step
 is rendered and again when the params are validated, so the URL an approver saw is the one the
 allowlist is checked against and the one sent, byte for byte.
@@ -22,12 +22,12 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.audit.redaction import redact, redact_text, register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
-from bot.param_checks import URL_PARAM, normalize_url
+from bot.playbooks.param_checks import URL_PARAM, normalize_url
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact, redact_text, register_secret
 
 log = structlog.get_logger(__name__)
 

@@ -34,11 +34,11 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.tools.kubernetes_client import k8s, k8s_config
+from bot.audit.redaction import redact_text, register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.outbound_http import TRANSPORT_ERRORS, describe, per_phase_timeout
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact_text, register_secret
 
 log = structlog.get_logger(__name__)
 

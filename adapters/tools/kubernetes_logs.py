@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.tools.kubernetes import ContainerName, KubernetesTool, Namespace, ObjectName, Op
 from adapters.tools.kubernetes_client import k8s
 from bot.errors import ToolError
-from bot.proposals import Category
+from bot.model.proposals import Category
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 # Memory guard for one answer: tail_lines bounds the lines, not how long one line may be.

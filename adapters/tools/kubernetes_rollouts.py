@@ -37,7 +37,7 @@ from adapters.tools.kubernetes import (
 )
 from adapters.tools.kubernetes_client import k8s
 from bot.errors import ToolError
-from bot.proposals import Category
+from bot.model.proposals import Category
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tools.kubernetes import KubernetesTool, Namespace, ObjectName, Op
 from adapters.tools.kubernetes_client import k8s
+from bot.model.proposals import Category
 from bot.ports import StepCall
-from bot.proposals import Category
 
 log = structlog.get_logger(__name__)
 

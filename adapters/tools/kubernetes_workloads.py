@@ -25,7 +25,7 @@ from adapters.tools.kubernetes import (
     label_selector,
 )
 from adapters.tools.kubernetes_client import k8s
-from bot.proposals import Category
+from bot.model.proposals import Category
 
 MAX_PODS_LISTED = 50  # a large daemonset has one pod per node; the summary still counts them all
 EVENT_PAGE = 500

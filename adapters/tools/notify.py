@@ -12,10 +12,10 @@ from typing import ClassVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.audit.redaction import redact_text
 from bot.errors import RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 

@@ -29,11 +29,11 @@ import structlog
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.audit.redaction import register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import register_secret
 
 log = structlog.get_logger(__name__)
 

@@ -23,10 +23,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.tools.find_preview import listing_argv, listing_preview
+from bot.audit.redaction import redact_text
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 

@@ -44,10 +44,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adapters.tools.find_preview import listing_argv, listing_preview
 from adapters.tools.shell import CommandAllowlist, CommandConfig, last_lines, read_capped
+from bot.audit.redaction import redact_text, register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model.proposals import Category
 from bot.ports import StepCall
-from bot.proposals import Category
-from bot.redaction import redact_text, register_secret
 
 with warnings.catch_warnings():
     # asyncssh names cryptography's deprecated DSA classes in annotations evaluated at import time;

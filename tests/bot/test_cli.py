@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bot.audit import AUDIT_COLUMNS
+from bot.audit.chain import AUDIT_COLUMNS
 from bot.cli import build_parser, main
 from tests.harness import ENV, EXAMPLE, ROOT, running_app, running_standin
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.audit import AuditEntry, parse_head, verify_chain
+from bot.audit.chain import AuditEntry, parse_head, verify_chain
 from bot.config import DigestConfig
 from bot.errors import Conflict
-from bot.identity import Actor
+from bot.model.signals import Signal, SignalStatus
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from bot.scheduler import digest_trigger
-from bot.signals import Signal, SignalStatus
-from bot.tasks import TaskState
 from tests.harness import ENV, running_app, running_standin
 
 SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"

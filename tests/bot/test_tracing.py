@@ -13,8 +13,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bot.identity import Actor
-from bot.tasks import Task, TaskState
+from bot.model.tasks import Task, TaskState
+from bot.policy.identity import Actor
 from bot.tracing import trace_id_of
 from tests.harness import ADMIN, AM, client, running_app, running_standin
 

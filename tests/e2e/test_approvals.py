@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfirmationRequired, Conflict, Forbidden, UserError
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 # Tier 4 needs two sre-leads; the example's prod change window would make scores depend on the

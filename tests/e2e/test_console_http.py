@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from bot.app import App
-from bot.console.security import CSP
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
+from bot.web.console.security import CSP
 from tests.e2e.test_approvals import POLICY, restarts, write_playbooks
 from tests.harness import AM, running_app, running_standin
 

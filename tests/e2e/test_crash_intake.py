@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bot.audit import AUDIT_COLUMNS, verify_chain
+from bot.audit.chain import AUDIT_COLUMNS, verify_chain
 from tests.harness import AM, ENV, ROOT, running_standin
 from tests.harness import test_config as write_config  # aliased: pytest would collect test_*
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
 from tests.adapters.chat.chat_rig import sample
 from tests.harness import AM, client, running_app, running_standin
 

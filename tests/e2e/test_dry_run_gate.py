@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from bot.chat.wording import proposal_text
 from bot.errors import Conflict
-from bot.identity import Actor
-from bot.steps import StepKind, StepState
-from bot.tasks import TaskState
-from bot.wording import proposal_text
+from bot.model.steps import StepKind, StepState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")

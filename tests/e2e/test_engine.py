@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import engine as engine_module
-from bot.engine import CURSOR_KEY
 from bot.errors import IllegalTransition, StoreUnavailable
-from bot.tasks import OPEN_STATES, TRANSITIONS, TaskState, check_transition
+from bot.loop import engine as engine_module
+from bot.loop.engine import CURSOR_KEY
+from bot.model.tasks import OPEN_STATES, TRANSITIONS, TaskState, check_transition
 from tests.harness import AM, client, running_app, running_standin
 
 # Observe-only: the engine's grouping is under test, not the act stage.

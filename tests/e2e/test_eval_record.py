@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import yaml
 
 from bot.cli import main
-from bot.evaluation import SuiteClock
-from bot.identity import Actor
+from bot.evaluation.runner import SuiteClock
+from bot.policy.identity import Actor
 from tests.harness import AM, ENV, ROOT, client, running_app, running_standin
 
 # Inside the prod change window, so the restart waits for a person (who rejects it).

@@ -10,7 +10,7 @@ import json
 
 import structlog
 
-from bot.identity import Actor
+from bot.policy.identity import Actor
 from tests.fakes.webhook_receiver import running_receiver
 from tests.harness import running_app, running_standin
 

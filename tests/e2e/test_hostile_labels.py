@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bot.identity import Actor
+from bot.policy.identity import Actor
 from tests.harness import ADMIN, AM, client, running_app, running_standin
 
 ATTACK = "../../../services/checkout/rollback?x="

@@ -1,6 +1,6 @@
 """The shipped incident suite through ``ooda eval``, as CI and a team run it.
 
-Every incident in ``incidents/`` runs in a throwaway Ooda of its own (bot/evaluation.py) with its
+Every incident in ``incidents/`` runs in a throwaway Ooda of its own (bot/evaluation/runner.py) with its
 tools answering from the incident's recording; the asserts are the bar the shipped playbooks must
 clear with the example config.
 """

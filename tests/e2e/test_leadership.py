@@ -9,7 +9,7 @@ import time
 import asyncpg
 
 from bot.app import App
-from bot.leadership import LEADER_LOCK
+from bot.store.leadership import LEADER_LOCK
 from tests.harness import client, running_app, running_standin
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import wording
+from bot.chat import wording
 from bot.errors import Forbidden
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 PLAYBOOK = """

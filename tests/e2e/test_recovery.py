@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
 from tests.harness import running_app, running_standin
 
 PLAYBOOKS = {

@@ -10,10 +10,10 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from bot import events as ev
 from bot.errors import Conflict
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model import events as ev
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.e2e.test_resolution import (
     ONCALL,
     POLICY,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot import events as ev
-from bot.tasks import TaskState
+from bot.model import events as ev
+from bot.model.tasks import TaskState
 from tests.e2e.test_resolution import (
     ONCALL,
     Clock,

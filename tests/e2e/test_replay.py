@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError, UnknownTask
-from bot.identity import Actor
-from bot.replay import ReplayedProposal, ReplayedStep, compare
-from bot.tasks import TaskState
+from bot.loop.replay import ReplayedProposal, ReplayedStep, compare
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 SHIPPED = Path(__file__).resolve().parents[2] / "playbooks" / "kube-pod-crashlooping.yaml"

@@ -21,14 +21,14 @@ import pytest
 
 from adapters.chat.discord_embeds import buttons_for
 from adapters.chat.slack_blocks import proposal_buttons
-from adapters.standin import Standin
-from bot import events as ev
 from bot.app import App
-from bot.approvals import ClosedAsResolved
 from bot.errors import Conflict
-from bot.identity import Actor
-from bot.proposals import MessageRef, Proposal
-from bot.tasks import TaskState, clock_text
+from bot.loop.approvals import ClosedAsResolved
+from bot.model import events as ev
+from bot.model.proposals import MessageRef, Proposal
+from bot.model.tasks import TaskState, clock_text
+from bot.policy.identity import Actor
+from demo.standin import Standin
 from tests.harness import ADMIN, AM, client, running_app, running_standin
 
 RESTART = """

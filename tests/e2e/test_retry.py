@@ -6,9 +6,9 @@ with the crash-looping playbook of test_resolution (capped at L1, so the restart
 
 from __future__ import annotations
 
-from bot.chatops import parse_ops, run_ops
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.chat.chatops import parse_ops, run_ops
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.e2e.test_resolution import (
     ONCALL,
     app_with,

@@ -4,7 +4,7 @@ One App per test function (starting one per example would take most of the time 
 example installs a fresh random policy on the running core, runs a one-step playbook by hand as a
 random requester, lets random people try to approve it, and then checks what the stand-in saw.
 
-The oracle below is written from the rules in DESIGN.md, not from bot/policy.py: a write runs
+The oracle below is written from the rules in DESIGN.md, not from bot/policy/rules.py: a write runs
 only if the kill switch is off, no cap is at L0, and either its autonomy lets it run alone or
 enough distinct, authorized people other than the requester (from tier 3) approved it.
 """
@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from adapters.standin import new_feature
-from bot.autonomy import Autonomy
 from bot.errors import UserError
-from bot.identity import Actor
-from bot.policy import PolicyConfig
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.autonomy import Autonomy
+from bot.policy.identity import Actor
+from bot.policy.rules import PolicyConfig
+from demo.standin import new_feature
 from tests.harness import running_app, running_standin
 
 ROLES = ["oncall", "sre", "sre-lead"]

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.evaluation import SuiteClock
-from bot.gateway import ToolCallRefused
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.evaluation.runner import SuiteClock
+from bot.loop.gateway import ToolCallRefused
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import ADMIN as ADMIN_HEADERS
 from tests.harness import AM, ROOT, client, running_app, running_standin
 

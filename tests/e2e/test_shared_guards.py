@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.standin import Standin, new_feature
 from bot.app import App
 from bot.errors import Forbidden
-from bot.identity import Actor
-from bot.policy import PolicyConfig
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
+from bot.policy.rules import PolicyConfig
+from demo.standin import Standin, new_feature
 from tests.e2e.test_safety_properties import ADMIN, write_playbooks
 from tests.harness import running_app, running_standin
 

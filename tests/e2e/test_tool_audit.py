@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bot.gateway import ToolCallRefused
-from bot.identity import Actor
-from bot.steps import StepKind, StepState
-from bot.tasks import TaskState
+from bot.loop.gateway import ToolCallRefused
+from bot.model.steps import StepKind, StepState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")

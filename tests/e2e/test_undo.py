@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import Conflict, Forbidden
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 REQUESTER = Actor(id="runner", display="Runner", roles=frozenset({"operator"}), via="api")

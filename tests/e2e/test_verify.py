@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.identity import Actor
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.policy.identity import Actor
 from tests.harness import running_app, running_standin
 
 # A reversible write of low risk in dev runs on its own (L2); then verify checks the result.

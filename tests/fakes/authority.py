@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.audit import AuditEntry
-from bot.gateway import Authorization, ToolGateway, ToolOutcome, parse_params
+from bot.audit.chain import AuditEntry
+from bot.loop.gateway import Authorization, ToolGateway, ToolOutcome, parse_params
+from bot.model.proposals import Decision
+from bot.model.steps import StepKind, StepState
+from bot.model.tasks import StepRecord, Task, TaskState
 from bot.ports import StepCall
-from bot.proposals import Decision
-from bot.steps import StepKind, StepState
-from bot.tasks import StepRecord, Task, TaskState
 
 ALLOW = Decision(verdict="allow", rule="autonomy.L2", reason="reversible write in staging")
 

@@ -1,4 +1,4 @@
-"""A small in-memory stand-in for ``bot.commands.Commands`` used by the Slack and Discord surface tests.
+"""A small in-memory stand-in for ``bot.chat.commands.Commands`` used by the Slack and Discord surface tests.
 
 It keeps the rules the surfaces must render faithfully: only ``approver`` may approve, the
 requester never approves their own task, a decided task refuses a second decision (so a double
@@ -12,13 +12,11 @@ import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
-from bot.commands import ActionResult, Commands, Status
-from bot.digest_figures import Figures
-from bot.digest_post import Delivery
-from bot.digest_text import Digest, DigestSection
+from bot.chat.commands import ActionResult, Commands, Status
+from bot.chat.digest_post import Delivery
+from bot.chat.digest_text import Digest, DigestSection
 from bot.errors import ConfirmationRequired, Conflict, Forbidden, UnknownTask, UserError
-from bot.identity import Actor
-from bot.proposals import (
+from bot.model.proposals import (
     ApprovalView,
     Category,
     Decision,
@@ -31,7 +29,9 @@ from bot.proposals import (
     StepState,
     StepView,
 )
-from bot.tasks import Task, TaskState
+from bot.model.tasks import Task, TaskState
+from bot.policy.identity import Actor
+from bot.store.digest_figures import Figures
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

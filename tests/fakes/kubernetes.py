@@ -1,6 +1,6 @@
 """A fake Kubernetes API server over real HTTP for the ``k8s.*`` tool tests.
 
-It is the demo stand-in's server (``adapters.standin_kubernetes``) on its own port, with an empty
+It is the demo stand-in's server (``demo.kubernetes``) on its own port, with an empty
 cluster the test seeds, and a token it checks. ``requests`` records every call (method, path,
 query, content type, parsed body); ``fail_next`` makes the next matching call fail with a
 realistic ``Status`` body.
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.standin_kubernetes import KubernetesCluster, PodState, Revision, add_routes
+from demo.kubernetes import KubernetesCluster, PodState, Revision, add_routes
 
 __all__ = ["FakeKubernetes", "PodState", "Revision"]
 

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.chat.discord_embeds import CUSTOM_ID_PATTERN
-from adapters.standin import Standin
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from demo.standin import Standin
 from tests.adapters.chat.test_discord_e2e import (
     ALICE,
     BOB,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.events import EventBus
-from bot.pg_store import PostgresStore
-from bot.sqlite_store import SqliteStore
-from bot.store import Store
+from bot.model.events import EventBus
+from bot.store.postgres import PostgresStore
+from bot.store.protocol import Store
+from bot.store.sqlite import SqliteStore
 
 KEY = b"contract-test-audit-key"
 BACKENDS = ["sqlite", "postgresql"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bot.audit import AuditEntry
-from bot.signals import Signal, SignalStatus
-from bot.store import Store, TaskOps
-from bot.tasks import Task
+from bot.audit.chain import AuditEntry
+from bot.model.signals import Signal, SignalStatus
+from bot.model.tasks import Task
+from bot.store.protocol import Store, TaskOps
 
 
 def signal(n: int, status: SignalStatus = SignalStatus.firing, **labels: str) -> Signal:

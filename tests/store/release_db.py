@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bot.migrations import MIGRATIONS
+from bot.store.sqlite_migrations import MIGRATIONS
 from tests.harness import ADMIN, AM, ENV, SECOND, client, running_app, running_standin
 
 FIXTURES = Path(__file__).parent / "fixtures"

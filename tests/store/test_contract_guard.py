@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.audit import verify_chain
-from bot.core import guard_query
-from bot.policy import PolicyConfig
-from bot.step_claim import claim_step
-from bot.store_ports import KILL_SWITCH_KEY, GuardQuery, KillSwitch, RunWindow
+from bot.audit.chain import verify_chain
+from bot.loop.core import guard_query
+from bot.loop.step_claim import claim_step
+from bot.policy.rules import PolicyConfig
+from bot.store.ports import KILL_SWITCH_KEY, GuardQuery, KillSwitch, RunWindow
 from tests.store.conftest import KEY
 from tests.store.contract import new_step, new_task, received, signal
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bot import events as ev
-from bot.audit import AUDIT_COLUMNS, AuditEntry, verify_chain
-from bot.events import Event
-from bot.store import TaskOps
-from bot.store_ports import AuditRow
+from bot.audit.chain import AUDIT_COLUMNS, AuditEntry, verify_chain
+from bot.model import events as ev
+from bot.model.events import Event
+from bot.store.ports import AuditRow
+from bot.store.protocol import TaskOps
 from tests.store.conftest import KEY
 from tests.store.contract import new_task, received, signal
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.signals import SignalStatus
-from bot.store import TaskOps
+from bot.model.signals import SignalStatus
+from bot.store.protocol import TaskOps
 from tests.store.contract import new_task, received, signal, without_raw
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import Conflict, IllegalTransition, UnknownTask
-from bot.store import TaskOps
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from bot.store.protocol import TaskOps
 from tests.store.contract import new_step, new_task
 
 

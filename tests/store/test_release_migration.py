@@ -13,11 +13,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from bot.audit import AuditEntry, parse_head, verify_chain
-from bot.events import EventBus
-from bot.migrations import MIGRATIONS
-from bot.sqlite_store import SqliteStore
-from bot.tasks import TaskState
+from bot.audit.chain import AuditEntry, parse_head, verify_chain
+from bot.model.events import EventBus
+from bot.model.tasks import TaskState
+from bot.store.sqlite import SqliteStore
+from bot.store.sqlite_migrations import MIGRATIONS
 from tests.store.contract import received, signal
 from tests.store.release_db import AUDIT_KEY, FIXTURES, TABLES
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.audit import parse_head, verify_chain
+from bot.audit.chain import parse_head, verify_chain
 from bot.cli import main
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.events import EventBus
-from bot.pg_store import PostgresStore
+from bot.model.events import EventBus
+from bot.store.postgres import PostgresStore
 from tests.harness import ENV
 from tests.store.release_db import AUDIT_KEY, FIXTURES, TABLES
 

@@ -5,7 +5,7 @@ import pytest
 
 from adapters.alerts.alertmanager import AlertmanagerSource
 from bot.errors import InvalidPayload, Unauthorized
-from bot.signals import Severity, SignalStatus, fingerprint_of
+from bot.model.signals import Severity, SignalStatus, fingerprint_of
 
 NEVER = "0001-01-01T00:00:00Z"
 

@@ -7,7 +7,7 @@ import pytest
 
 from adapters.alerts.generic import GenericSource
 from bot.errors import InvalidPayload, Unauthorized
-from bot.signals import Severity, SignalStatus
+from bot.model.signals import Severity, SignalStatus
 
 SECRET = b"generic-webhook-secret"
 NOW = 1_767_603_600.0

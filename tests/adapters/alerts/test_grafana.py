@@ -6,7 +6,7 @@ import pytest
 
 from adapters.alerts.grafana import GrafanaSource
 from bot.errors import ConfigError, InvalidPayload, Unauthorized
-from bot.signals import Severity, SignalStatus
+from bot.model.signals import Severity, SignalStatus
 
 SECRET = b"grafana-hmac-secret"
 NOW = 1_767_603_600.0  # 2026-01-05T09:00:00Z

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.alerts.pagerduty import PagerDutySource
 from bot.errors import InvalidPayload, Unauthorized
-from bot.signals import Severity, SignalStatus
+from bot.model.signals import Severity, SignalStatus
 
 SECRET = b"pd-webhook-signing-secret"
 OLD_SECRET = b"pd-previous-signing-secret"

@@ -11,7 +11,7 @@ from adapters.alerts.alertmanager import AlertmanagerSource
 from adapters.alerts.generic import GenericSource
 from adapters.alerts.grafana import GrafanaSource
 from adapters.alerts.pagerduty import PagerDutySource
-from bot.signals import Severity, SignalStatus
+from bot.model.signals import Severity, SignalStatus
 
 SAMPLES = Path(bot.__file__).parent / "samples"
 SOURCES: dict[str, Any] = {

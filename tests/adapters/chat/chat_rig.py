@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import yaml
 
-from adapters.standin import Standin
 from bot.app import App
 from bot.cli import sign_headers
 from bot.config import load_settings
+from demo.standin import Standin
 from tests import harness
 from tests.adapters.chat.slack_harness import CHANNEL
 from tests.fakes.discord import CHANNEL_ID, GUILD_ID, FakeDiscord

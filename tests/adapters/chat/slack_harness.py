@@ -7,8 +7,8 @@ from typing import Any
 
 from adapters.chat.slack import SlackSurface
 from adapters.chat.slack_config import SlackConfig, SlackRoute
-from bot.identity import IdentityConfig, IdentityDirectory
 from bot.metrics import Metrics
+from bot.policy.identity import IdentityConfig, IdentityDirectory
 from tests.fakes.slack import FakeSlack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

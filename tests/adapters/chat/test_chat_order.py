@@ -8,7 +8,7 @@ when Slack takes calls again (``retry_outbox`` is what the scheduler runs every 
 
 from __future__ import annotations
 
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
 from tests.adapters.chat.test_slack_e2e import ADMIN, AM, fire, header, ooda_on_slack, proposals, sample, thread_replies
 
 FLOW = ["approved by", "ran (k8s.rollout_restart): ok", "completed by"]

@@ -21,10 +21,10 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.chat import slack_blocks as kit
-from bot.commands import ActionResult, Status
-from bot.identity import Actor
+from bot.chat.commands import ActionResult, Status
 from bot.metrics import Metrics
-from bot.server import build_web_app
+from bot.policy.identity import Actor
+from bot.web.server import build_web_app
 from tests.adapters.chat.slack_harness import SECRET, click, make_surface, slash
 from tests.adapters.chat.test_discord import APPROVER_ROLE, BOB, proposal
 from tests.adapters.chat.test_discord import make_surface as make_discord_surface

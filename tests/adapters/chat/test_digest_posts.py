@@ -11,12 +11,12 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from adapters.chat.local import LocalSurface
+from bot.chat.digest import build_digest
+from bot.chat.digest_post import deliver_digest
+from bot.chat.digest_text import Digest
 from bot.config import DigestConfig
-from bot.digest import build_digest
-from bot.digest_post import deliver_digest
-from bot.digest_text import Digest
-from bot.events import EventBus
-from bot.sqlite_store import SqliteStore
+from bot.model.events import EventBus
+from bot.store.sqlite import SqliteStore
 from tests.adapters.chat import slack_harness
 from tests.adapters.chat.test_discord import make_surface as discord_surface
 from tests.digest_seed import DAY, seed_known_day

@@ -16,15 +16,15 @@ import discord
 import pytest
 
 from adapters.chat.discord import DiscordConfig, DiscordSurface, DiscordUnavailable
-from bot.chatops import SUBCOMMANDS
-from bot.commands import Commands
+from bot.chat.chatops import SUBCOMMANDS
+from bot.chat.commands import Commands
 from bot.errors import ConfigError
-from bot.identity import IdentityConfig, IdentityDirectory
-from bot.proposals import (
+from bot.model.proposals import (
     Evidence,
     Proposal,
     RiskBand,
 )
+from bot.policy.identity import IdentityConfig, IdentityDirectory
 from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.discord import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, FakeDiscord, custom_ids, embed_size
 
@@ -348,7 +348,7 @@ async def test_a_missing_token_is_a_config_error_naming_the_variable(fake, core)
 
 
 async def test_a_shadow_proposal_is_marked_and_carries_no_acting_button(fake, surface, core):
-    # Shadow mode (bot/shadow.py): even a proposal that looks approvable and undoable gets only Details.
+    # Shadow mode (bot/loop/shadow.py): even a proposal that looks approvable and undoable gets only Details.
     shadow = core.proposals[7].model_copy(update={"shadow": True, "can_undo": True})
     message = await posted(fake, surface, shadow)
 

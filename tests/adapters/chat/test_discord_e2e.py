@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.standin import Standin
 from bot.app import App
 from bot.config import load_settings
-from bot.tasks import Task, TaskState
+from bot.model.tasks import Task, TaskState
+from demo.standin import Standin
 from tests import harness
 from tests.fakes.discord import BOT_USER_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, custom_ids, embed_size
 from tests.harness import AM, ENV, client, running_standin

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.chat import discord_forms
 from adapters.chat.discord_forms import InvalidEdit, edit_keys, edit_modal, modal_values, parse_edits
-from bot.proposals import ParamBound, RiskBand
+from bot.model.proposals import ParamBound, RiskBand
 from tests.adapters.chat.test_discord import proposal
 
 

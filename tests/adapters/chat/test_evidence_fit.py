@@ -12,8 +12,8 @@ import json
 import pytest
 
 from adapters.chat import slack_blocks
-from bot.evidence_fit import CHAT_EVIDENCE_BUDGET, fair_shares, fit_evidence
-from bot.proposals import Evidence, Proposal
+from bot.chat.evidence_fit import CHAT_EVIDENCE_BUDGET, fair_shares, fit_evidence
+from bot.model.proposals import Evidence, Proposal
 from tests.adapters.chat import test_discord, test_slack
 from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.discord import FakeDiscord

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bot import chat_text
+from bot.chat import inert_text as chat_text
 from tests.adapters.chat.chat_rig import ooda_on_both, sample
 
 SAFE_URL = "https://wiki.example.com/runbooks/a_b*c~d?who=@here&x=1"

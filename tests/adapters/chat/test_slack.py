@@ -9,7 +9,7 @@ import pytest
 from adapters.chat import slack_blocks as kit
 from adapters.chat.slack_config import SlackDeliveryError
 from bot.metrics import Metrics
-from bot.proposals import MessageRef, RiskBand
+from bot.model.proposals import MessageRef, RiskBand
 from tests.adapters.chat.slack_harness import CHANNEL, click, make_surface, mention, slash, submission, typed
 from tests.fakes.core import FakeCommands, make_proposal
 from tests.fakes.slack import FakeSlack
@@ -294,7 +294,7 @@ async def test_stop_is_idempotent(fake, core):
 
 
 async def test_a_shadow_proposal_is_marked_and_carries_no_acting_button(fake, surface):
-    # Shadow mode (bot/shadow.py): even a proposal that looks approvable and undoable gets only Details.
+    # Shadow mode (bot/loop/shadow.py): even a proposal that looks approvable and undoable gets only Details.
     shadow = make_proposal(7).model_copy(update={"shadow": True, "can_undo": True})
     await surface.post_proposal(shadow, None)
 

@@ -14,7 +14,7 @@ from adapters.chat.slack import SlackSurface
 from adapters.chat.slack_config import ChannelPacer, SlackConfig
 from bot.app import _EnvWithSecrets
 from bot.errors import ConfigError
-from bot.proposals import Evidence, ParamBound, StepState
+from bot.model.proposals import Evidence, ParamBound, StepState
 from bot.secrets import SecretResolver
 from tests.adapters.chat.slack_harness import identities
 from tests.fakes.core import FakeCommands, make_proposal

@@ -27,9 +27,9 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.chat import slack_blocks as kit
-from adapters.standin import Standin
 from bot.app import App
-from bot.tasks import TaskState
+from bot.model.tasks import TaskState
+from demo.standin import Standin
 from tests.adapters.chat.slack_harness import CHANNEL, click, slash
 from tests.fakes.slack import ApiCall, FakeSlack
 from tests.harness import ADMIN, AM, EXAMPLE, client, running_app, running_standin

@@ -2,7 +2,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.standin import Standin
+from demo.standin import Standin
 
 STANDIN_TOKEN = "standin-test-token-123"
 

@@ -3,11 +3,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.standin import Standin
 from adapters.tools.flags import FlagGetParams, FlagSetParams, FlagsGetTool, FlagsSetTool, FlagsToolConfig
 from bot.errors import ConfigError, RetryableToolError, ToolError
-from bot.gateway import ToolGateway, ToolRegistry
+from bot.loop.gateway import ToolGateway, ToolRegistry
 from bot.ports import StepCall
+from demo.standin import Standin
 from tests.fakes.authority import ScriptedAuthority, call_tool
 
 from .conftest import STANDIN_TOKEN

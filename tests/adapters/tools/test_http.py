@@ -7,9 +7,9 @@ from aiohttp import web
 
 from adapters.tools.http import HttpParams, HttpTool, HttpToolConfig
 from bot.errors import ConfigError, RetryableToolError, ToolError
-from bot.param_checks import ParamRules, url_params
-from bot.proposals import Category
-from bot.templates import build_context, render_params
+from bot.model.proposals import Category
+from bot.playbooks.param_checks import ParamRules, url_params
+from bot.playbooks.templates import build_context, render_params
 
 TOKEN = "Bearer tok-abcdef-0123456789"
 

@@ -11,16 +11,16 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.standin_kubernetes import KUBERNETES_CLUSTER, add_routes
 from adapters.tools.kubernetes import RESTARTED_AT_ANNOTATION, REVISION_ANNOTATION, KubernetesToolConfig
 from adapters.tools.kubernetes_logs import LogsTool
 from adapters.tools.kubernetes_rollouts import RolloutHistoryTool, RolloutRestartTool, RolloutUndoTool
 from adapters.tools.kubernetes_scale import ScaleTool
 from adapters.tools.kubernetes_workloads import EventsTool, WorkloadStatusTool
+from bot.audit.redaction import redact_text
 from bot.errors import ConfigError
-from bot.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
+from bot.loop.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
 from bot.ports import StepCall
-from bot.redaction import redact_text
+from demo.kubernetes import KUBERNETES_CLUSTER, add_routes
 from tests.fakes.authority import ScriptedAuthority, call_tool
 from tests.fakes.kubernetes import FakeKubernetes, PodState, Revision
 

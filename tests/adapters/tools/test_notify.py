@@ -3,7 +3,7 @@ from pydantic import ValidationError
 
 from adapters.tools.notify import NotifyParams, NotifyTool
 from bot.errors import ToolError
-from bot.proposals import Category
+from bot.model.proposals import Category
 
 
 class Outbox:

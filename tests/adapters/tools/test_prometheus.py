@@ -18,7 +18,6 @@ import pytest_asyncio
 import structlog
 from aiohttp import web
 
-from adapters.standin_prometheus import add_routes
 from adapters.tools.prometheus import (
     NO_SERIES,
     PrometheusQueryTool,
@@ -26,9 +25,10 @@ from adapters.tools.prometheus import (
     format_number,
 )
 from bot.errors import ConfigError
-from bot.gateway import ToolGateway, ToolOutcome, ToolRegistry
+from bot.loop.gateway import ToolGateway, ToolOutcome, ToolRegistry
+from bot.model.proposals import Decision
 from bot.ports import StepCall
-from bot.proposals import Decision
+from demo.prometheus import add_routes
 from tests.fakes.authority import ScriptedAuthority
 from tests.fakes.prometheus import LocalPrometheus, running_prometheus
 

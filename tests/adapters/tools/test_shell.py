@@ -7,7 +7,7 @@ import pytest
 
 from adapters.tools.shell import ShellParams, ShellTool, ShellToolConfig
 from bot.errors import ConfigError, RetryableToolError, ToolError
-from bot.proposals import Category
+from bot.model.proposals import Category
 
 
 def which(name: str) -> str:

@@ -11,9 +11,9 @@ from structlog.testing import capture_logs
 
 from adapters.tools.ssh import SshParams, SshRunTool, SshToolConfig, parse_address
 from bot.errors import ConfigError, RetryableToolError, ToolError
-from bot.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
+from bot.loop.gateway import ToolCallRefused, ToolGateway, ToolOutcome, ToolRegistry
+from bot.model.proposals import Category
 from bot.ports import StepCall
-from bot.proposals import Category
 from tests.fakes.authority import ScriptedAuthority, call_tool
 from tests.fakes.sshd import KeyPair, Sshd, free_port, generate_key, running_sshd
 

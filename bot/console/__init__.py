@@ -1,5 +1,0 @@
-"""The web console at ``/ui``: inbox, task timeline, audit, playbooks, policy and digest pages."""
-
-from bot.console.web import Console
-
-__all__ = ["Console"]

@@ -1,0 +1,48 @@
+"""The links an alert comes with, for the approver: runbook, dashboard, its source, a silence.
+
+Alertmanager and Grafana send them in different places (annotations ``runbook_url`` and
+``dashboard_url`` by convention, the rule's ``generatorURL``, Grafana's ``panelURL`` and
+``silenceURL``, Alertmanager's ``externalURL`` from which a silence form is built). Adapters put the
+silence link in the ``__silence_url`` annotation (annotations starting with ``__`` are Ooda's own
+and never shown as the alert's words); this module picks the links a proposal shows, each only
+once and only when it is an http(s) URL, titled in our words (an alert's text never becomes a link
+title, so a label cannot say "Approve now" over a link somewhere else).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from bot.model.proposals import AlertLink
+from bot.model.signals import Signal
+
+SILENCE_ANNOTATION = "__silence_url"
+MAX_LINKS = 6
+
+
+def is_web_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("http://", "https://")) and not any(c.isspace() for c in str(url))
+
+
+def alertmanager_silence_url(external_url: str, labels: Mapping[str, str]) -> str | None:
+    """Alertmanager's "new silence" form, prefilled with the alert's labels as its matchers."""
+    if not is_web_url(external_url):
+        return None
+    matchers = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                        for k, v in sorted(labels.items()))
+    return f"{external_url.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
+
+
+def links_of(signals: list[Signal]) -> list[AlertLink]:
+    """The first signal's links (a storm's alerts share them), in the order an approver wants them."""
+    links: list[AlertLink] = []
+    seen: set[str] = set()
+    for signal in signals[:1]:
+        notes = signal.annotations
+        for title, url in (("runbook", notes.get("runbook_url")), ("dashboard", notes.get("dashboard_url")),
+                           ("source", signal.url), ("silence", notes.get(SILENCE_ANNOTATION))):
+            if url and is_web_url(url) and url not in seen and len(links) < MAX_LINKS:
+                seen.add(url)
+                links.append(AlertLink(title=title, url=url))
+    return links

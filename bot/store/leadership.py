@@ -1,0 +1,110 @@
+"""Which process runs the singletons (scheduled checks, reminders, retention, the outbox retry).
+
+With SQLite there is one ``ooda serve`` per store, so it leads. With PostgreSQL, the leader is the
+process holding a session-level advisory lock (``LEADER_LOCK``) on a connection of its own: the
+lock lives exactly as long as that connection, so when the leader dies (even by SIGKILL) PostgreSQL
+drops its connection, releases the lock, and a standby that tries every ``interval_s`` takes over.
+A leader whose connection breaks stops leading at once and competes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+
+from bot.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+LEADER_LOCK = 0x4F4F4443
+ROLES = ("leader", "standby")
+
+
+class SoleLeader:
+    """The only process on its store: always the leader."""
+
+    role = "leader"
+
+    def is_leader(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class AdvisoryLockLeader:
+    """Leadership by a PostgreSQL advisory lock held on a dedicated connection."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], metrics: Metrics, *,
+                 interval_s: float = 2.0) -> None:
+        self._connect = connect
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._leading = False
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._set_role(False)
+
+    @property
+    def role(self) -> str:
+        return "leader" if self._leading else "standby"
+
+    def is_leader(self) -> bool:
+        return self._leading
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="leadership")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    await self._drop()
+                    self._conn = await self._connect()
+                if self._leading:
+                    await self._conn.fetchval("SELECT 1")  # still connected, so still holding the lock
+                elif await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                    self._set_role(True)
+                    log.warning("leadership.acquired")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._leading:
+                    log.warning("leadership.lost", error=f"{type(exc).__name__}: {exc}")
+                await self._drop()
+            await asyncio.sleep(self._interval_s)
+
+    async def _drop(self) -> None:
+        self._set_role(False)
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    def _set_role(self, leading: bool) -> None:
+        self._leading = leading
+        for role in ROLES:
+            self._metrics.leader.labels(role).set(1 if (role == "leader") == leading else 0)
+
+
+def leadership_for(store: Any, metrics: Metrics) -> SoleLeader | AdvisoryLockLeader:
+    """An advisory-lock leader on PostgreSQL; the sole leader on an embedded store."""
+    from bot.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return AdvisoryLockLeader(store.connect, metrics)
+    return SoleLeader()
