@@ -1,1 +1,3 @@
-"""Evaluation before trust: ``ooda eval`` over recorded incidents, recording suites from past tasks, and the shadow-mode commands."""
+"""Evaluation before trust: ``ooda eval`` over recorded incidents, recording suites from past
+tasks, and the shadow-mode commands.
+"""

@@ -1,1 +1,3 @@
-"""The vocabulary every layer shares: Signal, Task and its state machine, Step and its transition table, Proposal, events."""
+"""The vocabulary every layer shares: Signal, Task and its state machine, Step and its transition
+table, Proposal, events.
+"""

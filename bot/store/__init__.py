@@ -1,1 +1,3 @@
-"""Persistence: the ports by concept, the SQLite backend (the embedded default) and the PostgreSQL one, migrations and leadership."""
+"""Persistence: the ports by concept, the SQLite backend (the embedded default) and the PostgreSQL
+one, migrations and leadership.
+"""
