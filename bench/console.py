@@ -42,7 +42,8 @@ from bot.audit.chain import AuditEntry
 from bot.config import load_settings
 from bot.loop.engine import CURSOR_KEY
 from bot.model.events import EventBus
-from bot.model.tasks import StepRecord, TaskState
+from bot.model.steps import StepRecord
+from bot.model.tasks import TaskState
 from bot.policy.identity import Actor
 from bot.store.protocol import TaskOps
 from bot.store.sqlite import SqliteStore

@@ -43,7 +43,7 @@ from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.store.leadership import leadership_for
 from bot.store.protocol import Store
-from bot.store_url import build_store
+from bot.stores import build_store
 from bot.tracing import TaskSpanRecorder, TaskTracing
 from bot.web.api import Api
 from bot.web.console import Console

@@ -22,17 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
+from bot.api_client import Client
 from bot.cli_help import finish_help
 from bot.errors import BotError, ConfigError
 from bot.evaluation.cli import register as register_eval
 from bot.evaluation.shadow_cli import register as register_shadow
 from bot.intake.signing import signature_headers
-from bot.server_address import cli_base_url, forget, local_url, record
+from bot.server_address import forget, local_url, record
 from bot.store_cli import add_store_commands
-
-API_TOKEN_ENV = "OODA_API_TOKEN"
 
 
 def default_config() -> Path:
@@ -69,41 +66,6 @@ def show_proposal(p: dict[str, Any]) -> str:
     if proposal.undo is not None:
         lines.append(f"Undo: {proposal.undo.words}")
     return "\n".join(lines)
-
-
-# -- talking to the server ---------------------------------------------------------------------------
-
-class Client:
-    def __init__(self, config_path: Path) -> None:
-        from bot.config import load_settings
-        from bot.secrets import SecretResolver
-
-        settings, _ = load_settings(config_path)
-        self.settings = settings
-        self.base = cli_base_url(os.environ, settings.data_path, settings.server.host, settings.server.port)
-        self.secrets = SecretResolver(os.environ, settings.data_path, generate_missing=settings.environment == "dev")
-
-    def token(self) -> str:
-        return self.secrets.get(API_TOKEN_ENV)
-
-    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return httpx.request(method, self.base + path, timeout=30, **kwargs)
-        except httpx.ConnectError as exc:
-            raise BotError(f"cannot reach Ooda at {self.base} ({exc}); is `ooda serve` running? "
-                           "(OODA_URL=http://host:port points the CLI elsewhere)") from exc
-
-    def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 202)) -> Any:
-        response = self.send(method, path, json=body, headers={"Authorization": f"Bearer {self.token()}"})
-        data = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-        if response.status_code not in ok:
-            message = data.get("message") or response.text
-            if data.get("phrase"):
-                message += f"\n(re-run with --confirm '{data['phrase']}')"
-            for problem in data.get("problems") or []:
-                message += f"\n  {problem}"
-            raise BotError(f"{response.status_code} {data.get('error', '')}: {message}")
-        return data
 
 
 # -- commands ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ CHUNK = 5000
 
 async def migrate(settings: Settings, env: Mapping[str, str]) -> str:
     """Bring the configured store to this version's schema; returns what was done, for people."""
-    from bot.store_url import build_store
+    from bot.stores import build_store
 
     store = build_store(settings, EventBus(), audit_key=None, env=env)
     await store.open()  # each backend migrates at open, under its lock

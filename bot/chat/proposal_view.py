@@ -8,8 +8,8 @@ from typing import Protocol
 from bot.errors import UnknownTask
 from bot.loop.readable import result_text
 from bot.model.proposals import ApprovalView, Decision, Proposal
-from bot.model.steps import StepKind, StepState, undo_phase, undo_targets
-from bot.model.tasks import StepRecord, Task, TaskState
+from bot.model.steps import StepKind, StepRecord, StepState, undo_phase, undo_targets
+from bot.model.tasks import Task, TaskState
 from bot.policy.risk import band_for
 from bot.policy.rules import counts_for
 from bot.store.ports import ApprovalReads, StepReads, TaskReads

@@ -35,7 +35,7 @@ def register(add: Any) -> None:
 
 
 def cmd_shadow(args: argparse.Namespace) -> int:
-    from bot.cli import Client
+    from bot.api_client import Client
 
     data = Client(args.config).call("GET", f"/api/v1/shadow/report?days={args.days}")
     print(json.dumps(data, indent=2) if args.json else data["text"])
@@ -43,7 +43,7 @@ def cmd_shadow(args: argparse.Namespace) -> int:
 
 
 def cmd_playbook(args: argparse.Namespace) -> int:
-    from bot.cli import Client
+    from bot.api_client import Client
 
     data = Client(args.config).call("POST", f"/api/v1/playbooks/{args.id}/shadow", {"on": args.state == "on"})
     if args.json:

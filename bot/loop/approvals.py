@@ -22,8 +22,8 @@ from bot.loop.planner import dry_run_preview
 from bot.model import events as ev
 from bot.model.events import Event
 from bot.model.proposals import Category, Decision, ParamBound, Proposal, RiskBand
-from bot.model.steps import RUNNABLE, UNSTARTED, StepKind, undo_phase
-from bot.model.tasks import StepRecord, Task, TaskState, clock_text
+from bot.model.steps import RUNNABLE, UNSTARTED, StepKind, StepRecord, undo_phase
+from bot.model.tasks import Task, TaskState, clock_text
 from bot.playbooks.param_paths import param_at, with_param
 from bot.policy.identity import Actor
 from bot.policy.rules import check_approver, counted_approvers, quorum_reached, tier_of

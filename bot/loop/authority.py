@@ -22,8 +22,8 @@ from bot.loop.core import Core
 from bot.loop.gateway import Authorization
 from bot.loop.step_claim import claim_step
 from bot.model.proposals import Category, Decision
-from bot.model.steps import StepKind, StepState
-from bot.model.tasks import ApprovalRecord, StepRecord, Task, TaskState
+from bot.model.steps import StepKind, StepRecord, StepState
+from bot.model.tasks import ApprovalRecord, Task, TaskState
 from bot.policy.identity import SYSTEM
 from bot.policy.rules import needs_separation_of_duties, quorum_reached, tier_of
 from bot.ports import StepCall

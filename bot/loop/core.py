@@ -14,7 +14,8 @@ from bot.metrics import Metrics
 from bot.model.events import EventBus
 from bot.model.proposals import Category, Decision, RiskScore
 from bot.model.signals import Severity
-from bot.model.tasks import StepRecord, Task
+from bot.model.steps import StepRecord
+from bot.model.tasks import Task
 from bot.playbooks.schema import Playbook, PlaybookSet
 from bot.policy.identity import IdentityDirectory
 from bot.policy.risk import BlastRadius, RiskInputs, score_risk

@@ -26,8 +26,8 @@ from bot.loop.readable import undo_action
 from bot.model import events as ev
 from bot.model.events import Event
 from bot.model.proposals import Decision
-from bot.model.steps import RUNNABLE, StepKind, StepState, undo_phase, undo_targets
-from bot.model.tasks import StepRecord, Task, TaskState
+from bot.model.steps import RUNNABLE, StepKind, StepRecord, StepState, undo_phase, undo_targets
+from bot.model.tasks import Task, TaskState
 from bot.playbooks.schema import Playbook
 from bot.playbooks.templates import TemplateRenderError, evaluate, render_params
 from bot.policy.identity import Actor

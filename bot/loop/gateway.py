@@ -43,7 +43,8 @@ from bot.ports import StepCall, Tool
 from bot.tracing import TaskTracing
 
 if TYPE_CHECKING:
-    from bot.model.tasks import StepRecord, Task
+    from bot.model.tasks import Task
+from bot.model.steps import StepRecord
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from bot.loop.core import guard_query, policy_context_of
 from bot.model.proposals import Category, Decision
-from bot.model.tasks import StepRecord, Task
+from bot.model.steps import StepRecord
+from bot.model.tasks import Task
 from bot.policy.rules import PolicyConfig, kill_switch_refusal, rate_limit_refusal
 from bot.store import step_moves
 from bot.store.ports import TaskOps

@@ -19,13 +19,13 @@ pending), rolling back (one running or done while others wait), undone, undo fai
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Any
+
+from pydantic import BaseModel
 
 from bot.errors import IllegalTransition
-
-if TYPE_CHECKING:
-    from bot.model.tasks import StepRecord
 
 
 class StepKind(StrEnum):
@@ -44,6 +44,29 @@ class StepState(StrEnum):
     denied = "denied"
     rolled_back = "rolled_back"  # an action whose rollback succeeded
     unknown = "unknown"  # was running when the process died and could not be re-run
+
+
+class StepRecord(BaseModel):
+    """A stored step: an evidence read, a proposed/executed step, a rollback or a verify call."""
+
+    id: int
+    task_id: int
+    kind: StepKind
+    idx: int
+    name: str
+    tool: str
+    category: str
+    params: dict[str, Any]
+    rollback: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    state: StepState  # changed only through bot.model.steps (its transition table)
+    idempotency_key: str
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
 
 
 P = StepState

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.errors import IllegalTransition
-from bot.model.steps import StepKind, StepState, started
+from bot.model.steps import StepRecord, started
 
 MAX_TASK_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id would fail the statement, not miss
 
@@ -143,28 +143,6 @@ class Task(BaseModel):
     def closed_by_resolution(self) -> bool:
         """Cancelled because every alert resolved before anyone acted."""
         return self.state is S.cancelled and (self.outcome or "").startswith(RESOLVED_OUTCOME_PREFIX)
-
-
-class StepRecord(BaseModel):
-    """A stored step: an evidence read, a proposed/executed step, a rollback or a verify call."""
-
-    id: int
-    task_id: int
-    kind: StepKind
-    idx: int
-    name: str
-    tool: str
-    category: str
-    params: dict[str, Any]
-    rollback: dict[str, Any] | None = None
-    decision: dict[str, Any] | None = None
-    state: StepState  # changed only through bot.model.steps (its transition table)
-    idempotency_key: str
-    result: Any = None
-    error: str | None = None
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
 
 
 class SignalTally(BaseModel):

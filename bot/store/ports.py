@@ -28,7 +28,8 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from bot.audit.chain import AuditEntry
 from bot.model.events import Event
 from bot.model.signals import Signal
-from bot.model.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState
+from bot.model.steps import StepRecord
+from bot.model.tasks import ApprovalRecord, SignalTally, Task, TaskState
 from bot.store.digest_figures import DayWindow, Figures
 
 T = TypeVar("T")

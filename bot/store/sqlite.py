@@ -23,7 +23,8 @@ from bot.errors import StoreUnavailable
 from bot.jsoncodec import dumps, loads
 from bot.model.events import EventBus
 from bot.model.signals import Signal, signal_from_row
-from bot.model.tasks import ATTENTION_STATES, ApprovalRecord, StepRecord, Task
+from bot.model.steps import StepRecord
+from bot.model.tasks import ATTENTION_STATES, ApprovalRecord, Task
 from bot.store.digest_figures import DayWindow, Figures, compute_figures
 from bot.store.ports import (
     AuditRow,

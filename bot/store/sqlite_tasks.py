@@ -18,7 +18,8 @@ from bot.errors import Conflict, UnknownTask
 from bot.jsoncodec import dumps, loads
 from bot.model import events as ev
 from bot.model.events import Event
-from bot.model.tasks import ApprovalRecord, SignalTally, StepRecord, Task, TaskState, check_transition
+from bot.model.steps import StepRecord
+from bot.model.tasks import ApprovalRecord, SignalTally, Task, TaskState, check_transition
 from bot.store.ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch
 from bot.store.sqlite_writer import Tx
 

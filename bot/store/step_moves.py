@@ -13,8 +13,7 @@ from bot.audit.chain import AuditEntry
 from bot.errors import Conflict
 from bot.model import events as ev
 from bot.model.events import Event
-from bot.model.steps import P, StepState, check_step_transition
-from bot.model.tasks import StepRecord
+from bot.model.steps import P, StepRecord, StepState, check_step_transition
 from bot.store.ports import TaskOps
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from bot.audit.chain import AuditEntry
 from bot.loop.gateway import Authorization, ToolGateway, ToolOutcome, parse_params
 from bot.model.proposals import Decision
-from bot.model.steps import StepKind, StepState
-from bot.model.tasks import StepRecord, Task, TaskState
+from bot.model.steps import StepKind, StepRecord, StepState
+from bot.model.tasks import Task, TaskState
 from bot.ports import StepCall
 
 ALLOW = Decision(verdict="allow", rule="autonomy.L2", reason="reversible write in staging")

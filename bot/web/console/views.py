@@ -16,7 +16,8 @@ from bot.jsoncodec import loads
 from bot.loop.core import Core
 from bot.model.proposals import Proposal
 from bot.model.signals import Signal
-from bot.model.tasks import StepRecord, Task, TaskState
+from bot.model.steps import StepRecord
+from bot.model.tasks import Task, TaskState
 from bot.store.protocol import Store
 
 WAITING = (TaskState.needs_approval, TaskState.escalated_to_human)

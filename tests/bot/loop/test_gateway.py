@@ -12,8 +12,8 @@ from bot.audit.redaction import forget_secrets, register_secret
 from bot.errors import RetryableToolError, ToolError
 from bot.loop.gateway import Authorization, ToolCallRefused, ToolGateway, ToolRegistry, backoff_delay, params_digest
 from bot.model.proposals import Category, Decision
-from bot.model.steps import StepKind, StepState
-from bot.model.tasks import StepRecord, Task, TaskState
+from bot.model.steps import StepKind, StepRecord, StepState
+from bot.model.tasks import Task, TaskState
 from bot.ports import StepCall
 
 ALLOW = Decision(verdict="allow", rule="autonomy.L2", reason="reversible write in staging")

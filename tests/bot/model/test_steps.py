@@ -8,8 +8,7 @@ import pytest
 
 from bot.errors import Conflict, IllegalTransition
 from bot.model import steps
-from bot.model.steps import StepKind, StepState, UndoPhase, undo_phase
-from bot.model.tasks import StepRecord
+from bot.model.steps import StepKind, StepRecord, StepState, UndoPhase, undo_phase
 from bot.store import step_moves
 from tests.harness import running_app, running_standin
 
