@@ -52,7 +52,7 @@ from bot.redaction import redact, redact_text
 from bot.replay import Replayer, ReplayResult
 from bot.request_limits import MAX_TASK_ID
 from bot.shadow import set_shadow
-from bot.shadow_report import ShadowRow, digest_line, shadow_report
+from bot.shadow_report import ShadowRow, digest_lines, shadow_report
 from bot.store import TaskOps
 from bot.store_ports import (
     ApprovalReads,
@@ -413,10 +413,10 @@ class Commands:
         digest = await build_digest(self.core.store, now=self.core.clock(), zone=config.timezone, day=day, chart=size)
         # Shadow playbooks over the same 24 hours: what they would have done, beside what people did.
         until = digest.figures.days[-1].end if digest.figures.days else self.core.clock()
-        line = digest_line(await shadow_report(self.core.store, self.core.policy, since=until - timedelta(days=1),
-                                               now=until))
-        if line:
-            digest.sections.append(DigestSection("Shadow playbooks", [line]))
+        lines = digest_lines(await shadow_report(self.core.store, self.core.policy, since=until - timedelta(days=1),
+                                                 now=until))
+        if lines:
+            digest.sections.append(DigestSection("Shadow playbooks", lines))
         return digest
 
     async def post_digest(self, surfaces: list[ChatSurface] | None = None) -> tuple[Digest, list[Delivery]]:

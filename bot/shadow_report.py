@@ -154,9 +154,7 @@ def report_text(rows: list[ShadowRow], days: int) -> str:
     return "\n".join(lines)
 
 
-def digest_line(rows: list[ShadowRow]) -> str | None:
-    if not rows:
-        return None
-    parts = [f"{r.playbook} {r.incidents} seen, {r.proposals} proposed, agreed {r.agreed}/{r.judged}"
-             + (f", {r.would_violate} would break policy" if r.would_violate else "") for r in rows]
-    return "Shadow playbooks: " + "; ".join(parts)
+def digest_lines(rows: list[ShadowRow]) -> list[str]:
+    """One line per shadow playbook for the digest's "Shadow playbooks" section."""
+    return [f"{r.playbook} {r.incidents} seen, {r.proposals} proposed, agreed {r.agreed}/{r.judged}"
+            + (f", {r.would_violate} would break policy" if r.would_violate else "") for r in rows]
