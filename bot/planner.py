@@ -24,6 +24,7 @@ from bot.audit import AuditEntry
 from bot.core import Core
 from bot.errors import BotError, ToolError
 from bot.events import Event
+from bot.evidence_fit import EARLIER_LINES_CUT
 from bot.gateway import ToolCallRefused, parse_params
 from bot.param_checks import ParamRules, param_rules
 from bot.playbooks import Playbook, ReadStep, Step
@@ -134,7 +135,7 @@ def _snippet(result: dict[str, Any]) -> str:
     if len(text) <= SNIPPET_CHARS:
         return text
     if field in _TAIL_FIELDS:
-        return "(earlier lines cut; see `ooda show`) … " + text[-SNIPPET_CHARS:]
+        return EARLIER_LINES_CUT + text[-SNIPPET_CHARS:]
     return text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
 
 
