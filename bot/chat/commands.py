@@ -43,7 +43,7 @@ from bot.errors import Forbidden, UnknownTask, UserError
 from bot.loop.core import KILL_SWITCH_KEY, Core
 from bot.loop.replay import Replayer, ReplayResult
 from bot.loop.shadow import set_shadow
-from bot.loop.shadow_report import ShadowRow, digest_line, shadow_report
+from bot.loop.shadow_report import ShadowRow, digest_lines, shadow_report
 from bot.model import events as ev
 from bot.model.events import Event
 from bot.model.proposals import Decision, Proposal
@@ -373,10 +373,10 @@ class Commands:
         digest = await build_digest(self.core.store, now=self.core.clock(), zone=config.timezone, day=day, chart=size)
         # Shadow playbooks over the same 24 hours: what they would have done, beside what people did.
         until = digest.figures.days[-1].end if digest.figures.days else self.core.clock()
-        line = digest_line(await shadow_report(self.core.store, self.core.policy, since=until - timedelta(days=1),
-                                               now=until))
-        if line:
-            digest.sections.append(DigestSection("Shadow playbooks", [line]))
+        lines = digest_lines(await shadow_report(self.core.store, self.core.policy, since=until - timedelta(days=1),
+                                                 now=until))
+        if lines:
+            digest.sections.append(DigestSection("Shadow playbooks", lines))
         return digest
 
     async def post_digest(self, surfaces: list[ChatSurface] | None = None) -> tuple[Digest, list[Delivery]]:

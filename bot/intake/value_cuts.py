@@ -13,6 +13,12 @@ they were), so ``ooda show``, the evidence and the audit export say the value is
 whole text. Strings inside the raw record kept as evidence are cut the same way, so one stored row
 stays bounded too. Fingerprints and signal ids are computed by the adapters from what the sender
 sent, before any cut: a redelivery of the same alert still lands on the same signal.
+
+Ooda's own annotations (names starting with ``__``, such as the silence link the adapters build
+from the alert's labels) are never cut: a link cut short opens the wrong page, and a silence built
+from cut label values would match nothing. One that is over the limit is left out instead (the
+proposal then shows no silence link; Alertmanager's UI still has one). It is not named in
+``ooda_cut``, which lists what the sender sent and Ooda shortened.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from bot.model.signals import Signal
 
 DEFAULT_MAX_VALUE_BYTES = 4 * 1024
 CUT_ANNOTATION = "ooda_cut"
+OWN_ANNOTATION_PREFIX = "__"
 
 
 def cut_text(value: str, max_bytes: int) -> tuple[str, int] | None:
@@ -46,6 +53,9 @@ def _cut_mapping(values: dict[str, str], where: str, max_bytes: int,
             continue
         if out is None:
             out = dict(values)
+        if where == "annotations" and key.startswith(OWN_ANNOTATION_PREFIX):
+            del out[key]  # a link Ooda derived: left out whole rather than cut into a broken one
+            continue
         out[key] = cut[0]
         cuts.append(f"{where}.{key} ({cut[1]} bytes)")
     return values if out is None else out
@@ -97,7 +107,7 @@ def cut_signal(signal: Signal, max_bytes: int) -> Signal:
     if title_cut is not None:
         cuts.append(f"title ({title_cut[1]} bytes)")
     raw = _cut_raw(signal.raw, max_bytes)
-    if not cuts and raw is signal.raw:
+    if not cuts and raw is signal.raw and annotations is signal.annotations:
         return signal
     if cuts:
         annotations = {**annotations,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from bot.audit.chain import AuditEntry
 from bot.audit.redaction import redact_text
+from bot.chat.evidence_fit import EARLIER_LINES_CUT
 from bot.errors import BotError, ToolError
 from bot.loop.alert_links import links_of
 from bot.loop.core import Core
@@ -156,7 +157,7 @@ def _snippet(result: dict[str, Any]) -> str:
     if len(text) <= SNIPPET_CHARS:
         return text
     if field in _TAIL_FIELDS:
-        return "(earlier lines cut; see `ooda show`) … " + text[-SNIPPET_CHARS:]
+        return EARLIER_LINES_CUT + text[-SNIPPET_CHARS:]
     return text[:SNIPPET_CHARS] + " … (truncated; see `ooda show`)"
 
 

@@ -61,7 +61,7 @@ class ShadowRow:
 
 
 def target_labels(group_key: str) -> dict[str, str]:
-    """The non-empty label values of a group key (``id{name="value",...}``, see bot/playbooks/matching.py)."""
+    """The non-empty label values of a group key (``id{name="value",...}``, see bot/playbooks/schema/matching.py)."""
     inner = group_key[group_key.find("{") + 1:group_key.rfind("}")] if "{" in group_key else ""
     return {name: value for name, raw in _KEY_PART.findall(inner) if (value := json.loads(raw))}
 
@@ -155,9 +155,7 @@ def report_text(rows: list[ShadowRow], days: int) -> str:
     return "\n".join(lines)
 
 
-def digest_line(rows: list[ShadowRow]) -> str | None:
-    if not rows:
-        return None
-    parts = [f"{r.playbook} {r.incidents} seen, {r.proposals} proposed, agreed {r.agreed}/{r.judged}"
-             + (f", {r.would_violate} would break policy" if r.would_violate else "") for r in rows]
-    return "Shadow playbooks: " + "; ".join(parts)
+def digest_lines(rows: list[ShadowRow]) -> list[str]:
+    """One line per shadow playbook for the digest's "Shadow playbooks" section."""
+    return [f"{r.playbook} {r.incidents} seen, {r.proposals} proposed, agreed {r.agreed}/{r.judged}"
+            + (f", {r.would_violate} would break policy" if r.would_violate else "") for r in rows]

@@ -238,7 +238,7 @@ async def test_edits_go_through_the_playbooks_bounds(env):
         assert r.status_code == 303
         await app.engine.wait_idle()
         page = await http.get(f"/ui/tasks/{task_id}")
-        assert 'data-kind="rollback"' in page.text and "undone by Lead" in page.text
+        assert 'data-kind="rollback"' in page.text and "Undone by Lead: flag throttle-checkout back to off" in page.text
     assert not standin.flags["throttle-checkout"]["environments"][1]["enabled"]
     assert ("lead", "step.edited") in await audit_actions(app, task_id)
 

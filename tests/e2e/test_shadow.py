@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.chat.digest_text import DigestSection
 from bot.evaluation.runner import SuiteClock
 from bot.loop.gateway import ToolCallRefused
 from bot.model.tasks import TaskState
@@ -143,6 +144,9 @@ async def test_the_shadow_report_matches_what_the_store_holds(tmp_path):
         assert row == {"playbook": "kube-pod-crashlooping", "incidents": 3, "proposals": 3, "judged": 2,
                        "agreed": 1, "same_tool": 0, "would_violate": 0, "agreement": 0.5, "violations": [],
                        "people": {"acted": 1, "resolved by itself": 1, "nothing yet": 1}}
-        assert "kube-pod-crashlooping 3 seen, 3 proposed, agreed 1/2" in await app.commands.digest()
+        digest = await app.commands.digest()
+        assert DigestSection("Shadow playbooks", ["kube-pod-crashlooping 3 seen, 3 proposed, agreed 1/2"]) \
+            in digest.sections
+        assert "\n  kube-pod-crashlooping 3 seen, 3 proposed, agreed 1/2" in digest.text
         bad = await http.get("/api/v1/shadow/report?days=0", headers=ADMIN_HEADERS)
         assert bad.status_code == 400

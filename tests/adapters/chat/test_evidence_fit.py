@@ -12,7 +12,8 @@ import json
 import pytest
 
 from adapters.chat import slack_blocks
-from bot.chat.evidence_fit import CHAT_EVIDENCE_BUDGET, fair_shares, fit_evidence
+from bot.chat.evidence_fit import CHAT_EVIDENCE_BUDGET, EARLIER_LINES_CUT, fair_shares, fit_evidence, item_size
+from bot.chat.inert_text import ZWSP
 from bot.model.proposals import Evidence, Proposal
 from tests.adapters.chat import test_discord, test_slack
 from tests.fakes.core import FakeCommands, make_proposal
@@ -71,7 +72,9 @@ async def test_slack_shows_every_evidence_item(slack):
         await surface.post_proposal(fit_evidence(with_one_long_item()), None)
     finally:
         await surface.stop()
-    text = json.dumps(slack.calls_to("chat.postMessage")[0].args["blocks"])
+    # Slack's mrkdwn neutralizing puts a zero-width space before a formatting opener such as the
+    # "*" of "/var/*" (bot/chat/inert_text.py); a person reads the text without it.
+    text = json.dumps(slack.calls_to("chat.postMessage")[0].args["blocks"], ensure_ascii=False).replace(ZWSP, "")
     for title in ("free space trend", "df -h /var", "du -sh /var/*", "NodeFilesystemAlmostOutOfSpace"):
         assert title in text
     assert "more: `ooda show 7`" in text
@@ -96,3 +99,19 @@ async def test_discord_shows_every_evidence_item(discord_fake):
     for title in ("free space trend", "df -h /var", "du -sh /var/", "NodeFilesystemAlmostOutOfSpace"):
         assert title in evidence, evidence
     assert "ooda show 7" in evidence
+
+
+def test_a_cut_item_leaves_its_meaning_out_and_a_log_keeps_its_last_lines():
+    log = EARLIER_LINES_CUT + "".join(f"line {i} of the log\n" for i in range(40)) + "java.lang.OutOfMemoryError"
+    described = make_proposal(7).model_copy(update={"evidence": [
+        Evidence(kind="tool:k8s.logs", title="previous_logs", snippet=log,
+                 meaning="The last lines the crashed container wrote before it died"),
+        *[Evidence(kind="tool:k8s.events", title=f"events {i}", snippet="Warning BackOff " * 20,
+                   meaning="Recent events of the workload and its pods, newest first") for i in range(4)],
+    ]})
+    fitted = fit_evidence(described)
+    assert sum(item_size(ev) for ev in fitted.evidence) <= CHAT_EVIDENCE_BUDGET  # meanings counted too
+    logs = fitted.evidence[0]
+    assert logs.meaning == ""
+    assert logs.snippet.startswith("… line ")
+    assert logs.snippet.endswith("java.lang.OutOfMemoryError (more: `ooda show 7`)")

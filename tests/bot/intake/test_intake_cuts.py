@@ -11,6 +11,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from bot.intake.value_cuts import cut_signal
+from bot.loop.alert_links import SILENCE_ANNOTATION, alertmanager_silence_url
+from bot.model.signals import Signal
 from tests.bot.intake.test_intake import AM, ENV, SMALL_LIMIT, db_rows, metric, sample, served, signed
 
 BIG = 20 * 1024
@@ -47,8 +50,11 @@ async def test_a_huge_label_and_annotation_are_cut_and_every_other_alert_is_kept
         assert len(annotations["description"].split("…")[0].encode()) == 4096
         assert annotations["ooda_cut"] == ("cut to 4096 bytes each: labels.stack (17408 bytes), "
                                            f"annotations.description ({2 * BIG} bytes)")
+        # The silence link built from the huge label is left out whole, never cut into a broken URL.
+        assert SILENCE_ANNOTATION not in annotations
         for other in sent[1:]:
             assert "ooda_cut" not in signals[other["fingerprint"]][1]
+            assert signals[other["fingerprint"]][1][SILENCE_ANNOTATION].startswith("http")
         raw = (await db_rows(app, "SELECT raw FROM signals WHERE fingerprint = ?", (sent[0]["fingerprint"],)))[0][0]
         assert len(raw) < 16 * 1024  # the raw evidence is cut too
         assert await metric(http, "ooda_intake_values_cut_total", source="alertmanager") == 1
@@ -123,3 +129,15 @@ async def test_an_unauthenticated_body_puts_no_names_into_the_metric(tmp_path):
         r = await http.post("/webhooks/generic", content=body, headers=signed("generic", body, "wrong-secret-xyz"))
         assert r.status_code == 401
         assert "ooda_intake_refused_alerts_total{" not in (await http.get("/metrics")).text
+
+
+def test_a_silence_link_too_long_to_keep_is_left_out_whole_and_the_labels_kept():
+    # Many labels of a fair size: none is over the limit, but the silence link built from all of them is.
+    labels = {f"label{i}": "v" * 500 for i in range(12)}
+    link = alertmanager_silence_url("http://alertmanager:9093", labels)
+    assert link is not None and len(link) > 4096
+    signal = Signal(source="alertmanager", fingerprint="f", status="firing", labels=labels,
+                    annotations={"summary": "disk", SILENCE_ANNOTATION: link})
+    cut = cut_signal(signal, 4096)
+    assert cut.labels == labels
+    assert cut.annotations == {"summary": "disk"}  # no broken link, and nothing the sender sent was cut
