@@ -144,4 +144,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN resolved_at TEXT;
     ALTER TABLE tasks ADD COLUMN refired_at TEXT;
     """,
+    # 3: the roles an approver held when approving, so each step counts only approvals that may
+    # approve it (quorum per step); NULL for approvals recorded before
+    """
+    ALTER TABLE approvals ADD COLUMN roles TEXT;
+    """,
 ]

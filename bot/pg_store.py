@@ -20,9 +20,11 @@ import asyncpg
 import structlog
 
 from bot.audit import AUDIT_COLUMNS, GENESIS, AuditChain, AuditEntry, current_correlation_id
+from bot.digest_figures import DayWindow, Figures, compute_figures
 from bot.errors import StoreUnavailable
 from bot.events import SIGNALS_STORED, Event, EventBus
 from bot.jsoncodec import dumps, loads
+from bot.pg_digest_figures import POSTGRESQL
 from bot.pg_migrations import MIGRATIONS
 from bot.pg_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.signals import Signal, signal_from_row
@@ -64,6 +66,9 @@ ON CONFLICT (id) DO UPDATE SET
     ends_at = excluded.ends_at, url = excluded.url, raw = excluded.raw, updated_at = excluded.updated_at,
     deliveries = signals.deliveries + 1
 """
+SUMMARY_KEYS = ("id", "playbook_id", "state", "title", "environment", "severity", "signal_count", "created_at",
+                "updated_at", "outcome")
+BAND_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}  # as SqliteStore ranks them: riskiest first
 SIGNAL_COLUMNS = ("id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
                   "ends_at, url, task_id")
 
@@ -378,6 +383,62 @@ class PostgresStore:
     async def guard(self, query: GuardQuery) -> GuardState:
         async with self.pool.acquire() as conn:
             return await read_guard(conn, query)
+
+    # -- the console and the digest --------------------------------------------------------------
+
+    @_unavailable
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """See ``SqliteStore.audit_page``: the primary key walked backwards from ``before_seq``."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        filters = (("task_id = ${}", task_id), ("actor = ${}", actor), ("(data::jsonb ->> 'tool') = ${}", tool),
+                   ("seq < ${}", before_seq))
+        for clause, value in filters:
+            if value is not None:
+                params.append(value)
+                clauses.append(clause.format(len(params)))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        rows = await self.pool.fetch(
+            f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT ${len(params)}", *params)
+        return [tuple(r) for r in rows]
+
+    @_unavailable
+    async def task_summaries(self, states: list[str], limit: int = 500) -> list[dict[str, Any]]:
+        """See ``SqliteStore.task_summaries``: three fields of each plan read in the database."""
+        rows = await self.pool.fetch(
+            "SELECT id, playbook_id, state, title, environment, severity, signal_count, created_at, updated_at, "
+            "outcome, p -> 'risk' -> 'score', p -> 'risk' ->> 'band', p -> 'approvals_required' "
+            "FROM (SELECT *, proposal::jsonb AS p FROM tasks WHERE state = ANY($1::text[])) t", states)
+        summaries = []
+        for row in rows:
+            # asyncpg hands jsonb over as its text
+            score = loads(row[10]) if row[10] is not None else None
+            band = row[11]
+            approvals = loads(row[12]) if row[12] is not None else None
+            summaries.append({**dict(zip(SUMMARY_KEYS, row[:10], strict=True)), "risk_score": score or 0,
+                              "risk_band": band or "low", "approvals_required": approvals or 0})
+        summaries.sort(key=lambda t: (-BAND_RANK.get(t["risk_band"], 0), -t["risk_score"], t["id"]))
+        return summaries[:limit]
+
+    @_unavailable
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for playbook_id, state, n in await self.pool.fetch(
+                "SELECT playbook_id, state, count(*) FROM tasks GROUP BY playbook_id, state"):
+            counts.setdefault(playbook_id, {})[state] = int(n)
+        return counts
+
+    @_unavailable
+    async def digest_figures(self, days: list[DayWindow]) -> Figures:
+        # One snapshot for every figure (repeatable read), so they agree with each other while
+        # intake keeps writing; read-only, so it never takes the write lock.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async def query(sql: str, params: tuple[Any, ...]) -> list[Any]:
+                return list(await conn.fetch(sql, *params))
+
+            return await compute_figures(query, days, POSTGRESQL)
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -219,11 +219,13 @@ class PgTaskTx:
     # -- approvals ---------------------------------------------------------------------------
 
     async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
-                           reason: str | None, edits: dict[str, Any] | None) -> bool:
+                           reason: str | None, edits: dict[str, Any] | None,
+                           roles: list[str] | None = None) -> bool:
         status = await self.conn.execute(
-            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (task_id, actor, verdict) DO NOTHING",
-            task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso())
+            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at, roles) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task_id, actor, verdict) DO NOTHING",
+            task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso(),
+            dumps(sorted(roles)) if roles is not None else None)
         return affected(status) == 1
 
     async def approvals(self, task_id: int) -> list[ApprovalRecord]:
@@ -255,3 +257,7 @@ class PgTaskTx:
 
     async def remove_outbox(self, outbox_id: int) -> None:
         await self.conn.execute("DELETE FROM outbox WHERE id = $1", outbox_id)
+
+    async def outbox_failed(self, outbox_id: int, error: str) -> None:
+        await self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                                error[:500], outbox_id)
