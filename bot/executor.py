@@ -274,6 +274,9 @@ class Executor:
         resume = []
         for task in await self.core.store.tasks_in_states([TaskState.executing.value]):
             interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state == "running"]
+            if interrupted and await self.core.store.steps_held_by_live_processes([s.id for s in interrupted]):
+                log.info("recovery.left_to_live_replica", task_id=task.id)  # it is running them right now
+                continue
             unsafe = [s for s in interrupted if not self._idempotent(s.tool)]
             if unsafe:
                 names = ", ".join(f"{s.name} ({s.tool})" for s in unsafe)

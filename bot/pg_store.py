@@ -26,6 +26,7 @@ from bot.events import SIGNALS_STORED, Event, EventBus
 from bot.jsoncodec import dumps, loads
 from bot.pg_digest_figures import POSTGRESQL
 from bot.pg_migrations import MIGRATIONS
+from bot.pg_owner import hold, live_steps, new_owner
 from bot.pg_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.signals import Signal, signal_from_row
 from bot.sqlite_store import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
@@ -96,6 +97,8 @@ class PostgresStore:
         self._audit_key = audit_key
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self._owner = new_owner()  # recorded on the steps this process runs (bot/pg_owner.py)
+        self._owner_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -109,9 +112,14 @@ class PostgresStore:
         async with self.pool.acquire() as conn:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")
+        self._owner_conn = await self.connect()
+        await hold(self._owner_conn, self._owner)
         log.info("store.opened", backend="postgresql", server=version)
 
     async def close(self) -> None:
+        if self._owner_conn is not None:
+            await self._owner_conn.close()
+            self._owner_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -144,7 +152,7 @@ class PostgresStore:
         correlation_id = current_correlation_id()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            tx = PgTaskTx(conn)
+            tx = PgTaskTx(conn, self._owner)
             result = await fn(tx)
             await self._seal(conn, tx.audits, tx.events, correlation_id)
         return result, tx.events
@@ -324,6 +332,11 @@ class PostgresStore:
     async def tool_runs_since(self, tool: str, since: str) -> tuple[int, int]:
         row = await self.pool.fetchrow(TOOL_RUNS_SQL, tool, since)
         return int(row[0]), int(row[1])
+
+    @_unavailable
+    async def steps_held_by_live_processes(self, step_ids: list[int]) -> set[int]:
+        async with self.pool.acquire() as conn:
+            return await live_steps(conn, step_ids)
 
     @_unavailable
     async def approvals_of_task(self, task_id: int) -> list[ApprovalRecord]:

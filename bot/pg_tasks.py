@@ -72,8 +72,9 @@ async def read_guard(conn: asyncpg.Connection, query: GuardQuery) -> GuardState:
 class PgTaskTx:
     """The transaction ports (``bot.store_ports.TaskOps``) on one PostgreSQL transaction."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, owner: int | None = None) -> None:
         self.conn = conn
+        self.owner = owner  # this process, recorded on every step it puts in running (bot/pg_owner.py)
         self.audits: list[AuditEntry] = []
         self.events: list[Event] = []
 
@@ -181,23 +182,26 @@ class PgTaskTx:
                           decision: dict[str, Any] | None, state: str, idempotency_key: str) -> int:
         return int(await self.conn.fetchval(
             "INSERT INTO steps (task_id, kind, idx, name, tool, category, params, rollback, decision, state, "
-            "idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            "idempotency_key, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             task_id, kind, idx, name, tool, category, dumps(params), dumps(rollback) if rollback else None,
-            dumps(decision) if decision else None, state, idempotency_key))
+            dumps(decision) if decision else None, state, idempotency_key,
+            self.owner if state == "running" else None))
 
     async def update_step(self, step_id: int, **fields: Any) -> None:
         unknown = set(fields) - _STEP_FIELDS
         if unknown:
             raise ValueError(f"steps have no column {', '.join(sorted(unknown))}")
         encoded = {k: (dumps(v) if k in _JSON_STEP_FIELDS and v is not None else v) for k, v in fields.items()}
+        if fields.get("state") == "running":
+            encoded["claimed_by"] = self.owner
         assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(encoded, start=1))
         await self.conn.execute(f"UPDATE steps SET {assignments} WHERE id = ${len(encoded) + 1}",
                                 *encoded.values(), step_id)
 
     async def claim_step(self, step_id: int, started_at: str) -> bool:
         status = await self.conn.execute(
-            "UPDATE steps SET state = 'running', started_at = $1, attempts = attempts + 1 "
-            "WHERE id = $2 AND state = 'pending'", started_at, step_id)
+            "UPDATE steps SET state = 'running', started_at = $1, attempts = attempts + 1, claimed_by = $3 "
+            "WHERE id = $2 AND state = 'pending'", started_at, step_id, self.owner)
         return affected(status) == 1
 
     async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:

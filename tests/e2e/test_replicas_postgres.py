@@ -24,7 +24,7 @@ from bot.events import EventBus
 from bot.pg_store import PostgresStore
 from bot.signals import Signal, SignalStatus
 from tests import harness
-from tests.e2e.test_crash_execution import Child, free_port
+from tests.e2e.test_crash_execution import Child, HangingPlatform, free_port
 from tests.harness import ADMIN, AM, SECOND
 
 PLAYBOOK = """
@@ -180,6 +180,56 @@ async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, p
         await asyncio.sleep(1.5)  # past a poll of every replica: a duplicate would be there now
         tasks = (await alive.get("/api/v1/tasks?state=all", headers=ADMIN)).json()["tasks"]
         assert len(tasks) == 2 and all(t["signal_count"] == 1 for t in tasks)
+
+
+async def test_a_replica_restarting_leaves_the_step_another_replica_runs_alone(tmp_path, postgres_url):
+    """Recovery at start resolves steps a crash interrupted, not the ones a live replica is running."""
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
+    platform = HangingPlatform()
+    async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
+        replicas: list[tuple[Child, httpx.AsyncClient]] = []
+        for name in ("a", "b"):
+            home = tmp_path / name
+            home.mkdir()
+            port = free_port()
+            config = harness.test_config(home, platform_port, {
+                "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
+            child = Child(config)
+            await child.start()
+            stack.push_async_callback(_stop, child)
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
+            replicas.append((child, http))
+        (_, a), (other, b) = replicas
+        assert (await a.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)).status_code == 202
+
+        async def planned() -> dict | None:
+            tasks = (await a.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+            return tasks[0] if tasks and tasks[0]["state"] == "needs_approval" else None
+
+        task = await until(planned)
+        for who in (ADMIN, SECOND):
+            r = await a.post(f"/api/v1/tasks/{task['id']}/approve", headers=who, json={})
+            assert r.status_code in (200, 409), r.text
+        await asyncio.wait_for(platform.arrived.wait(), 20)  # replica a is inside the step now
+
+        assert await other.kill(signal.SIGTERM) == 0
+        restarted = Child(other.config)
+        await restarted.start()  # its recovery ran before it reported started
+        stack.push_async_callback(_stop, restarted)
+        proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+        assert proposal["state"] == "executing" and proposal["steps"][0]["state"] == "running"
+
+        platform.release.set()
+
+        async def completed() -> dict | None:
+            proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+            return proposal if proposal["state"] != "executing" else None
+
+        proposal = await until(completed)
+        assert proposal["state"] == "completed" and proposal["steps"][0]["state"] == "succeeded"
+        assert platform.posts == ["/platform/workloads/shop/api/restart"]
 
 
 async def _one_leader(roles) -> list[str] | None:
