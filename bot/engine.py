@@ -245,6 +245,11 @@ class Engine:
         with contextlib.suppress(Exception):
             await self._save_cursor()
 
+    async def recover_orphaned(self) -> None:
+        """Resolve the steps a replica that died left running, as a start would (run by the leader)."""
+        for task in await self.executor.recover(interrupted_only=True):
+            await self.submit(task.id)
+
     async def submit(self, task_id: int) -> None:
         """Queue a task for planning or execution (bounded: waits when the queue is full)."""
         self._idle.clear()

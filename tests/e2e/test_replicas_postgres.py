@@ -15,6 +15,7 @@ import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from aiohttp import web
@@ -83,6 +84,28 @@ class Platform:
             await runner.cleanup()
 
 
+async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,
+                         *names: str) -> list[tuple[Child, httpx.AsyncClient]]:
+    """``ooda serve`` processes on one PostgreSQL, each with its own port and data dir, and a client for each."""
+    playbooks = tmp_path / "playbooks"
+    if not playbooks.exists():
+        playbooks.mkdir()
+        (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
+    replicas = []
+    for name in names:
+        home = tmp_path / name
+        home.mkdir()
+        port = free_port()
+        config = harness.test_config(home, platform_port, {
+            "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
+        child = Child(config)
+        await child.start()
+        stack.push_async_callback(_stop, child)
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
+        replicas.append((child, http))
+    return replicas
+
+
 async def until(check, deadline_s: float = 20.0):
     """Poll an async ``check`` until it returns something true; fails after the deadline."""
     start = time.monotonic()
@@ -93,23 +116,9 @@ async def until(check, deadline_s: float = 20.0):
 
 
 async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, postgres_url):
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
     platform = Platform()
     async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
-        replicas: list[tuple[Child, httpx.AsyncClient]] = []
-        for name in ("a", "b", "c"):
-            home = tmp_path / name
-            home.mkdir()
-            port = free_port()
-            config = harness.test_config(home, platform_port, {
-                "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
-            child = Child(config)
-            await child.start()
-            stack.push_async_callback(_stop, child)
-            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-            replicas.append((child, http))
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b", "c")
         (_, a), (_, b), (_, c) = replicas
 
         # The HA pair: the same notification to two replicas at once.
@@ -184,23 +193,9 @@ async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, p
 
 async def test_a_replica_restarting_leaves_the_step_another_replica_runs_alone(tmp_path, postgres_url):
     """Recovery at start resolves steps a crash interrupted, not the ones a live replica is running."""
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
     platform = HangingPlatform()
     async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
-        replicas: list[tuple[Child, httpx.AsyncClient]] = []
-        for name in ("a", "b"):
-            home = tmp_path / name
-            home.mkdir()
-            port = free_port()
-            config = harness.test_config(home, platform_port, {
-                "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
-            child = Child(config)
-            await child.start()
-            stack.push_async_callback(_stop, child)
-            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-            replicas.append((child, http))
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b")
         (_, a), (other, b) = replicas
         assert (await a.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)).status_code == 202
 
@@ -229,6 +224,36 @@ async def test_a_replica_restarting_leaves_the_step_another_replica_runs_alone(t
 
         proposal = await until(completed)
         assert proposal["state"] == "completed" and proposal["steps"][0]["state"] == "succeeded"
+        assert platform.posts == ["/platform/workloads/shop/api/restart"]
+
+
+async def test_a_step_left_running_by_a_killed_replica_is_resolved_by_the_leader(tmp_path, postgres_url):
+    """No replica restarts: the leader's periodic recovery finds the step whose owner is gone."""
+    platform = HangingPlatform()
+    async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b")
+        (runner, a), (_, b) = replicas
+        assert (await a.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)).status_code == 202
+
+        async def planned() -> dict | None:
+            tasks = (await a.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+            return tasks[0] if tasks and tasks[0]["state"] == "needs_approval" else None
+
+        task = await until(planned)
+        for who in (ADMIN, SECOND):
+            r = await a.post(f"/api/v1/tasks/{task['id']}/approve", headers=who, json={})
+            assert r.status_code in (200, 409), r.text
+        await asyncio.wait_for(platform.arrived.wait(), 20)
+        assert await runner.kill(signal.SIGKILL) == -signal.SIGKILL
+
+        async def resolved() -> dict | None:
+            proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+            return proposal if proposal["state"] != "executing" else None
+
+        # Leadership moves within a few seconds, and the leader looks every ORPHAN_CHECK_S.
+        proposal = await until(resolved, deadline_s=30)
+        assert proposal["state"] == "escalated_to_human" and proposal["steps"][0]["state"] == "unknown"
+        assert "not idempotent" in proposal["outcome"]
         assert platform.posts == ["/platform/workloads/shop/api/restart"]
 
 
