@@ -270,6 +270,9 @@ class Engine:
 
     def _on_stored(self, event: Event) -> None:
         stored = event.payload.get("signals") or []
+        if self._shared_store:
+            self._wake.set()  # the signals are read from the store, with the other replicas' ones
+            return
         if self._inbox_signals + len(stored) > self._inbox_limit:
             self._catch_up = True  # drop the inbox: the store has all of it
             self._inbox.clear()
@@ -287,8 +290,6 @@ class Engine:
                 return [(row.seq, row.signal, row.task_id) for row in rows]
             self._catch_up = False
             if self._shared_store:
-                self._inbox.clear()  # the store held all of it
-                self._inbox_signals = 0
                 return None
         # Everything that arrived while the last group was being committed becomes one batch, so
         # a busy engine commits fewer, larger transactions instead of falling behind one by one.
