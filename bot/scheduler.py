@@ -54,6 +54,7 @@ class DigestUndelivered(Exception):
 
 
 UNMATCHED_FYI_CHECK_S = 60
+ORPHAN_CHECK_S = 10  # on a shared store: how soon the leader resolves steps a dead replica left running
 UNMATCHED_FYI_PER_RUN = 10  # more due at once are summed up in one notice: a storm must not flood the channel
 # Labels that say where an alert comes from, in the order the FYI looks for one to name.
 WHERE_LABELS = ("instance", "pod", "service", "job", "namespace", "cluster")
@@ -122,6 +123,10 @@ class Scheduler:
             sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi, self._leading),
                           IntervalTrigger(seconds=UNMATCHED_FYI_CHECK_S), id="unmatched_fyi", replace_existing=True,
                           misfire_grace_time=UNMATCHED_FYI_CHECK_S, coalesce=True, max_instances=1)
+        if s.store_target.backend == "postgresql":  # replicas: steps a dead one left running
+            sched.add_job(_job("recover", self.commands.engine.recover_orphaned, self._leading),
+                          IntervalTrigger(seconds=ORPHAN_CHECK_S), id="recover", replace_existing=True,
+                          misfire_grace_time=ORPHAN_CHECK_S, coalesce=True, max_instances=1)
         if s.store.retention_days is not None:
             sched.add_job(_job("retention", self.purge_signals, self._leading), IntervalTrigger(hours=1),
                           id="retention", replace_existing=True, misfire_grace_time=3600, coalesce=True)

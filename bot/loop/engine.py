@@ -57,6 +57,7 @@ from bot.model.tasks import (
 from bot.playbooks.schema import Playbook
 from bot.store.ports import SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.store.protocol import TaskOps
+from bot.store.signal_claims import CursorMoved, claim_after, save_cursor
 from bot.tracing import bind_task_trace
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,7 @@ CURSOR_SAVE_S = 5.0  # at most this much grouping is redone after a crash (it is
 BATCH = 500
 REDECIDE_SETTLE_S = 0.25  # a re-decision waits this long while signals are still arriving
 REDECIDE_MIN_INTERVAL_S = 1.0  # and comes at most this often per task
+PEER_POLL_S = 1.0  # on a shared store, how often an idle engine looks for signals other replicas took in
 
 
 TITLE_CHARS = 200
@@ -205,6 +207,10 @@ class Engine:
         self._cursor = 0  # every signal with seq <= cursor has been grouped
         self._saved_cursor = 0
         self._saved_at = 0.0
+        # On PostgreSQL several replicas share the store: each reads the signals from the store
+        # (its own intake events only wake it) and claims them through the shared cursor
+        # (bot/store/signal_claims.py), so each is grouped once, whichever replica took it in.
+        self._shared_store = core.settings.store_target.backend == "postgresql"
         self._unsubscribe = core.bus.subscribe(ev.SIGNALS_STORED, self._on_stored)
         core.metrics.track_queue(core.metrics.engine_queue_depth, lambda: self._work.qsize() + self._inbox_signals)
 
@@ -240,6 +246,11 @@ class Engine:
         with contextlib.suppress(Exception):
             await self._save_cursor()
 
+    async def recover_orphaned(self) -> None:
+        """Resolve the steps a replica that died left running, as a start would (run by the leader)."""
+        for task in await self.executor.recover(interrupted_only=True):
+            await self.submit(task.id)
+
     async def submit(self, task_id: int) -> None:
         """Queue a task for planning or execution (bounded: waits when the queue is full)."""
         self._idle.clear()
@@ -260,6 +271,9 @@ class Engine:
 
     def _on_stored(self, event: Event) -> None:
         stored = event.payload.get("signals") or []
+        if self._shared_store:
+            self._wake.set()  # the signals are read from the store, with the other replicas' ones
+            return
         if self._inbox_signals + len(stored) > self._inbox_limit:
             self._catch_up = True  # drop the inbox: the store has all of it
             self._inbox.clear()
@@ -271,11 +285,13 @@ class Engine:
 
     async def _next_batch(self) -> list[tuple[int, Signal, int | None]] | None:
         """The next signals to group as (seq, signal, task id if known); None when there are none."""
-        if self._catch_up:
+        if self._catch_up or self._shared_store:
             rows = await self.store.signals_after(self._cursor, BATCH)
             if rows:
                 return [(row.seq, row.signal, row.task_id) for row in rows]
             self._catch_up = False
+            if self._shared_store:
+                return None
         # Everything that arrived while the last group was being committed becomes one batch, so
         # a busy engine commits fewer, larger transactions instead of falling behind one by one.
         batch: list[tuple[int, Signal, int | None]] = []
@@ -293,6 +309,10 @@ class Engine:
             try:
                 batch = await self._next_batch()
                 work = await self._group(batch) if batch else []
+            except CursorMoved as moved:
+                log.info("engine.cursor_moved", cursor=self._cursor, to=moved.to)
+                self._cursor = self._saved_cursor = moved.to
+                continue
             except Exception:
                 log.exception("engine.observe_failed", cursor=self._cursor)
                 self._catch_up = True  # read again from the store, behind the cursor
@@ -315,6 +335,13 @@ class Engine:
         Not on every idle moment: under load the inbox empties after each intake commit, and a
         cursor transaction there would sit between every two of them.
         """
+        if self._shared_store:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PEER_POLL_S):
+                    await self._wake.wait()
+            if time.monotonic() - self._saved_at > CURSOR_SAVE_S:
+                await self._save_cursor()
+            return
         if self._cursor == self._saved_cursor:
             await self._wake.wait()
             return
@@ -330,7 +357,7 @@ class Engine:
             return
         cursor = self._cursor
         try:
-            await self.store.transact(lambda t: t.set_setting(CURSOR_KEY, cursor, "engine"))
+            await self.store.transact(lambda t: save_cursor(t, CURSOR_KEY, cursor, "engine"))
         except StoreUnavailable as exc:
             # The cursor only shortens the catch-up after a restart: observing goes on, and the
             # next save (at the latest the one at stop) tries again.
@@ -342,6 +369,7 @@ class Engine:
     async def _group(self, batch: list[tuple[int, Signal, int | None]]) -> list[int]:
         core = self.core
         now = core.clock()
+        position = self._cursor  # every signal of the batch comes after it
         matched = [(seq, signal, task_id, playbooks[0]) for seq, signal, task_id in batch
                    if (playbooks := core.playbooks.match(signal))]
         self._count_unmatched(batch, matched)
@@ -371,6 +399,8 @@ class Engine:
         opened: list[tuple[Task, Signal]] = []  # new tasks with their first signal, for their traces
 
         async def unit(t: TaskOps) -> list[int]:
+            if self._shared_store:
+                await claim_after(t, CURSOR_KEY, position)
             settled.clear()
             opened.clear()
             groups = {key: {**entry, "signals": dict(entry["signals"])} for key, entry in plan.items()}

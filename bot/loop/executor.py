@@ -335,16 +335,23 @@ class Executor:
 
     # -- recovery --------------------------------------------------------------------------------
 
-    async def recover(self) -> list[Task]:
+    async def recover(self, *, interrupted_only: bool = False) -> list[Task]:
         """Resolve steps that were running when the process died; returns tasks to resume.
 
         An interrupted step (of the plan or of an undo) runs again only when its tool is idempotent
         (the same call with the same idempotency key); otherwise the task goes to a person with
         the reason, and an interrupted undo stops there (its other rollbacks are skipped).
+        ``interrupted_only``: resume only the tasks that had such steps (the leader's periodic look
+        for steps a dead replica left, while live replicas drive the other executing tasks).
         """
         resume = []
         for task in await self.core.store.tasks_in_states([TaskState.executing.value]):
             interrupted = [s for s in await self.core.store.steps_of_task(task.id) if s.state is StepState.running]
+            if interrupted and await self.core.store.steps_held_by_live_processes([s.id for s in interrupted]):
+                log.info("recovery.left_to_live_replica", task_id=task.id)  # it is running them right now
+                continue
+            if interrupted_only and not interrupted:
+                continue
             unsafe = [s for s in interrupted if not self._idempotent(s.tool)]
             if unsafe:
                 reason = _interrupted_reason(unsafe)

@@ -61,7 +61,7 @@ class ShadowRow:
 
 
 def target_labels(group_key: str) -> dict[str, str]:
-    """The non-empty label values of a group key (``id{name="value",...}``, see bot/playbooks/schema/matching.py)."""
+    """The non-empty label values of a group key (``id{name="value",...}``, see bot/playbooks/matching.py)."""
     inner = group_key[group_key.find("{") + 1:group_key.rfind("}")] if "{" in group_key else ""
     return {name: value for name, raw in _KEY_PART.findall(inner) if (value := json.loads(raw))}
 

@@ -1,5 +1,6 @@
-"""The digest's figures, each computed by one SQLite query over the store (no rows are loaded to be
-counted in Python).
+"""The digest's figures, each computed by one SQL query over the store (no rows are loaded to be
+counted in Python). The statements here are SQLite's (``SQLITE``); ``bot/store/postgres_digest_figures.py``
+holds PostgreSQL's, with the same meaning, and each store passes its own ``Dialect``.
 
 Every query starts from the same seven day windows (``DayWindow``: oldest first, the digest's own
 day last) given as a ``VALUES`` list, and answers one row per day and key, so each figure comes with
@@ -117,13 +118,30 @@ class Figures:
         }
 
 
-def _windows(days: list[DayWindow]) -> tuple[str, tuple[Any, ...]]:
+@dataclass(frozen=True)
+class Dialect:
+    """One database's SQL for the figures: the statements (``SQL`` keys) and how it writes a parameter.
+
+    The statements hold markers the dialect fills: ``{d}`` the windows CTE, ``{percentiles}`` the
+    nearest-rank tail of the duration figures, ``{last_day}`` and ``{top}`` the parameters that pick
+    the loudest names. ``param(position, type)`` writes the parameter at a 1-based position.
+    """
+
+    sql: dict[str, str]
+    percentiles: str
+    param: Callable[[int, str], str]
+
+
+def _windows(days: list[DayWindow], dialect: Dialect) -> tuple[str, tuple[Any, ...]]:
     """The ``d(i, lo, hi)`` CTE every query joins on, and its parameters."""
-    values = ", ".join("(?, ?, ?)" for _ in days)
+    rows = []
     params: list[Any] = []
     for i, d in enumerate(days):
+        first = len(params) + 1
+        rows.append(f"({dialect.param(first, 'int')}, {dialect.param(first + 1, 'text')}, "
+                    f"{dialect.param(first + 2, 'text')})")
         params += [i, _utc(d.start), _utc(d.end)]
-    return f"d(i, lo, hi) AS (VALUES {values})", tuple(params)
+    return f"d(i, lo, hi) AS (VALUES {', '.join(rows)})", tuple(params)
 
 
 def _utc(moment: datetime) -> str:
@@ -214,14 +232,14 @@ SQL: dict[str, str] = {
             SELECT d.i, coalesce(json_extract(s.labels, '$.alertname'), nullif(s.title, ''), '(untitled)'),
                 sum(s.deliveries)
             FROM signals s CROSS JOIN d ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
-        top(name) AS (SELECT name FROM x WHERE i = ? ORDER BY n DESC, name LIMIT ?)
+        top(name) AS (SELECT name FROM x WHERE i = {last_day} ORDER BY n DESC, name LIMIT {top})
         SELECT x.i, x.name, x.n FROM x JOIN top USING (name)""",
     "noisiest_services": """
         WITH {d}, x(i, name, n) AS (
             SELECT d.i, coalesce(json_extract(s.labels, '$.service'), json_extract(s.labels, '$.workload'),
                 json_extract(s.labels, '$.job')), sum(s.deliveries)
             FROM signals s CROSS JOIN d ON s.updated_at >= d.lo AND s.updated_at < d.hi GROUP BY 1, 2),
-        top(name) AS (SELECT name FROM x WHERE i = ? AND name IS NOT NULL ORDER BY n DESC, name LIMIT ?)
+        top(name) AS (SELECT name FROM x WHERE i = {last_day} AND name IS NOT NULL ORDER BY n DESC, name LIMIT {top})
         SELECT x.i, x.name, x.n FROM x JOIN top USING (name)""",
     "approvals_by_person": """
         WITH {d} SELECT d.i, a.display, count(*) FROM d JOIN approvals a ON a.created_at >= d.lo AND a.created_at < d.hi
@@ -241,36 +259,41 @@ PERCENTILES = """
             max(CASE WHEN rn = (n * 90 + 99) / 100 THEN secs END) FROM ranked GROUP BY i"""
 
 
-def figure_sql(name: str, days: list[DayWindow]) -> tuple[str, tuple[Any, ...]]:
-    """The statement and parameters of one figure."""
-    cte, params = _windows(days)
-    sql = SQL[name].replace("{d}", cte).replace("{percentiles}", PERCENTILES)
-    if name in ("noisiest_alerts", "noisiest_services"):
+SQLITE = Dialect(sql=SQL, percentiles=PERCENTILES, param=lambda position, type_: "?")
+
+
+def figure_sql(name: str, days: list[DayWindow], dialect: Dialect = SQLITE) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of one figure in ``dialect``."""
+    cte, params = _windows(days, dialect)
+    sql = dialect.sql[name].replace("{d}", cte).replace("{percentiles}", dialect.percentiles)
+    if "{last_day}" in sql:
+        sql = (sql.replace("{last_day}", dialect.param(len(params) + 1, "int"))
+               .replace("{top}", dialect.param(len(params) + 2, "int")))
         params += (len(days) - 1, TOP)
     return sql, params
 
 
-async def compute_figures(query: Query, days: list[DayWindow]) -> Figures:
-    """Every figure over ``days`` (oldest first), one query each."""
+async def compute_figures(query: Query, days: list[DayWindow], dialect: Dialect = SQLITE) -> Figures:
+    """Every figure over ``days`` (oldest first), one query each, in the store's ``dialect``."""
     figures = Figures(days=days)
     n = len(days)
 
     async def keyed(name: str) -> dict[str, Trend]:
-        sql, params = figure_sql(name, days)
+        sql, params = figure_sql(name, days, dialect)
         out: dict[str, Trend] = {}
         for row in await query(sql, params):
             out.setdefault(str(row[1]), [0] * n)[row[0]] = int(row[2])
         return out
 
     async def durations(name: str) -> Durations:
-        sql, params = figure_sql(name, days)
+        sql, params = figure_sql(name, days, dialect)
         result = Durations([0] * n, [None] * n, [None] * n)
         for i, _, count, p50, p90 in await query(sql, params):
             result.count[i], result.p50[i], result.p90[i] = int(count), _round(p50), _round(p90)
         return result
 
     async def means(name: str) -> list[float | None]:
-        sql, params = figure_sql(name, days)
+        sql, params = figure_sql(name, days, dialect)
         out: list[float | None] = [None] * n
         for i, _, value in await query(sql, params):
             out[i] = _round(value)
@@ -285,7 +308,7 @@ async def compute_figures(query: Query, days: list[DayWindow]) -> Figures:
     figures.time_to_resolution = await durations("time_to_resolution")
     figures.mtta = await means("mtta")
     figures.mttr = await means("mttr")
-    sql, params = figure_sql("automatic_steps", days)
+    sql, params = figure_sql("automatic_steps", days, dialect)
     for i, level, auto, total in await query(sql, params):
         autos, totals = figures.automatic_steps.setdefault(str(level), ([0] * n, [0] * n))
         autos[i], totals[i] = int(auto), int(total)

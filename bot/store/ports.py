@@ -391,6 +391,13 @@ class StepReads(Protocol):
         """(runs, failures) of a tool since an ISO time: rate limits and the anomaly downgrade."""
         ...
 
+    async def steps_held_by_live_processes(self, step_ids: list[int]) -> set[int]:
+        """Those of ``step_ids`` put in running by a process that still runs (another replica at work).
+
+        Recovery leaves these alone. A backend with one process per store answers none of them.
+        """
+        ...
+
 
 class ApprovalReads(Protocol):
     """**Port:** stored approvals."""

@@ -26,6 +26,7 @@ from bot.model.events import SIGNALS_STORED, Event, EventBus
 from bot.model.signals import Signal, signal_from_row
 from bot.model.steps import StepRecord
 from bot.model.tasks import ATTENTION_STATES, ApprovalRecord, Task
+from bot.store.digest_figures import DayWindow, Figures, compute_figures
 from bot.store.ports import (
     AuditRow,
     GuardQuery,
@@ -38,7 +39,9 @@ from bot.store.ports import (
     TaskOps,
     UnmatchedAlertRow,
 )
+from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
+from bot.store.postgres_owner import hold, live_steps, new_owner
 from bot.store.postgres_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.store.sqlite import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
 from bot.store.sqlite_tasks import APPROVAL_COLUMNS, TASK_COLUMNS, approval_from_row, step_from_row, task_from_row
@@ -65,6 +68,9 @@ ON CONFLICT (id) DO UPDATE SET
     ends_at = excluded.ends_at, url = excluded.url, raw = excluded.raw, updated_at = excluded.updated_at,
     deliveries = signals.deliveries + 1
 """
+SUMMARY_KEYS = ("id", "playbook_id", "state", "title", "environment", "severity", "signal_count", "created_at",
+                "updated_at", "outcome")
+BAND_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}  # as SqliteStore ranks them: riskiest first
 SIGNAL_COLUMNS = ("id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
                   "ends_at, url, task_id")
 
@@ -92,6 +98,8 @@ class PostgresStore:
         self._audit_key = audit_key
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self._owner = new_owner()  # recorded on the steps this process runs (bot/store/postgres_owner.py)
+        self._owner_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -105,9 +113,14 @@ class PostgresStore:
         async with self.pool.acquire() as conn:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")
+        self._owner_conn = await self.connect()
+        await hold(self._owner_conn, self._owner)
         log.info("store.opened", backend="postgresql", server=version)
 
     async def close(self) -> None:
+        if self._owner_conn is not None:
+            await self._owner_conn.close()
+            self._owner_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -140,7 +153,7 @@ class PostgresStore:
         correlation_id = current_correlation_id()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            tx = PgTaskTx(conn)
+            tx = PgTaskTx(conn, self._owner)
             result = await fn(tx)
             await self._seal(conn, tx.audits, tx.events, correlation_id)
         return result, tx.events
@@ -322,6 +335,11 @@ class PostgresStore:
         return int(row[0]), int(row[1])
 
     @_unavailable
+    async def steps_held_by_live_processes(self, step_ids: list[int]) -> set[int]:
+        async with self.pool.acquire() as conn:
+            return await live_steps(conn, step_ids)
+
+    @_unavailable
     async def approvals_of_task(self, task_id: int) -> list[ApprovalRecord]:
         rows = await self.pool.fetch(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE task_id = $1 ORDER BY id",
                                      task_id)
@@ -379,6 +397,62 @@ class PostgresStore:
     async def guard(self, query: GuardQuery) -> GuardState:
         async with self.pool.acquire() as conn:
             return await read_guard(conn, query)
+
+    # -- the console and the digest --------------------------------------------------------------
+
+    @_unavailable
+    async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
+                         before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
+        """See ``SqliteStore.audit_page``: the primary key walked backwards from ``before_seq``."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        filters = (("task_id = ${}", task_id), ("actor = ${}", actor), ("(data::jsonb ->> 'tool') = ${}", tool),
+                   ("seq < ${}", before_seq))
+        for clause, value in filters:
+            if value is not None:
+                params.append(value)
+                clauses.append(clause.format(len(params)))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        rows = await self.pool.fetch(
+            f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT ${len(params)}", *params)
+        return [tuple(r) for r in rows]
+
+    @_unavailable
+    async def task_summaries(self, states: list[str], limit: int = 500) -> list[dict[str, Any]]:
+        """See ``SqliteStore.task_summaries``: three fields of each plan read in the database."""
+        rows = await self.pool.fetch(
+            "SELECT id, playbook_id, state, title, environment, severity, signal_count, created_at, updated_at, "
+            "outcome, p -> 'risk' -> 'score', p -> 'risk' ->> 'band', p -> 'approvals_required' "
+            "FROM (SELECT *, proposal::jsonb AS p FROM tasks WHERE state = ANY($1::text[])) t", states)
+        summaries = []
+        for row in rows:
+            # asyncpg hands jsonb over as its text
+            score = loads(row[10]) if row[10] is not None else None
+            band = row[11]
+            approvals = loads(row[12]) if row[12] is not None else None
+            summaries.append({**dict(zip(SUMMARY_KEYS, row[:10], strict=True)), "risk_score": score or 0,
+                              "risk_band": band or "low", "approvals_required": approvals or 0})
+        summaries.sort(key=lambda t: (-BAND_RANK.get(t["risk_band"], 0), -t["risk_score"], t["id"]))
+        return summaries[:limit]
+
+    @_unavailable
+    async def task_outcomes_by_playbook(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for playbook_id, state, n in await self.pool.fetch(
+                "SELECT playbook_id, state, count(*) FROM tasks GROUP BY playbook_id, state"):
+            counts.setdefault(playbook_id, {})[state] = int(n)
+        return counts
+
+    @_unavailable
+    async def digest_figures(self, days: list[DayWindow]) -> Figures:
+        # One snapshot for every figure (repeatable read), so they agree with each other while
+        # intake keeps writing; read-only, so it never takes the write lock.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async def query(sql: str, params: tuple[Any, ...]) -> list[Any]:
+                return list(await conn.fetch(sql, *params))
+
+            return await compute_figures(query, days, POSTGRESQL)
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

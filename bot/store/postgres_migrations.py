@@ -144,4 +144,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN resolved_at TEXT;
     ALTER TABLE tasks ADD COLUMN refired_at TEXT;
     """,
+    # 3: the roles an approver held when approving, so each step counts only approvals that may
+    # approve it (quorum per step); NULL for approvals recorded before
+    """
+    ALTER TABLE approvals ADD COLUMN roles TEXT;
+    """,
+    # 4: the process that put a step in running, so a replica starting beside a live one leaves
+    # the steps that one is running alone (PostgreSQL; NULL where one process owns the store)
+    """
+    ALTER TABLE steps ADD COLUMN claimed_by BIGINT;
+    """,
 ]

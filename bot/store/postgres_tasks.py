@@ -73,8 +73,9 @@ async def read_guard(conn: asyncpg.Connection, query: GuardQuery) -> GuardState:
 class PgTaskTx:
     """The transaction ports (``bot.store.ports.TaskOps``) on one PostgreSQL transaction."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, owner: int | None = None) -> None:
         self.conn = conn
+        self.owner = owner  # this process, recorded on every step it puts in running (bot/store/postgres_owner.py)
         self.audits: list[AuditEntry] = []
         self.events: list[Event] = []
 
@@ -182,23 +183,47 @@ class PgTaskTx:
                           decision: dict[str, Any] | None, state: str, idempotency_key: str) -> int:
         return int(await self.conn.fetchval(
             "INSERT INTO steps (task_id, kind, idx, name, tool, category, params, rollback, decision, state, "
-            "idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            "idempotency_key, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             task_id, kind, idx, name, tool, category, dumps(params), dumps(rollback) if rollback else None,
-            dumps(decision) if decision else None, state, idempotency_key))
+            dumps(decision) if decision else None, state, idempotency_key,
+            self.owner if state == "running" else None))
 
     async def update_step(self, step_id: int, **fields: Any) -> None:
         unknown = set(fields) - _STEP_FIELDS
         if unknown:
             raise ValueError(f"steps have no column {', '.join(sorted(unknown))}")
         encoded = {k: (dumps(v) if k in _JSON_STEP_FIELDS and v is not None else v) for k, v in fields.items()}
+        if fields.get("state") == "running":
+            encoded["claimed_by"] = self.owner
         assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(encoded, start=1))
         await self.conn.execute(f"UPDATE steps SET {assignments} WHERE id = ${len(encoded) + 1}",
                                 *encoded.values(), step_id)
 
+    async def get_step(self, step_id: int) -> StepRecord:
+        row = await self.conn.fetchrow(f"SELECT {STEP_COLUMNS} FROM steps WHERE id = $1", step_id)
+        if row is None:
+            raise UnknownTask(f"there is no step {step_id}")
+        return step_from_row(row)
+
+    async def set_step_state(self, step_id: int, expected: str, target: str, **fields: Any) -> bool:
+        """Compare-and-set a step's state (and other columns); False when it is no longer ``expected``."""
+        unknown = set(fields) - _STEP_FIELDS
+        if unknown:
+            raise ValueError(f"steps have no column {', '.join(sorted(unknown))}")
+        encoded = {k: (dumps(v) if k in _JSON_STEP_FIELDS and v is not None else v) for k, v in fields.items()}
+        if str(target) == "running":
+            encoded["claimed_by"] = self.owner  # a replica that dies holding it leaves it to recovery
+        assignments = "".join(f", {k} = ${i}" for i, k in enumerate(encoded, start=2))
+        n = len(encoded) + 2
+        status = await self.conn.execute(
+            f"UPDATE steps SET state = $1{assignments} WHERE id = ${n} AND state = ${n + 1}",
+            str(target), *encoded.values(), step_id, str(expected))
+        return affected(status) == 1
+
     async def claim_step(self, step_id: int, started_at: str) -> bool:
         status = await self.conn.execute(
-            "UPDATE steps SET state = 'running', started_at = $1, attempts = attempts + 1 "
-            "WHERE id = $2 AND state = 'pending'", started_at, step_id)
+            "UPDATE steps SET state = 'running', started_at = $1, attempts = attempts + 1, claimed_by = $3 "
+            "WHERE id = $2 AND state = 'pending'", started_at, step_id, self.owner)
         return affected(status) == 1
 
     async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
@@ -220,11 +245,13 @@ class PgTaskTx:
     # -- approvals ---------------------------------------------------------------------------
 
     async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
-                           reason: str | None, edits: dict[str, Any] | None) -> bool:
+                           reason: str | None, edits: dict[str, Any] | None,
+                           roles: list[str] | None = None) -> bool:
         status = await self.conn.execute(
-            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (task_id, actor, verdict) DO NOTHING",
-            task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso())
+            "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at, roles) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task_id, actor, verdict) DO NOTHING",
+            task_id, actor, display, verdict, reason, dumps(edits) if edits else None, now_iso(),
+            dumps(sorted(roles)) if roles is not None else None)
         return affected(status) == 1
 
     async def approvals(self, task_id: int) -> list[ApprovalRecord]:
@@ -256,3 +283,7 @@ class PgTaskTx:
 
     async def remove_outbox(self, outbox_id: int) -> None:
         await self.conn.execute("DELETE FROM outbox WHERE id = $1", outbox_id)
+
+    async def outbox_failed(self, outbox_id: int, error: str) -> None:
+        await self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                                error[:500], outbox_id)

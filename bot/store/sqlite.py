@@ -415,6 +415,10 @@ class SqliteStore:
         )
         return [(r[0] or "(untitled)", int(r[1])) for r in rows]
 
+    async def steps_held_by_live_processes(self, step_ids: list[int]) -> set[int]:
+        """One ``ooda serve`` per SQLite store: a running step at its start was left by a crash."""
+        return set()
+
     async def audit_page(self, *, task_id: int | None = None, actor: str | None = None, tool: str | None = None,
                          before_seq: int | None = None, limit: int = 100) -> list[tuple[Any, ...]]:
         """Audit records newest first (the console's audit viewer), each filter optional.

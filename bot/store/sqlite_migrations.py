@@ -148,4 +148,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE approvals ADD COLUMN roles TEXT;
     """,
+    # 4: the process that put a step in running, so a replica starting beside a live one leaves
+    # the steps that one is running alone (PostgreSQL; NULL where one process owns the store)
+    """
+    ALTER TABLE steps ADD COLUMN claimed_by INTEGER;
+    """,
 ]

@@ -102,3 +102,16 @@ async def test_resolution_marks_of_a_task(store):
     assert await store.transact(lambda t: t.tasks_with_resolved_alerts([task.id])) == set()
     latest = await store.transact(lambda t: t.latest_task_for_group("g"))
     assert latest is not None and latest[0].id == task.id
+
+
+async def test_a_step_running_in_a_live_process_is_told_apart_from_one_whose_process_ended(open_store, backend):
+    first, second = await open_store(), await open_store()
+    task = await new_task(first)
+    step = await new_step(first, task.id)
+    assert await first.transact(lambda t: t.claim_step(step, "2026-01-05T10:00:00+00:00"))
+    if backend == "sqlite":  # one ooda serve per SQLite store: a running step found at start was left by a crash
+        assert await second.steps_held_by_live_processes([step]) == set()
+        return
+    assert await second.steps_held_by_live_processes([step]) == {step}
+    await first.close()  # the process ends (a SIGKILL drops its connections the same way)
+    assert await second.steps_held_by_live_processes([step]) == set()

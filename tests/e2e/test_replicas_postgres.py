@@ -1,0 +1,267 @@
+"""Several real ``ooda serve`` processes on one PostgreSQL: each piece of work is done once.
+
+Three replicas share one database. The same Alertmanager notification sent to two of them (an HA
+pair of Alertmanagers delivers every notification to each replica it knows) gives one task with
+one signal; approvals sent to two replicas at the same moment run the step once (the platform API
+counts the calls); when the leader is killed with SIGKILL another replica leads within 10 s; and a
+signal stored but never grouped by the replica that took it in (here: written into the store
+beside the replicas, so none of them heard of it) is grouped by the others, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from bot.audit.chain import AuditEntry
+from bot.model.events import EventBus
+from bot.model.signals import Signal, SignalStatus
+from bot.store.postgres import PostgresStore
+from tests import harness
+from tests.e2e.test_crash_execution import Child, HangingPlatform, free_port
+from tests.harness import ADMIN, AM, SECOND
+
+PLAYBOOK = """
+id: restart-on-drill
+version: "1"
+description: Restart the workload a drill alert names.
+trigger:
+  match_in:
+    alertname: [ReplicaDrill]
+  group_by: [service]
+  group_window_s: 600
+  cooldown_s: 3600
+steps:
+  - name: restart
+    tool: http.request
+    params:
+      method: POST
+      url: "{{ vars.platform_api }}/platform/workloads/shop/api/restart"
+      expect_status: [200]
+    category: write_irreversible
+    blast_radius: single
+autonomy_cap: L3
+"""
+NOTIFICATION = {
+    "receiver": "ooda", "status": "firing", "version": "4", "groupKey": "{}:{alertname=\"ReplicaDrill\"}",
+    "alerts": [{"status": "firing", "labels": {"alertname": "ReplicaDrill", "service": "api", "severity": "critical"},
+                "annotations": {"summary": "drill"}, "startsAt": "2026-05-12T07:58:12.507Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+                "fingerprint": "7a1c0de5a1c0de51"}],
+    "groupLabels": {"alertname": "ReplicaDrill"}, "commonLabels": {"alertname": "ReplicaDrill"},
+    "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+}
+
+
+class Platform:
+    """The platform API: counts restart calls."""
+
+    def __init__(self) -> None:
+        self.restarts = 0
+
+    async def restart(self, request: web.Request) -> web.Response:
+        self.restarts += 1
+        return web.json_response({"status": "restarting"})
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[int]:
+        app = web.Application()
+        app.router.add_post("/platform/workloads/{ns}/{dep}/restart", self.restart)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield int(runner.addresses[0][1])
+        finally:
+            await runner.cleanup()
+
+
+async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,
+                         *names: str) -> list[tuple[Child, httpx.AsyncClient]]:
+    """``ooda serve`` processes on one PostgreSQL, each with its own port and data dir, and a client for each."""
+    playbooks = tmp_path / "playbooks"
+    if not playbooks.exists():
+        playbooks.mkdir()
+        (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
+    replicas = []
+    for name in names:
+        home = tmp_path / name
+        home.mkdir()
+        port = free_port()
+        config = harness.test_config(home, platform_port, {
+            "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
+        child = Child(config)
+        await child.start()
+        stack.push_async_callback(_stop, child)
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
+        replicas.append((child, http))
+    return replicas
+
+
+async def until(check, deadline_s: float = 20.0):
+    """Poll an async ``check`` until it returns something true; fails after the deadline."""
+    start = time.monotonic()
+    while not (value := await check()):
+        assert time.monotonic() - start < deadline_s, "condition not reached before the deadline"
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, postgres_url):
+    platform = Platform()
+    async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b", "c")
+        (_, a), (_, b), (_, c) = replicas
+
+        # The HA pair: the same notification to two replicas at once.
+        sent = await asyncio.gather(*(http.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)
+                                      for http in (a, b)))
+        assert [r.status_code for r in sent] == [202, 202]
+
+        async def planned() -> list[dict] | None:
+            tasks = (await c.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+            return tasks if tasks and all(t["state"] == "needs_approval" for t in tasks) else None
+
+        tasks = await until(planned)
+        await asyncio.sleep(1)  # a second task would have been opened by now; none may be
+        tasks = (await c.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+        assert len(tasks) == 1, tasks
+        (task,) = tasks
+        assert task["signal_count"] == 1
+
+        # Both approvers click on two replicas at the same moment.
+        clicks = await asyncio.gather(*(http.post(f"/api/v1/tasks/{task['id']}/approve", headers=who, json={})
+                                        for http in (a, b) for who in (ADMIN, SECOND)))
+        assert all(r.status_code in (200, 409) for r in clicks), [r.text for r in clicks]
+
+        async def completed() -> dict | None:
+            proposal = (await c.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+            return proposal if proposal["state"] in ("completed", "failed_terminal", "escalated_to_human") else None
+
+        proposal = await until(completed)
+        assert proposal["state"] == "completed" and proposal["steps"][0]["state"] == "succeeded"
+        await asyncio.sleep(1)  # a second run would have reached the platform by now
+        assert platform.restarts == 1
+
+        # The leader dies without a word; another replica leads within 10 s.
+        async def roles() -> list[str]:
+            out = []
+            for _, http in replicas:
+                try:
+                    out.append((await http.get("/readyz")).json().get("role", "?"))
+                except httpx.HTTPError:
+                    out.append("down")
+            return out
+
+        before = await until(lambda: _one_leader(roles))
+        leader = before.index("leader")
+        killed_at = time.monotonic()
+        assert await replicas[leader][0].kill(signal.SIGKILL) == -signal.SIGKILL
+        after = await until(lambda: _one_leader(roles), deadline_s=10)
+        assert time.monotonic() - killed_at < 10
+        assert after[leader] == "down" and after.count("leader") == 1
+
+        # A signal taken in by a replica that died before grouping it.
+        alive = next(http for i, (_, http) in enumerate(replicas) if i != leader)
+        beside = PostgresStore(postgres_url, EventBus())
+        await beside.open()
+        try:
+            await beside.ingest_signals([Signal(
+                source="alertmanager", fingerprint="0ddba11", status=SignalStatus.firing, title="ReplicaDrill",
+                labels={"alertname": "ReplicaDrill", "service": "cart", "severity": "critical"},
+                annotations={}, raw={})], AuditEntry("source:alertmanager", "signals.received", None, {"count": 1}))
+        finally:
+            await beside.close()
+
+        async def second_task() -> list[dict] | None:
+            tasks = (await alive.get("/api/v1/tasks?state=all", headers=ADMIN)).json()["tasks"]
+            return tasks if len(tasks) == 2 else None
+
+        await until(second_task)
+        await asyncio.sleep(1.5)  # past a poll of every replica: a duplicate would be there now
+        tasks = (await alive.get("/api/v1/tasks?state=all", headers=ADMIN)).json()["tasks"]
+        assert len(tasks) == 2 and all(t["signal_count"] == 1 for t in tasks)
+
+
+async def test_a_replica_restarting_leaves_the_step_another_replica_runs_alone(tmp_path, postgres_url):
+    """Recovery at start resolves steps a crash interrupted, not the ones a live replica is running."""
+    platform = HangingPlatform()
+    async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b")
+        (_, a), (other, b) = replicas
+        assert (await a.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)).status_code == 202
+
+        async def planned() -> dict | None:
+            tasks = (await a.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+            return tasks[0] if tasks and tasks[0]["state"] == "needs_approval" else None
+
+        task = await until(planned)
+        for who in (ADMIN, SECOND):
+            r = await a.post(f"/api/v1/tasks/{task['id']}/approve", headers=who, json={})
+            assert r.status_code in (200, 409), r.text
+        await asyncio.wait_for(platform.arrived.wait(), 20)  # replica a is inside the step now
+
+        assert await other.kill(signal.SIGTERM) == 0
+        restarted = Child(other.config)
+        await restarted.start()  # its recovery ran before it reported started
+        stack.push_async_callback(_stop, restarted)
+        proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+        assert proposal["state"] == "executing" and proposal["steps"][0]["state"] == "running"
+
+        platform.release.set()
+
+        async def completed() -> dict | None:
+            proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+            return proposal if proposal["state"] != "executing" else None
+
+        proposal = await until(completed)
+        assert proposal["state"] == "completed" and proposal["steps"][0]["state"] == "succeeded"
+        assert platform.posts == ["/platform/workloads/shop/api/restart"]
+
+
+async def test_a_step_left_running_by_a_killed_replica_is_resolved_by_the_leader(tmp_path, postgres_url):
+    """No replica restarts: the leader's periodic recovery finds the step whose owner is gone."""
+    platform = HangingPlatform()
+    async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b")
+        (runner, a), (_, b) = replicas
+        assert (await a.post("/webhooks/alertmanager", json=NOTIFICATION, headers=AM)).status_code == 202
+
+        async def planned() -> dict | None:
+            tasks = (await a.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"]
+            return tasks[0] if tasks and tasks[0]["state"] == "needs_approval" else None
+
+        task = await until(planned)
+        for who in (ADMIN, SECOND):
+            r = await a.post(f"/api/v1/tasks/{task['id']}/approve", headers=who, json={})
+            assert r.status_code in (200, 409), r.text
+        await asyncio.wait_for(platform.arrived.wait(), 20)
+        assert await runner.kill(signal.SIGKILL) == -signal.SIGKILL
+
+        async def resolved() -> dict | None:
+            proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
+            return proposal if proposal["state"] != "executing" else None
+
+        # Leadership moves within a few seconds, and the leader looks every ORPHAN_CHECK_S.
+        proposal = await until(resolved, deadline_s=30)
+        assert proposal["state"] == "escalated_to_human" and proposal["steps"][0]["state"] == "unknown"
+        assert "not idempotent" in proposal["outcome"]
+        assert platform.posts == ["/platform/workloads/shop/api/restart"]
+
+
+async def _one_leader(roles) -> list[str] | None:
+    current = await roles()
+    return current if current.count("leader") == 1 else None
+
+
+async def _stop(child: Child) -> None:
+    if child.proc is not None and child.proc.returncode is None:
+        await child.kill(signal.SIGTERM)
