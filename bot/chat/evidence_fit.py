@@ -17,6 +17,7 @@ characters, less its own pointer) with room for the escaping Slack's mrkdwn adds
 
 from __future__ import annotations
 
+from bot.loop.planner import EARLIER_LINES_CUT
 from bot.model.proposals import Evidence, Proposal
 
 CHAT_EVIDENCE_BUDGET = 800
@@ -24,7 +25,6 @@ ITEM_OVERHEAD = 12  # bullet, separators, line breaks and quote marks a renderer
 LINE_OVERHEAD = 4  # each further line of a snippet is indented ("    ") or quoted ("> ") again
 # The planner keeps the end of a log or a command's output (what a crashed container wrote last)
 # and marks the cut with this; a fitted copy keeps the end too.
-EARLIER_LINES_CUT = "(earlier lines cut; see `ooda show`) … "
 SPREAD_ROUNDS = 3  # passes that hand what dropped links and short items left over to the cut items
 MIN_SHARE = 60  # below this an item would say nothing; more items than fit are counted by the renderer
 TITLE_SHARE = 0.4  # of an item's share, at most this much for its title

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from bot.audit.chain import AuditEntry
 from bot.audit.redaction import redact_text
-from bot.chat.evidence_fit import EARLIER_LINES_CUT
 from bot.errors import BotError, ToolError
 from bot.loop.alert_links import links_of
 from bot.loop.core import Core
@@ -45,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 READ_DECISION = Decision(verdict="allow", rule="read", reason="Reading evidence changes nothing.")
 SNIPPET_CHARS = 600
+# A log cut to its tail starts with this, so chat evidence fitting knows to keep its last lines.
+EARLIER_LINES_CUT = "(earlier lines cut; see `ooda show`) … "
 EVIDENCE_LIMIT = 20
 BLAST_ORDER = [b.value for b in BlastRadius]
 # Where a task may be when its first plan is saved; anything else was decided meanwhile.

@@ -23,7 +23,7 @@ from bot.model.signals import Signal
 from bot.playbooks.schema import BlastRadius, ExtraTrigger, Playbook, PlaybookSet, load_playbook_files, load_playbooks
 from bot.policy.autonomy import Autonomy
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "playbooks"
 BROKEN = ROOT / "tests" / "playbooks" / "broken"
 TOOLS: dict[str, type[BaseModel]] = {
