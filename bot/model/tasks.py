@@ -52,7 +52,8 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # Undo runs rollbacks of a finished task: it goes back to executing and ends again.
     S.completed: frozenset({S.executing}),
     S.failed_terminal: frozenset({S.executing}),
-    S.escalated_to_human: frozenset({S.executing, S.cancelled, S.completed}),
+    # A person who reviews an escalation may decide against it: rejected, with the reason.
+    S.escalated_to_human: frozenset({S.executing, S.cancelled, S.completed, S.rejected}),
     # A rejected plan may already have run its automatic steps; undo must still reach them.
     S.rejected: frozenset({S.executing}),
     S.cancelled: frozenset(),

@@ -348,3 +348,17 @@ async def test_a_decided_task_cannot_be_approved_again(env):
     with pytest.raises(Conflict, match="already decided: it is rejected"):
         await app.commands.approve(task.id, LEAD)
     assert standin.flags["new-search"]["environments"][1]["strategies"][0]["parameters"]["rollout"] == "25"
+
+
+async def test_an_escalated_task_can_be_rejected_with_a_reason(tmp_path):
+    """A task the kill switch escalated is for a person to decide: rejecting it ends it as rejected
+    (it used to raise an illegal transition, a 500 at the API)."""
+    admin = Actor(id="admin", display="Admin", roles=frozenset({"admin", "sre-lead", "oncall"}), via="api")
+    async with running_standin() as standin, running_app(tmp_path, standin) as app:
+        await app.commands.pause(admin, "drill")
+        task = await app.commands.run_playbook("http-5xx-ratio", {"service": "checkout"}, RUNNER)
+        await app.engine.wait_idle()
+        assert (await app.store.get_task(task.id)).state is TaskState.escalated_to_human
+        await app.commands.reject(task.id, admin, "not during the drill")
+        rejected = await app.store.get_task(task.id)
+        assert rejected.state is TaskState.rejected and "not during the drill" in (rejected.outcome or "")
