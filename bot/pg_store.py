@@ -26,7 +26,7 @@ from bot.events import SIGNALS_STORED, Event, EventBus
 from bot.jsoncodec import dumps, loads
 from bot.pg_digest_figures import POSTGRESQL
 from bot.pg_migrations import MIGRATIONS
-from bot.pg_owner import hold, live_steps, new_owner
+from bot.pg_owner import hold, live_steps
 from bot.pg_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.signals import Signal, signal_from_row
 from bot.sqlite_store import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
@@ -97,7 +97,7 @@ class PostgresStore:
         self._audit_key = audit_key
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
-        self._owner = new_owner()  # recorded on the steps this process runs (bot/pg_owner.py)
+        self._owner: int | None = None  # recorded on the steps this process runs (bot/pg_owner.py)
         self._owner_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class PostgresStore:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")
         self._owner_conn = await self.connect()
-        await hold(self._owner_conn, self._owner)
+        self._owner = await hold(self._owner_conn)
         log.info("store.opened", backend="postgresql", server=version)
 
     async def close(self) -> None:
