@@ -41,7 +41,7 @@ from bot.store.ports import (
 )
 from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
-from bot.store.postgres_owner import hold, live_steps, new_owner
+from bot.store.postgres_owner import hold, live_steps
 from bot.store.postgres_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.store.sqlite import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
 from bot.store.sqlite_tasks import APPROVAL_COLUMNS, TASK_COLUMNS, approval_from_row, step_from_row, task_from_row
@@ -98,7 +98,7 @@ class PostgresStore:
         self._audit_key = audit_key
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
-        self._owner = new_owner()  # recorded on the steps this process runs (bot/store/postgres_owner.py)
+        self._owner: int | None = None  # recorded on the steps this process runs (bot/store/postgres_owner.py)
         self._owner_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -114,7 +114,7 @@ class PostgresStore:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")
         self._owner_conn = await self.connect()
-        await hold(self._owner_conn, self._owner)
+        self._owner = await hold(self._owner_conn)
         log.info("store.opened", backend="postgresql", server=version)
 
     async def close(self) -> None:

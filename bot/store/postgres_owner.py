@@ -30,9 +30,15 @@ def new_owner() -> int:
     return secrets.randbelow(2**31 - 2) + 1
 
 
-async def hold(conn: asyncpg.Connection, owner: int) -> None:
-    """Take the owner's lock on ``conn`` (kept until the connection closes)."""
-    await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", OWNER_LOCK, owner)
+async def hold(conn: asyncpg.Connection) -> int:
+    """Take an owner's lock on ``conn`` (kept until the connection closes); returns the owner.
+
+    A number another live process holds (one chance in two billion) is not shared: pick again.
+    """
+    while True:
+        owner = new_owner()
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", OWNER_LOCK, owner):
+            return owner
 
 
 async def live_steps(conn: asyncpg.Connection, step_ids: list[int]) -> set[int]:
