@@ -25,26 +25,18 @@ def write_bench_config(tmp: Path, *, server_port: int, log_level: str, **overrid
     """Write ``tmp/config.yaml``; ``overrides`` replace top-level sections (``store`` is merged)."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    standin_port = free_port()
-    standin = f"127.0.0.1:{standin_port}"
+    # The example's tools name the stand-in as ${standin.url} and friends: its ports move them all.
+    standin_port, ssh_port = free_port(), free_port()
     data.update({
         "data_dir": str(tmp / "data"),
         "playbooks_dir": str(ROOT / "playbooks"),
         "server": {"host": "127.0.0.1", "port": server_port},
-        "vars": {**data["vars"], "platform_api": f"http://{standin}"},
-        "standin": {**data["standin"], "port": standin_port},
+        "standin": {**data["standin"], "port": standin_port, "ssh_port": ssh_port},
         "digest": {**data["digest"], "enabled": False},
         "log": {"level": log_level, "format": "json"},
     })
     data["store"] = {**data["store"], "path": str(tmp / "data" / "ooda.db"), **overrides.pop("store", {})}
     data.update(overrides)
-    data["tools"]["http"]["allow_hosts"] = [standin]
-    data["tools"]["flags"]["base_url"] = f"http://{standin}"
-    data["tools"]["prometheus"]["base_url"] = f"http://{standin}"
-    data["tools"]["kubernetes"]["api_url"] = f"http://{standin}"
-    ssh_port = free_port()
-    data["standin"]["ssh_port"] = ssh_port
-    data["tools"]["ssh"]["address_map"] = {"*": f"127.0.0.1:{ssh_port}"}
     data["tools"]["shell"]["workdir"] = str(tmp / "work")
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

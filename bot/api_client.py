@@ -44,7 +44,10 @@ class Client:
         if response.status_code not in ok:
             message = data.get("message") or response.text
             if data.get("phrase"):
-                message += f"\n(re-run with --confirm '{data['phrase']}')"
+                # Only approving asks for the phrase; say the exact command that supplies it.
+                task = path.rstrip("/").split("/")[-2]
+                message += (f"\nTo confirm, run `ooda approve {task} --confirm '{data['phrase']}'` "
+                            "(repeat any --edit you gave).")
             for problem in data.get("problems") or []:
                 message += f"\n  {problem}"
             raise BotError(f"{response.status_code} {data.get('error', '')}: {message}")

@@ -278,7 +278,7 @@ class App:
         token = env.get(self.settings.standin.flags_token_env) if self.settings.standin.flags_token_env else None
         standin = import_string(STANDIN)(**({"token": token} if token else {}),
                                          ssh_dir=self.settings.data_path / "standin" / "ssh",
-                                         ssh_port=self.settings.standin.ssh_port)
+                                         ssh_port=self.settings.standin.ssh_listen_port)
         self.standin_port = await standin.start("127.0.0.1", self.settings.standin.port)
         self.stack.push_async_callback(standin.stop)
         self.standin = standin

@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.config import load_settings
     from bot.logs import configure_logging
 
-    settings, doc = load_settings(args.config)
+    settings, doc = load_settings(args.config, standin_port=args.standin_port)
     if args.host or args.port is not None:
         server = settings.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
         settings = settings.model_copy(update={"server": server})
@@ -511,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "run the bot: webhooks, API, chat surfaces, engine")
     p.add_argument("--host", help="listen address (overrides server.host), e.g. 0.0.0.0 in a container")
     p.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    p.add_argument("--standin-port", type=int, metavar="PORT",
+                   help="the demo stand-in's port (overrides standin.port; every ${standin.*} follows), "
+                        "e.g. 8199 for a second demo")
     add("check", cmd_check, "validate the config and every playbook")
     p = add("fire", cmd_fire, "post a sample or recorded alert to the running server")
     p.add_argument("file", nargs="?", help="a JSON payload file")

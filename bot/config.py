@@ -18,6 +18,7 @@ from bot.intake.labels import LabelsConfig
 from bot.playbooks.cron import cron_trigger, digest_days_trigger
 from bot.playbooks.schema import ExtraTrigger
 from bot.policy.identity import IdentityConfig
+from bot.standin_address import DEFAULT_PORT, refuse_outside_dev, resolve_standin
 from bot.store_url import StoreTarget, check_store_url, store_target
 from bot.yamlfile import YamlDocument, load_yaml
 
@@ -214,9 +215,15 @@ class StandinConfig(_Strict):
     """The local stand-in for outside systems used by the demo playbooks."""
 
     enabled: bool = False
-    port: int = 8099
-    ssh_port: int = Field(8022, ge=0, le=65535)  # the demo SSH host db-01; its keys go in data/standin/ssh
+    # Also what ``${standin.url}`` and friends in the config resolve to (bot/standin_address.py).
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    # The demo SSH host db-01 (keys in data/standin/ssh); unset: ``port + 1``, so one setting moves both.
+    ssh_port: int | None = Field(None, ge=0, le=65535)
     flags_token_env: str | None = None
+
+    @property
+    def ssh_listen_port(self) -> int:
+        return self.ssh_port if self.ssh_port is not None else self.port + 1
 
 
 class LogConfig(_Strict):
@@ -273,12 +280,20 @@ class Settings(_Strict):
         return self.resolve(self.data_dir)
 
 
-def load_settings(path: Path) -> tuple[Settings, YamlDocument]:
-    """Load and validate the config file; ``ConfigError`` lists every problem with its line."""
+def load_settings(path: Path, *, standin_port: int | None = None) -> tuple[Settings, YamlDocument]:
+    """Load and validate the config file; ``ConfigError`` lists every problem with its line.
+
+    ``standin_port`` (``ooda serve --standin-port``) replaces ``standin.port`` before the
+    ``${standin.*}`` placeholders are filled in, so it moves every tool that names the stand-in.
+    """
     doc = load_yaml(path)
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of sections, got {type(data).__name__}")
+    if standin_port is not None:
+        section = data.get("standin")
+        data = {**data, "standin": {**(section if isinstance(section, dict) else {}), "port": standin_port}}
+    data, standin_used = resolve_standin(data, doc.line_of, str(path))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -300,4 +315,5 @@ def load_settings(path: Path) -> tuple[Settings, YamlDocument]:
                 f"{path}:{line}: intake.sources.{name}.auth: 'none' is only allowed in environment dev; "
                 "use bearer or hmac"
             )
+    refuse_outside_dev(settings.environment, standin_used)
     return settings.model_copy(update={"source_path": path.resolve()}), doc

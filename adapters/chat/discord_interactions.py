@@ -130,7 +130,8 @@ class Interactions:
             confirm = discord.ui.View(timeout=None)
             if task_id is not None:
                 confirm.add_item(ProposalButton("confirm", task_id, "Confirm approval", discord.ButtonStyle.danger))
-            await self._reply(interaction, wording.refusal(exc), view=confirm)
+            await self._reply(interaction, wording.confirmation_needed(
+                exc, f"To confirm, press Confirm approval below and type `{exc.phrase}` in the form."), view=confirm)
         except UserError as exc:
             log.info("discord.refused", what=what, task_id=task_id, actor=actor.id, reason=str(exc))
             await self._reply(interaction, wording.refusal(exc))

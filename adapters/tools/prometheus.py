@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.audit.redaction import register_secret
 from bot.errors import ConfigError, RetryableToolError, ToolError
+from bot.model import units
 from bot.model.proposals import Category
+from bot.model.units import Unit
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe, per_phase_timeout
 from bot.ports import StepCall
 
@@ -90,6 +92,9 @@ class PrometheusParams(BaseModel):
     step_s: int | None = Field(None, ge=1)
     top: int = Field(5, ge=1, le=50)
     sort: Literal["desc", "asc"] = "desc"
+    # What the query's values measure (bot/model/units.py): the summary shows 7% for a ratio of
+    # 0.07, 250 ms for 0.25 seconds. None: a plain number (1.23k).
+    unit: Unit | None = None
 
 
 class Trend(BaseModel):
@@ -115,6 +120,7 @@ class PrometheusResult(BaseModel):
     truncated: bool  # more than tools.prometheus.max_series series matched
     series: list[PrometheusSeries]
     value: float | None  # the top series' current value
+    unit: Unit | None = None  # what the values measure, as the playbook said; they stay bare numbers here
     summary: str
     graph_url: str
     range_s: int
@@ -276,7 +282,7 @@ class PrometheusQueryTool:
         if shown and range_s > 0 and result_type != "matrix":
             await self._attach_trends(params.query, shown, now, range_s, step_s)
 
-        summary = self._summary(result_type, shown, series_count, truncated, params.sort, now)
+        summary = self._summary(result_type, shown, series_count, truncated, params.sort, now, params.unit)
         return self._result(params, result_type, shown, series_count, truncated, summary,
                             range_s, step_s, now, started)
 
@@ -339,17 +345,25 @@ class PrometheusQueryTool:
         )
 
     def _summary(
-        self, result_type: str, shown: list[_Parsed], count: int, truncated: bool, sort: str, now: float
+        self, result_type: str, shown: list[_Parsed], count: int, truncated: bool, sort: str, now: float,
+        unit: Unit | None = None,
     ) -> str:
         if not shown:
             return NO_SERIES
         top = shown[0]
-        text = format_number(top.value)
+
+        def number(value: float | None) -> str:
+            return format_number(value) if unit is None else units.format_value(value, unit)
+
+        def change(value: float) -> str:
+            return format_change(value) if unit is None else units.format_change(value, unit)
+
+        text = number(top.value)
         if top.samples and top.first_ts is not None and top.first_ts < now:
             trend = trend_of(top.samples)
             if trend.start is not None and trend.change is not None:
                 ago = format_age(now - top.first_ts)
-                text += f" ({ago} ago {format_number(trend.start)}, {format_change(trend.change)})"
+                text += f" ({ago} ago {number(trend.start)}, {change(trend.change)})"
         if result_type == "scalar":
             return f"scalar = {text}"
         described = f"{format_labels(top.labels)} = {text}"
@@ -396,6 +410,7 @@ class PrometheusQueryTool:
             truncated=truncated,
             series=series,
             value=series[0].value if series else None,
+            unit=params.unit,
             summary=summary,
             graph_url=f"{self.config.base_url}/graph?{graph}",
             range_s=range_s,

@@ -147,8 +147,7 @@ async def run_ops(command: OpsCommand, commands: Commands, actor: Actor, *, pref
         return await _dispatch(command, commands, actor, prefix)
     except ConfirmationRequired as exc:
         log.info("chatops.confirmation_required", task_id=command.task_id, actor=actor.id)
-        text = (f"Not done: {wording.neutralize_mentions(str(exc))}\n"
-                f"To confirm, type `{prefix} approve {command.task_id} {exc.phrase}`.")
+        text = wording.confirmation_needed(exc, f"To confirm, type `{prefix} approve {command.task_id} {exc.phrase}`.")
         return OpsReply(text=text, ok=False)
     except UserError as exc:
         log.info("chatops.refused", command=command.name, task_id=command.task_id, actor=actor.id, reason=str(exc))

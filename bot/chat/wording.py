@@ -281,6 +281,12 @@ def refusal(error: UserError) -> str:
     return text
 
 
+def confirmation_needed(error: ConfirmationRequired, instruction: str) -> str:
+    """The critical-risk prompt: what is needed, then the one instruction that works where it is
+    shown (a chat command, a button that opens the form); the core's words name no surface."""
+    return f"Not done: {neutralize_mentions(str(error)).rstrip('.')}.\n{instruction}"
+
+
 def internal_error(correlation_id: str) -> str:
     return (
         "Something went wrong on our side and nothing was changed by this request. "

@@ -52,6 +52,15 @@ def confirmation_phrase(task_id: int) -> str:
     return f"approve {task_id}"
 
 
+def confirmation_required(task_id: int, score: int) -> ConfirmationRequired:
+    """What a critical-risk approval lacks, said without saying where to type the phrase: that
+    differs per surface (a chat command, a form, the CLI's ``--confirm``) and each adds its own."""
+    phrase = confirmation_phrase(task_id)
+    return ConfirmationRequired(
+        f"task {task_id} is critical risk ({score}/100): approving it needs the confirmation phrase `{phrase}`",
+        phrase)
+
+
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
@@ -183,9 +192,7 @@ class Approvals:
         pending, needing = await self.check_may_approve(task, actor)
         if proposal.risk.band is RiskBand.critical and (confirmation or "").strip().lower() != confirmation_phrase(
                 task.id):
-            raise ConfirmationRequired(
-                f"task {task.id} is critical risk ({proposal.risk.score}/100): type `{confirmation_phrase(task.id)}` "
-                "to confirm", confirmation_phrase(task.id))
+            raise confirmation_required(task.id, proposal.risk.score)
         changes = self._validate_edits(task, {s.name: s for s, _, _ in pending}, edits or {})
         previews = await self._dry_runs_again(task, proposal, [s for s, _, _ in needing], changes, override_dry_run)
 

@@ -253,7 +253,7 @@ async def test_a_critical_approval_needs_the_typed_phrase(fake, surface, core):
 
     click = await fake.click(int(message["id"]), "ooda:approve:8", user_id=BOB, role_ids=[APPROVER_ROLE])
     reply = await fake.wait_followup(click)
-    assert "Type `approve 8` to confirm" in reply["content"] and reply["flags"] & 64
+    assert "press Confirm approval below and type `approve 8` in the form" in reply["content"] and reply["flags"] & 64
     assert custom_ids(reply) == ["ooda:confirm:8"]
     assert core.executed == []
 

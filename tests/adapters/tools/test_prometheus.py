@@ -154,6 +154,25 @@ async def test_range_query_gives_a_trend_whose_end_is_the_current_value(promethe
     assert outcome.result["step_s"] == 1 and outcome.result["range_s"] == 300
 
 
+async def test_a_unit_shows_values_as_people_read_them_and_keeps_the_numbers(prometheus):
+    lag = 'kafka_consumergroup_lag{consumergroup="warehouse-loader",partition="0"}'
+    prometheus.exporter.samples[lag] = 1500.0
+    await prometheus.wait_for(f"{lag} == 1500")
+
+    async with open_tool(base_url=prometheus.base_url) as tool:
+        ratio = await Gateway(tool).query(query=USED, range_s=0, unit="ratio")
+        # The lag as a ratio of 20000 messages, over a range: the trend's change is in points.
+        trend = await Gateway(tool).query(query='kafka_consumergroup_lag{partition="0"} / 20000',
+                                          range_s=300, step_s=1, unit="ratio")
+        duration = await Gateway(tool).query(query="kafka_consumergroup_lag{partition=\"0\"} / 4000",
+                                             range_s=0, unit="seconds")
+
+    assert ratio.result["summary"].endswith(' = 93%') and ratio.result["value"] == pytest.approx(0.93)
+    assert ratio.result["unit"] == "ratio"
+    assert " = 7.5% (" in trend.result["summary"] and " ago 5%, +2.5 pp)" in trend.result["summary"]
+    assert duration.result["summary"].endswith(" = 375 ms")
+
+
 async def test_empty_result_says_no_series(prometheus):
     async with open_tool(base_url=prometheus.base_url) as tool:
         outcome = await Gateway(tool).query(query='node_filesystem_avail_bytes{mountpoint="/nope"}')
