@@ -94,5 +94,8 @@ def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[
 def _with_silence_link(annotations: dict[str, str], labels: Mapping[str, str],
                        group: Mapping[str, Any]) -> dict[str, str]:
     """The alert's annotations plus the link to silence it (Grafana sends its own, else Alertmanager's form)."""
-    url = group.get("silenceURL") or alertmanager_silence_url(str(group.get("externalURL") or ""), labels)
-    return {**annotations, SILENCE_ANNOTATION: url} if url and is_web_url(url) else annotations
+    sent = group.get("silenceURL")
+    if sent:  # Grafana's own link: kept only when it is a web address
+        return {**annotations, SILENCE_ANNOTATION: sent} if is_web_url(sent) else annotations
+    url = alertmanager_silence_url(str(group.get("externalURL") or ""), labels)  # built from a checked base
+    return {**annotations, SILENCE_ANNOTATION: url} if url else annotations

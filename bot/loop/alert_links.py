@@ -11,6 +11,7 @@ title, so a label cannot say "Approve now" over a link somewhere else).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -21,8 +22,12 @@ SILENCE_ANNOTATION = "__silence_url"
 MAX_LINKS = 6
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
 def is_web_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("http://", "https://")) and not any(c.isspace() for c in str(url))
+    # A regex, not a per-character loop: intake checks every Alertmanager alert's silence link.
+    return bool(url) and str(url).startswith(("http://", "https://")) and _WHITESPACE.search(str(url)) is None
 
 
 def alertmanager_silence_url(external_url: str, labels: Mapping[str, str]) -> str | None:
