@@ -247,9 +247,6 @@ class PgTaskTx:
     async def add_approval(self, task_id: int, actor: str, display: str, verdict: str,
                            reason: str | None, edits: dict[str, Any] | None,
                            roles: list[str] | None = None) -> bool:
-        # Decisions on one task take turns: two people approving on two replicas at once would
-        # otherwise each read only their own approval (READ COMMITTED) and neither would see the quorum.
-        await self.conn.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task_id)
         status = await self.conn.execute(
             "INSERT INTO approvals (task_id, actor, display, verdict, reason, edits, created_at, roles) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task_id, actor, verdict) DO NOTHING",

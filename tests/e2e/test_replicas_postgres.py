@@ -328,8 +328,8 @@ async def test_ten_thousand_alerts_across_three_replicas_are_each_stored_and_gro
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 15: now and then a few of the 50 tasks stay in needs_approval after all clicks were answered 200/409; "
-    "the per-task row lock in add_approval fixed most of them, the rest is not understood yet"))
+    "issue 15: now and then a few of the 50 tasks stay in needs_approval although every click was answered "
+    "200 or 409; writes are serialised by the store's advisory lock, so the cause is still open"))
 async def test_fifty_tasks_approved_on_two_replicas_at_once_run_each_step_once(tmp_path, postgres_url):
     platform = Platform()
     async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
