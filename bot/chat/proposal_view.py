@@ -8,7 +8,7 @@ from typing import Protocol
 from bot.errors import UnknownTask
 from bot.loop.readable import result_text
 from bot.model.proposals import ApprovalView, Decision, Proposal
-from bot.model.steps import StepKind, StepRecord, StepState, undo_phase, undo_targets
+from bot.model.steps import RUNNABLE, StepKind, StepRecord, StepState, undo_phase, undo_targets
 from bot.model.tasks import Task, TaskState
 from bot.policy.risk import band_for
 from bot.policy.rules import counts_for
@@ -19,7 +19,8 @@ class ProposalStore(TaskReads, StepReads, ApprovalReads, Protocol):
     """The store ports a proposal is read from: the task, its steps and its approvals."""
 
 
-RETRY_STEP_STATES = {StepState.succeeded, StepState.pending, StepState.denied}
+# A retry decides again the steps that may still run, beside those that already did: nothing half-run.
+RETRY_STEP_STATES = RUNNABLE | {StepState.succeeded}
 UNDOABLE_STATES = {TaskState.completed, TaskState.failed_terminal, TaskState.escalated_to_human,
                    TaskState.rejected}
 
