@@ -183,7 +183,15 @@ class Commands:
             log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
             return ActionResult(message=f"You already approved task #{task.id} at {wording.clock(mine.created_at)}. "
                                         f"{wording.approvals_line(proposal)}", proposal=proposal, executed=False)
-        task, started = await self.approvals.approve(task, proposal, actor, edits, confirmation, override_dry_run)
+        task, started, repeated = await self.approvals.approve(task, proposal, actor, edits, confirmation,
+                                                               override_dry_run)
+        if repeated and not edits:
+            # The same person clicked on two replicas (or twice) at the same moment: the other
+            # click recorded it; this one counted nothing new and says so.
+            log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
+            after = await current_proposal(self.core.store, task.id)
+            return ActionResult(message=f"You already approved task #{task.id} a moment ago. "
+                                        f"{wording.approvals_line(after)}", proposal=after, executed=False)
         if edits and not started:
             # The steps wait for more approvers: their dry run must show the edited params.
             await self.engine.planner.refresh_dry_runs(task.id, set(edits))

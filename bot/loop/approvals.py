@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.audit.chain import AuditEntry
 from bot.errors import ConfirmationRequired, Conflict, Forbidden, UserError
@@ -138,6 +138,15 @@ def check_edit(name: str, value: Any, bound: ParamBound) -> tuple[Any, str | Non
     return value, None
 
 
+class Approved(NamedTuple):
+    """What one approval did: the task after it, whether it started execution, and whether it was
+    this person's approval already (a second click, on any replica, that counted nothing new)."""
+
+    task: Task
+    started: bool
+    repeated: bool = False
+
+
 class Approvals:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -183,7 +192,7 @@ class Approvals:
         return pending, needing
 
     async def approve(self, task: Task, proposal: Proposal, actor: Actor, edits: dict[str, dict[str, Any]] | None,
-                      confirmation: str | None, override_dry_run: str | None = None) -> tuple[Task, bool]:
+                      confirmation: str | None, override_dry_run: str | None = None) -> Approved:
         """Record an approval; returns the task and whether this approval started execution.
 
         A step whose dry run failed is not approved as if it had passed: its dry run runs again
@@ -196,7 +205,7 @@ class Approvals:
         changes = self._validate_edits(task, {s.name: s for s, _, _ in pending}, edits or {})
         previews = await self._dry_runs_again(task, proposal, [s for s, _, _ in needing], changes, override_dry_run)
 
-        async def unit(t: TaskOps) -> tuple[Task, bool]:
+        async def unit(t: TaskOps) -> Approved:
             current = await t.get_task(task.id)
             if current.state not in APPROVABLE:
                 raise decided_refusal(current, just_now=True)
@@ -236,8 +245,8 @@ class Approvals:
             if quorum_reached(first, counted):
                 moved = await t.set_state(task.id, APPROVABLE, TaskState.executing, actor=actor.id,
                                           reason=f"approved by {', '.join(sorted(counted))}")
-                return moved, True
-            return current, False
+                return Approved(moved, True)
+            return Approved(current, False, repeated=not inserted)
 
         return await self.core.store.transact(unit)
 
