@@ -17,7 +17,7 @@ from typing_extensions import TypedDict  # pydantic takes typing's only from Pyt
 
 from adapters.alerts.payloads import MAX_ALERTS_PER_REQUEST, Labels, validate_body, vendor_time
 from bot.errors import Unauthorized
-from bot.loop.alert_links import SILENCE_ANNOTATION, alertmanager_silence_url, is_web_url
+from bot.loop.alert_links import SILENCE_ANNOTATION, is_web_url
 from bot.model.signals import Severity, Signal, SignalStatus, fingerprint_of
 
 
@@ -83,7 +83,7 @@ def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[
         severity=Severity.from_label(labels.get("severity")),
         title=sent_annotations.get("summary") or labels.get("alertname", ""),
         labels=labels,
-        annotations=_with_silence_link(sent_annotations if annotations is None else annotations, labels, group),
+        annotations=_with_silence_link(sent_annotations if annotations is None else annotations, group),
         starts_at=vendor_time(alert.get("startsAt"), vendor, "alerts", index, "startsAt"),
         ends_at=vendor_time(alert.get("endsAt"), vendor, "alerts", index, "endsAt"),
         url=url or alert.get("generatorURL") or None,
@@ -91,11 +91,8 @@ def to_signal(source: str, alert: AlertmanagerAlert, index: int, group: Mapping[
     )
 
 
-def _with_silence_link(annotations: dict[str, str], labels: Mapping[str, str],
-                       group: Mapping[str, Any]) -> dict[str, str]:
-    """The alert's annotations plus the link to silence it (Grafana sends its own, else Alertmanager's form)."""
+def _with_silence_link(annotations: dict[str, str], group: Mapping[str, Any]) -> dict[str, str]:
+    """The alert's annotations plus Grafana's own link to silence it, kept only when it is a web
+    address. Alertmanager's prefilled form is built when a proposal shows it (bot/loop/alert_links.py)."""
     sent = group.get("silenceURL")
-    if sent:  # Grafana's own link: kept only when it is a web address
-        return {**annotations, SILENCE_ANNOTATION: sent} if is_web_url(sent) else annotations
-    url = alertmanager_silence_url(str(group.get("externalURL") or ""), labels)  # built from a checked base
-    return {**annotations, SILENCE_ANNOTATION: url} if url else annotations
+    return {**annotations, SILENCE_ANNOTATION: sent} if sent and is_web_url(sent) else annotations

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from bot.audit.chain import AuditEntry
 from bot.audit.redaction import redact_text
 from bot.errors import BotError, ToolError
-from bot.loop.alert_links import links_of
+from bot.loop.alert_links import links_of, silence_link
 from bot.loop.core import Core
 from bot.loop.gateway import ToolCallRefused, parse_params
 from bot.loop.readable import result_text, step_action
@@ -364,6 +364,10 @@ class Planner:
         if signals:
             summary = f"{summary} — {task.signal_count} signal(s), first: {signals[0].title or signals[0].fingerprint}"
         now = core.clock()
+        silence = None
+        if signals:
+            sent = await core.store.raw_signals_of_task(task.id, limit=1)
+            silence = silence_link(signals[0], sent[0].raw if sent else None, core.settings.intake.max_value_bytes)
         proposal = Proposal(
             task_id=task.id, playbook_id=playbook.id, playbook_version=playbook.version, title=task.title,
             summary=summary, state=task.state.value, environment=task.environment, severity=task.severity,
@@ -374,7 +378,7 @@ class Planner:
             rollback_plan=[f"{v.name}: {v.rollback or 'no rollback: irreversible'}" for v in reversed(writes)],
             approvals_required=max((d.approvals_required for d in needing), default=0),
             approver_roles=sorted({r for d in needing for r in d.roles}), created_at=task.created_at, updated_at=now,
-            links=links_of(signals), expiry_s=core.settings.engine.approval_expiry_s,
+            links=links_of(signals, silence), expiry_s=core.settings.engine.approval_expiry_s,
             shadow=any(is_shadow(v.decision) for v in writes),
         )
         outcome: str | None

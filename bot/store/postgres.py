@@ -243,9 +243,10 @@ class PostgresStore:
         return [_stored_signal(r) for r in rows]
 
     @_unavailable
-    async def raw_signals_of_task(self, task_id: int) -> list[RawSignal]:
+    async def raw_signals_of_task(self, task_id: int, limit: int | None = None) -> list[RawSignal]:
         rows = await self.pool.fetch(
-            "SELECT id, raw, labels, annotations FROM signals WHERE task_id = $1 ORDER BY seq", task_id)
+            "SELECT id, raw, labels, annotations FROM signals WHERE task_id = $1 ORDER BY seq LIMIT $2", task_id,
+            limit)
         out = []
         for signal_id, raw_text, labels_text, annotations_text in rows:
             raw = loads(raw_text)

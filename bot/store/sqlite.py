@@ -276,10 +276,11 @@ class SqliteStore:
         )
         return [_stored_signal(r) for r in rows]
 
-    async def raw_signals_of_task(self, task_id: int) -> list[RawSignal]:
+    async def raw_signals_of_task(self, task_id: int, limit: int | None = None) -> list[RawSignal]:
         """Each signal's raw payload as the source sent it (labels and annotations put back)."""
         rows = await self._all(
-            "SELECT id, raw, labels, annotations FROM signals WHERE task_id = ? ORDER BY seq", (task_id,))
+            "SELECT id, raw, labels, annotations FROM signals WHERE task_id = ? ORDER BY seq LIMIT ?",
+            (task_id, -1 if limit is None else limit))
         out = []
         for signal_id, raw_text, labels_text, annotations_text in rows:
             raw = loads(raw_text)

@@ -36,6 +36,8 @@ async def test_signals_of_a_task_and_their_raw_payloads(store):
     assert {r.task_id for r in await store.signals_of_task(task.id)} == {task.id}
     raw = await store.raw_signals_of_task(task.id)
     assert [r.raw for r in raw] == [s.raw for s in signals]
+    first = await store.raw_signals_of_task(task.id, limit=1)  # the proposal's silence link reads only this
+    assert [(r.id, r.raw) for r in first] == [(signals[0].id, signals[0].raw)]
     assert await store.task_ids_of_signals([signals[0].id, signal(9).id, "unknown"]) == {
         signals[0].id: task.id, signal(9).id: None}
 
