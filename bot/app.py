@@ -258,7 +258,11 @@ class App:
         self.port = server.port
 
         for surface in self.surfaces:
-            if hasattr(surface, "start"):
+            if hasattr(surface, "follow_leadership") and self.leadership.shared:
+                # A singleton session (Discord's gateway): logged in here, connected by the leader only.
+                await surface.start(gateway=False)
+                self.leadership.on_change(surface.follow_leadership)
+            elif hasattr(surface, "start"):
                 await surface.start()
             if hasattr(surface, "stop"):
                 self.stack.push_async_callback(surface.stop)

@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 Snowflake = Annotated[str, StringConstraints(pattern=r"^\d{1,20}$")]
 MESSAGE_MAX = 2000
+GATEWAY_RETRY_S = 5.0  # a new leader whose gateway session failed to open tries again after this
 THREAD_NAME_MAX = 100
 
 
@@ -123,37 +124,67 @@ class DiscordSurface:
         self._env = env
         self._interactions = Interactions(self, commands, identities)
         self._client: OodaClient | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None  # the gateway session, while open
+        self._ready = asyncio.Event()
+        self._gateway_lock = asyncio.Lock()  # one change of role at a time
+        self._leading = False
         # One lock per message being edited; entries vanish when no edit holds them.
         self._edit_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, gateway: bool = True) -> None:
+        """Log in (from here on proposals can be posted and edited over REST) and, unless
+        ``gateway`` is False, open the gateway session and wait until it is ready.
+
+        Replicas sharing a store pass ``gateway=False`` and open the session only while they lead
+        (``follow_leadership``): Discord sends every event to every session of a bot, so two
+        sessions would each handle every click and every /ops command.
+        """
+        token = self._token()
+        if self.config.api_base_url:
+            discord.http.Route.BASE = self.config.api_base_url.rstrip("/")
+        if self.config.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
+        await self._log_in(token)
+        if gateway:
+            await self._open_gateway(token)
+
+    def _token(self) -> str:
         token = self._env.get(self.config.bot_token_env, "").strip()
         if not token:
             raise ConfigError(
                 f"Discord: environment variable {self.config.bot_token_env} is empty or not set. Put the bot "
                 "token there (Developer Portal > your application > Bot > Reset Token)."
             )
-        if self.config.api_base_url:
-            discord.http.Route.BASE = self.config.api_base_url.rstrip("/")
-        if self.config.gateway_url:
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
-        ready = asyncio.Event()
-        self._client = OodaClient(self.config, self._interactions, ready)
-        self._runner = asyncio.create_task(self._client.start(token), name="discord-client")
-        waiter = asyncio.create_task(ready.wait())
+        return token
+
+    async def _log_in(self, token: str) -> None:
+        self._ready = asyncio.Event()
+        self._client = OodaClient(self.config, self._interactions, self._ready)
+        try:
+            async with asyncio.timeout(self.config.ready_timeout_s):
+                await self._client.login(token)
+        except discord.LoginFailure as failure:
+            await self._close()
+            raise ConfigError(f"Discord rejected the token in {self.config.bot_token_env}: {failure}. "
+                              "Reset the bot token in the Developer Portal and update the variable.") from failure
+        except (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError) as failure:
+            await self._close()
+            raise DiscordUnavailable(f"Discord login failed: {type(failure).__name__}: {failure}; check the "
+                                     "network and discordstatus.com, then restart.") from failure
+
+    async def _open_gateway(self, token: str) -> None:
+        client = self._require_client()
+        self._runner = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        waiter = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({waiter, self._runner}, timeout=self.config.ready_timeout_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
             return
         waiter.cancel()
         failure = self._runner.exception() if self._runner in done else None
-        await self.stop()
-        if isinstance(failure, discord.LoginFailure):
-            raise ConfigError(f"Discord rejected the token in {self.config.bot_token_env}: {failure}. "
-                              "Reset the bot token in the Developer Portal and update the variable.") from failure
+        await self._close()
         if isinstance(failure, discord.PrivilegedIntentsRequired):
             raise ConfigError(str(failure)) from failure
         if failure is not None:
@@ -162,7 +193,44 @@ class DiscordSurface:
         raise DiscordUnavailable(f"Discord did not become ready within {self.config.ready_timeout_s:g} s; "
                                  "check the network and discordstatus.com, then restart.")
 
+    @property
+    def gateway_open(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    async def follow_leadership(self, leading: bool) -> None:
+        """Hold the gateway session while this process leads, and only then.
+
+        Called on every change of role. Taking over retries until the session is ready or the
+        role is lost again; handing over closes the client (discord.py cannot leave a gateway and
+        stay logged in) and logs in again for REST, so proposals still post from this replica.
+        """
+        self._leading = leading  # the latest word wins: a change waiting for the lock reads it
+        async with self._gateway_lock:
+            token = self._token()
+            if not self._leading:
+                if self.gateway_open:
+                    await self._close()
+                    await self._log_in(token)
+                    log.warning("discord.gateway_handed_over")
+                return
+            while self._leading and not self.gateway_open:
+                try:
+                    if self._client is None:
+                        await self._log_in(token)
+                    await self._open_gateway(token)
+                    if not self._leading:  # stopped, or the role lost, while the session opened
+                        await self._close()
+                        return
+                    log.warning("discord.gateway_taken_over")
+                except DiscordUnavailable as exc:
+                    log.error("discord.gateway_failed", error=str(exc), retry_in_s=GATEWAY_RETRY_S)
+                    await asyncio.sleep(GATEWAY_RETRY_S)
+
     async def stop(self) -> None:
+        self._leading = False  # a takeover still retrying ends here
+        await self._close()
+
+    async def _close(self) -> None:
         client, runner = self._client, self._runner
         self._client = self._runner = None
         if client is not None:

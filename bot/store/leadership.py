@@ -25,13 +25,20 @@ LEADER_LOCK = 0x4F4F4443
 ROLES = ("leader", "standby")
 
 
+RoleListener = Callable[[bool], Awaitable[None]]
+
+
 class SoleLeader:
     """The only process on its store: always the leader."""
 
     role = "leader"
+    shared = False  # no other process competes: singletons start with the process
 
     def is_leader(self) -> bool:
         return True
+
+    def on_change(self, listener: RoleListener) -> None:
+        return None  # the role never changes
 
     async def start(self) -> None:
         return None
@@ -41,7 +48,14 @@ class SoleLeader:
 
 
 class AdvisoryLockLeader:
-    """Leadership by a PostgreSQL advisory lock held on a dedicated connection."""
+    """Leadership by a PostgreSQL advisory lock held on a dedicated connection.
+
+    Singletons that are not scheduled jobs (the Discord gateway session) follow the role through
+    ``on_change``: each listener is called with the new role when it changes, one call at a time
+    and in order, so a quick lose-and-regain is seen as both.
+    """
+
+    shared = True
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], metrics: Metrics, *,
                  interval_s: float = 2.0) -> None:
@@ -51,6 +65,9 @@ class AdvisoryLockLeader:
         self._leading = False
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._listeners: list[RoleListener] = []
+        self._changes: asyncio.Queue[bool] = asyncio.Queue()
+        self._notifier: asyncio.Task[None] | None = None
         self._set_role(False)
 
     @property
@@ -60,16 +77,33 @@ class AdvisoryLockLeader:
     def is_leader(self) -> bool:
         return self._leading
 
+    def on_change(self, listener: RoleListener) -> None:
+        """Call ``listener(leading)`` at each change of role from now on (and now, if leading)."""
+        self._listeners.append(listener)
+        if self._leading:
+            self._changes.put_nowait(True)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="leadership")
+        self._notifier = asyncio.create_task(self._notify(), name="leadership-listeners")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._notifier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._notifier = None
         await self._drop()
+
+    async def _notify(self) -> None:
+        while True:
+            leading = await self._changes.get()
+            for listener in self._listeners:
+                try:
+                    await listener(leading)
+                except Exception:
+                    log.exception("leadership.listener_failed", leading=leading)
 
     async def _run(self) -> None:
         while True:
@@ -96,6 +130,8 @@ class AdvisoryLockLeader:
                 await conn.close(timeout=2)
 
     def _set_role(self, leading: bool) -> None:
+        if leading != self._leading and self._listeners:
+            self._changes.put_nowait(leading)
         self._leading = leading
         for role in ROLES:
             self._metrics.leader.labels(role).set(1 if (role == "leader") == leading else 0)
