@@ -42,6 +42,7 @@ from bot.policy.rules import PolicyConfig
 from bot.scheduler import Scheduler
 from bot.secrets import SecretResolver
 from bot.store.leadership import leadership_for
+from bot.store.postgres_owner import task_owners_for
 from bot.store.protocol import Store
 from bot.stores import build_store
 from bot.tracing import TaskSpanRecorder, TaskTracing
@@ -228,7 +229,7 @@ class App:
         self.stack.push_async_callback(self.span_recorder.drain)
         await self.core.load_kill_switch()
         self.executor = Executor(self.core, sleep=self.sleep)
-        self.engine = Engine(self.core, Planner(self.core), self.executor)
+        self.engine = Engine(self.core, Planner(self.core), self.executor, owners=task_owners_for(self.store))
         self.commands = Commands(self.core, self.engine, Approvals(self.core), self.executor)
 
         self.surfaces = self._build_surfaces(surface_configs, env)

@@ -25,6 +25,7 @@ from bot.chat.notifier import Notifier
 from bot.chat.wording import neutralize_mentions, truncate
 from bot.config import DigestConfig
 from bot.loop.core import Core
+from bot.loop.orphans import ORPHAN_CHECK_S
 from bot.model.tasks import Task, TaskState
 from bot.playbooks.cron import cron_trigger, digest_days_trigger
 from bot.ports import ChatSurface
@@ -54,7 +55,6 @@ class DigestUndelivered(Exception):
 
 
 UNMATCHED_FYI_CHECK_S = 60
-ORPHAN_CHECK_S = 10  # on a shared store: how soon the leader resolves steps a dead replica left running
 UNMATCHED_FYI_PER_RUN = 10  # more due at once are summed up in one notice: a storm must not flood the channel
 # Labels that say where an alert comes from, in the order the FYI looks for one to name.
 WHERE_LABELS = ("instance", "pod", "service", "job", "namespace", "cluster")
@@ -123,7 +123,7 @@ class Scheduler:
             sched.add_job(_job("unmatched_fyi", self.post_unmatched_fyi, self._leading),
                           IntervalTrigger(seconds=UNMATCHED_FYI_CHECK_S), id="unmatched_fyi", replace_existing=True,
                           misfire_grace_time=UNMATCHED_FYI_CHECK_S, coalesce=True, max_instances=1)
-        if s.store_target.backend == "postgresql":  # replicas: steps a dead one left running
+        if s.store_target.backend == "postgresql":  # replicas: steps and tasks a dead one left (bot/loop/orphans.py)
             sched.add_job(_job("recover", self.commands.engine.recover_orphaned, self._leading),
                           IntervalTrigger(seconds=ORPHAN_CHECK_S), id="recover", replace_existing=True,
                           misfire_grace_time=ORPHAN_CHECK_S, coalesce=True, max_instances=1)

@@ -39,6 +39,7 @@ from bot.errors import StoreUnavailable
 from bot.loop import refire
 from bot.loop.core import Core
 from bot.loop.executor import Executor
+from bot.loop.orphans import TaskOwnership, TwoLooks
 from bot.loop.planner import Planner, more_alerts
 from bot.model import events as ev
 from bot.model.events import Event
@@ -182,11 +183,13 @@ class EngineStore(SignalReads, TaskReads, SettingReads, UnitOfWork, Protocol):
 
 
 class Engine:
-    def __init__(self, core: Core, planner: Planner, executor: Executor) -> None:
+    def __init__(self, core: Core, planner: Planner, executor: Executor, owners: TaskOwnership | None = None) -> None:
         self.core = core
         self.store: EngineStore = core.store
         self.planner = planner
         self.executor = executor
+        self._owners = owners  # on a shared store: which replica drives which task (bot/loop/orphans.py)
+        self._looks = TwoLooks()
         self._wake = asyncio.Event()
         self._work: asyncio.Queue[int] = asyncio.Queue(maxsize=core.settings.engine.queue_size)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -225,6 +228,9 @@ class Engine:
         for task in await self.store.tasks_in_states([TaskState.needs_approval.value]):
             if task.plan_is_stale:
                 await self.submit(task.id)
+        if self._owners is not None:  # driven from here now: the leader leaves them to this replica
+            for orphan in await self._owners.orphaned_tasks():
+                await self._owners.take_over(orphan.task_id, orphan)
         setting = await self.store.get_setting(CURSOR_KEY)
         self._cursor = self._saved_cursor = int(setting.value) if setting else 0
         self._saved_at = time.monotonic()
@@ -247,9 +253,32 @@ class Engine:
             await self._save_cursor()
 
     async def recover_orphaned(self) -> None:
-        """Resolve the steps a replica that died left running, as a start would (run by the leader)."""
-        for task in await self.executor.recover(interrupted_only=True):
-            await self.submit(task.id)
+        """Resolve what a replica that is gone left, as a start would (run by the leader every
+        ORPHAN_CHECK_S): the steps it left running, and the tasks it was planning or executing.
+        Each is acted on at the second look that finds it so (the grace, bot/loop/orphans.py)."""
+        owners, looks = self._owners, self._looks
+        if owners is not None and not owners.holds_own_lock():
+            # What it took over would look orphaned again at once, and it could claim no step of it.
+            log.warning("orphans.look_skipped", reason="this replica does not hold its own owner lock")
+            looks.forget()
+            return
+        looks.begin()
+        try:
+            for task in await self.executor.recover(interrupted_only=True, confirmed=looks.confirmed):
+                if owners is not None:
+                    await owners.take_over(task.id)  # driven from here now, and by the next leader if this one dies
+                await self.submit(task.id)
+            if owners is None:
+                return
+            for orphan in await owners.orphaned_tasks():
+                if not looks.confirmed(("task", orphan.task_id, orphan.state, orphan.owner, orphan.updated_at)):
+                    continue
+                if await owners.take_over(orphan.task_id, orphan):
+                    log.warning("orphans.task_taken_over", task_id=orphan.task_id, state=orphan.state,
+                                from_owner=orphan.owner)
+                    await self.submit(orphan.task_id)  # planned or advanced here, as a start would
+        finally:
+            looks.end()
 
     async def submit(self, task_id: int) -> None:
         """Queue a task for planning or execution (bounded: waits when the queue is full)."""

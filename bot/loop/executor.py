@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 import structlog
 
@@ -144,7 +144,14 @@ class Executor:
                 await t.set_state(task.id, TaskState.executing, TaskState.failed_terminal, actor="system",
                                   reason=f"{step.name} failed", outcome=f"step {step.name} failed: {error}")
 
-        await core.store.transact(record)
+        try:
+            await core.store.transact(record)
+        except Conflict:
+            # The step was resolved elsewhere meanwhile: the leader took it for interrupted (this
+            # replica's owner lock was absent at two looks) and escalated it or ran it again. That
+            # stands; the call's own audit record keeps what this run returned.
+            log.warning("step.result_refused", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
+            return False
         log.info("step.done", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
         return ok
 
@@ -323,7 +330,11 @@ class Executor:
                              reason=error or "rollback succeeded", result=result, error=error,
                              finished_at=self.core.clock().isoformat())
 
-        await self.core.store.transact(record)
+        try:
+            await self.core.store.transact(record)
+        except Conflict:  # resolved elsewhere meanwhile, as in _run_step
+            log.warning("step.result_refused", task_id=task.id, step=row.name, tool=row.tool, ok=ok)
+            return False
         return ok
 
     @staticmethod
@@ -335,7 +346,8 @@ class Executor:
 
     # -- recovery --------------------------------------------------------------------------------
 
-    async def recover(self, *, interrupted_only: bool = False) -> list[Task]:
+    async def recover(self, *, interrupted_only: bool = False,
+                      confirmed: Callable[[Hashable], bool] | None = None) -> list[Task]:
         """Resolve steps that were running when the process died; returns tasks to resume.
 
         An interrupted step (of the plan or of an undo) runs again only when its tool is idempotent
@@ -343,6 +355,8 @@ class Executor:
         the reason, and an interrupted undo stops there (its other rollbacks are skipped).
         ``interrupted_only``: resume only the tasks that had such steps (the leader's periodic look
         for steps a dead replica left, while live replicas drive the other executing tasks).
+        ``confirmed``: asked about each step whose owner is gone; its steps are resolved only when
+        it answers True for each (the leader's grace, bot/loop/orphans.py).
         """
         resume = []
         for task in await self.core.store.tasks_in_states([TaskState.executing.value]):
@@ -351,6 +365,9 @@ class Executor:
                 log.info("recovery.left_to_live_replica", task_id=task.id)  # it is running them right now
                 continue
             if interrupted_only and not interrupted:
+                continue
+            # A list, not a generator: every step is registered with the look, also after a False.
+            if confirmed is not None and not all([confirmed(("step", task.id, s.id, s.attempts)) for s in interrupted]):
                 continue
             unsafe = [s for s in interrupted if not self._idempotent(s.tool)]
             if unsafe:

@@ -12,6 +12,7 @@ pool opens new connections when PostgreSQL is back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -41,7 +42,7 @@ from bot.store.ports import (
 )
 from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
-from bot.store.postgres_owner import hold, live_steps
+from bot.store.postgres_owner import CLAIM_WAIT_S, OwnerLock, OwnerLockLost, hand_over, live_steps
 from bot.store.postgres_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
 from bot.store.sqlite import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row
 from bot.store.sqlite_tasks import APPROVAL_COLUMNS, TASK_COLUMNS, approval_from_row, step_from_row, task_from_row
@@ -98,8 +99,8 @@ class PostgresStore:
         self._audit_key = audit_key
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
-        self._owner: int | None = None  # recorded on the steps this process runs (bot/store/postgres_owner.py)
-        self._owner_conn: asyncpg.Connection | None = None
+        # Recorded on the steps this process runs and the tasks it drives (bot/store/postgres_owner.py).
+        self.owner_lock = OwnerLock(self.connect)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -113,20 +114,17 @@ class PostgresStore:
         async with self.pool.acquire() as conn:
             await migrate(conn)
             version = await conn.fetchval("SHOW server_version")
-        self._owner_conn = await self.connect()
-        self._owner = await hold(self._owner_conn)
+        await self.owner_lock.take()
         log.info("store.opened", backend="postgresql", server=version)
 
     async def close(self) -> None:
-        if self._owner_conn is not None:
-            await self._owner_conn.close()
-            self._owner_conn = None
+        await self.owner_lock.release()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
     async def connect(self) -> asyncpg.Connection:
-        """A connection outside the pool, for the one that holds the leader's lock."""
+        """A connection outside the pool, for the ones that hold the leader's and the owner's locks."""
         return await asyncpg.connect(self._dsn, password=self._password, timeout=10)
 
     @property
@@ -150,10 +148,27 @@ class PostgresStore:
     # -- writes --------------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[PgTaskTx], Awaitable[T]]) -> tuple[T, list[Event]]:
+        """One unit of work; a step claim made while the owner lock is being taken again waits
+        for it a moment (``CLAIM_WAIT_S``) and is tried once more, else refused (``OwnerLockLost``)
+        with its task handed over to the leader."""
+        try:
+            return await self._write_once(fn)
+        except OwnerLockLost as lost:
+            if await self.owner_lock.wait_held(CLAIM_WAIT_S):
+                return await self._write_once(fn)
+            log.error("owner.claim_refused", owner=lost.owner, step_id=lost.step_id)
+            with contextlib.suppress(*UNAVAILABLE):  # PostgreSQL is gone too: a restart resumes the task
+                async with self.pool.acquire() as conn:
+                    if await hand_over(conn, lost.step_id, lost.owner):
+                        log.warning("owner.task_handed_over", owner=lost.owner, step_id=lost.step_id)
+            raise
+
+    async def _write_once(self, fn: Callable[[PgTaskTx], Awaitable[T]]) -> tuple[T, list[Event]]:
         correlation_id = current_correlation_id()
+        lock = self.owner_lock
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            tx = PgTaskTx(conn, self._owner)
+            tx = PgTaskTx(conn, lock.number, may_claim=lambda: lock.held)
             result = await fn(tx)
             await self._seal(conn, tx.audits, tx.events, correlation_id)
         return result, tx.events

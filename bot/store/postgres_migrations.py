@@ -154,4 +154,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE steps ADD COLUMN claimed_by BIGINT;
     """,
+    # 5: the process that opened or last moved a task, so the leader takes over a task whose
+    # replica died while planning or running it (PostgreSQL only: one process owns a SQLite store)
+    """
+    ALTER TABLE tasks ADD COLUMN claimed_by BIGINT;
+    """,
 ]

@@ -6,6 +6,7 @@ same meaning (``tests/store/`` checks both), in PostgreSQL's SQL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ from bot.model.events import Event
 from bot.model.steps import StepRecord
 from bot.model.tasks import ApprovalRecord, SignalTally, Task, TaskState, check_transition
 from bot.store.ports import KILL_SWITCH_KEY, GuardQuery, GuardState, KillSwitch
+from bot.store.postgres_owner import OwnerLockLost
 from bot.store.sqlite_tasks import (
     APPROVAL_COLUMNS,
     FINAL_STATES,
@@ -73,9 +75,13 @@ async def read_guard(conn: asyncpg.Connection, query: GuardQuery) -> GuardState:
 class PgTaskTx:
     """The transaction ports (``bot.store.ports.TaskOps``) on one PostgreSQL transaction."""
 
-    def __init__(self, conn: asyncpg.Connection, owner: int | None = None) -> None:
+    def __init__(self, conn: asyncpg.Connection, owner: int | None = None, *,
+                 may_claim: Callable[[], bool] = lambda: True) -> None:
         self.conn = conn
-        self.owner = owner  # this process, recorded on every step it puts in running (bot/store/postgres_owner.py)
+        # This process, recorded on every step it puts in running and every task it opens or
+        # moves (bot/store/postgres_owner.py); it claims steps only while it holds its owner lock.
+        self.owner = owner
+        self._may_claim = may_claim
         self.audits: list[AuditEntry] = []
         self.events: list[Event] = []
 
@@ -84,6 +90,12 @@ class PgTaskTx:
 
     def event(self, event: Event) -> None:
         self.events.append(event)
+
+    def _runner(self, step_id: int) -> int | None:
+        """The owner to record on a step put in running; refused while the owner lock is not held."""
+        if not self._may_claim():
+            raise OwnerLockLost(step_id, self.owner)
+        return self.owner
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -99,10 +111,10 @@ class PgTaskTx:
         at = now_iso()
         task_id = int(await self.conn.fetchval(
             "INSERT INTO tasks (playbook_id, playbook_version, state, group_key, title, environment, severity, "
-            "requester, signal_count, created_at, updated_at, last_signal_at, args) "
-            "VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            "requester, signal_count, created_at, updated_at, last_signal_at, args, claimed_by) "
+            "VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
             playbook_id, playbook_version, group_key, title, environment, severity, requester,
-            len(signal_ids), at, at, last_signal_at or at, dumps(args)))
+            len(signal_ids), at, at, last_signal_at or at, dumps(args), self.owner))
         if signal_ids:
             await self.conn.execute("UPDATE signals SET task_id = $1 WHERE id = ANY($2::text[])", task_id, signal_ids)
         self.event(Event(ev.CREATED, task_id, {"playbook": playbook_id, "group_key": group_key,
@@ -158,9 +170,11 @@ class PgTaskTx:
         check_transition(task_id, task.state, target)
         at = now_iso()
         closed = at if target in FINAL_STATES else None
+        # Whoever moves a task drives it on from there (bot/store/postgres_owner.py).
         await self.conn.execute(
-            "UPDATE tasks SET state = $1, updated_at = $2, closed_at = $3, outcome = coalesce($4, outcome) "
-            "WHERE id = $5 AND state = $6", target.value, at, closed, outcome, task_id, task.state.value)
+            "UPDATE tasks SET state = $1, updated_at = $2, closed_at = $3, outcome = coalesce($4, outcome), "
+            "claimed_by = coalesce($7, claimed_by) WHERE id = $5 AND state = $6",
+            target.value, at, closed, outcome, task_id, task.state.value, self.owner)
         payload = {"from": task.state.value, "to": target.value, "reason": reason, "actor": actor}
         self.event(Event(ev.STATE_CHANGED, task_id, payload))
         if target in STATE_EVENTS:
@@ -186,7 +200,7 @@ class PgTaskTx:
             "idempotency_key, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             task_id, kind, idx, name, tool, category, dumps(params), dumps(rollback) if rollback else None,
             dumps(decision) if decision else None, state, idempotency_key,
-            self.owner if state == "running" else None))
+            self._runner(0) if state == "running" else None))
 
     async def update_step(self, step_id: int, **fields: Any) -> None:
         unknown = set(fields) - _STEP_FIELDS
@@ -194,7 +208,7 @@ class PgTaskTx:
             raise ValueError(f"steps have no column {', '.join(sorted(unknown))}")
         encoded = {k: (dumps(v) if k in _JSON_STEP_FIELDS and v is not None else v) for k, v in fields.items()}
         if fields.get("state") == "running":
-            encoded["claimed_by"] = self.owner
+            encoded["claimed_by"] = self._runner(step_id)
         assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(encoded, start=1))
         await self.conn.execute(f"UPDATE steps SET {assignments} WHERE id = ${len(encoded) + 1}",
                                 *encoded.values(), step_id)
@@ -212,18 +226,25 @@ class PgTaskTx:
             raise ValueError(f"steps have no column {', '.join(sorted(unknown))}")
         encoded = {k: (dumps(v) if k in _JSON_STEP_FIELDS and v is not None else v) for k, v in fields.items()}
         if str(target) == "running":
-            encoded["claimed_by"] = self.owner  # a replica that dies holding it leaves it to recovery
+            encoded["claimed_by"] = self._runner(step_id)  # a replica that dies holding it leaves it to recovery
         assignments = "".join(f", {k} = ${i}" for i, k in enumerate(encoded, start=2))
         n = len(encoded) + 2
+        args = [str(target), *encoded.values(), step_id, str(expected)]
+        runner = ""
+        if str(expected) == "running" and str(target) in {"succeeded", "failed"}:
+            # Only the process that claimed the step records its result: after the leader resolved
+            # it (its owner lock was gone) and another process claimed it again, a late result of
+            # the first run finds the step running under another owner and is refused.
+            runner = f" AND claimed_by IS NOT DISTINCT FROM ${n + 2}"
+            args.append(self.owner)
         status = await self.conn.execute(
-            f"UPDATE steps SET state = $1{assignments} WHERE id = ${n} AND state = ${n + 1}",
-            str(target), *encoded.values(), step_id, str(expected))
+            f"UPDATE steps SET state = $1{assignments} WHERE id = ${n} AND state = ${n + 1}{runner}", *args)
         return affected(status) == 1
 
     async def claim_step(self, step_id: int, started_at: str) -> bool:
         status = await self.conn.execute(
             "UPDATE steps SET state = 'running', started_at = $1, attempts = attempts + 1, claimed_by = $3 "
-            "WHERE id = $2 AND state = 'pending'", started_at, step_id, self.owner)
+            "WHERE id = $2 AND state = 'pending'", started_at, step_id, self._runner(step_id))
         return affected(status) == 1
 
     async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
