@@ -191,6 +191,11 @@ class FakeDiscord:
             raise AssertionError(f"messages Discord would refuse: {self.limit_violations}")
 
     @property
+    def open_sessions(self) -> int:
+        """Gateway sessions connected now (identified or resumed, not yet closed)."""
+        return len(self._sockets)
+
+    @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v10"
 
