@@ -56,6 +56,7 @@ from bot.model.tasks import (
     steps_started,
 )
 from bot.playbooks.schema import Playbook
+from bot.store import step_moves
 from bot.store.ports import SettingReads, SignalReads, TaskReads, UnitOfWork
 from bot.store.protocol import TaskOps
 from bot.store.signal_claims import CursorMoved, claim_after, save_cursor
@@ -158,7 +159,11 @@ async def settle_resolution(t: TaskOps, task_id: int, now: datetime) -> str | No
     record = {"resolved_at": at.isoformat(), "signals": tally.total}
     if task.state in ENDED_BY_RESOLUTION and not steps_started(steps):
         outcome = resolution_outcome(at)
-        skipped = await t.skip_pending_steps(task_id, now.isoformat())
+        skipped = []
+        for step in steps:
+            if step.state is StepState.pending:  # nothing may claim them now; each move leaves its record
+                await step_moves.move(t, step, StepState.skipped, reason=outcome, finished_at=now.isoformat())
+                skipped.append(step.name)
         t.event(Event(ev.RESOLVED, task_id, {**record, "closed": True, "skipped": skipped}))
         t.audit(AuditEntry("system", "task.resolved", task_id, {**record, "closed": True, "skipped": skipped}))
         await t.set_state(task_id, task.state, TaskState.cancelled, actor="system", reason=outcome, outcome=outcome)

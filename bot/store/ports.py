@@ -248,10 +248,6 @@ class StepWrites(Protocol):
 
     async def update_step(self, step_id: int, **fields: Any) -> None: ...
 
-    async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
-        """pending -> skipped for every step of kind ``step`` (nothing may claim them); returns their names."""
-        ...
-
     async def remove_unstarted_steps(self, task_id: int) -> int:
         """Delete the steps of kind ``step`` that never ran (pending, denied, skipped): a plan being replaced."""
         ...

@@ -247,12 +247,6 @@ class PgTaskTx:
             "WHERE id = $2 AND state = 'pending'", started_at, step_id, self._runner(step_id))
         return affected(status) == 1
 
-    async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
-        rows = await self.conn.fetch(
-            "UPDATE steps SET state = 'skipped', finished_at = $1 WHERE task_id = $2 AND kind = 'step' "
-            "AND state = 'pending' RETURNING name, idx, id", finished_at, task_id)
-        return [r[0] for r in sorted(rows, key=lambda r: (r[1], r[2]))]
-
     async def remove_unstarted_steps(self, task_id: int) -> int:
         status = await self.conn.execute(
             "DELETE FROM steps WHERE task_id = $1 AND kind = 'step' AND state IN ('pending', 'denied', 'skipped')",

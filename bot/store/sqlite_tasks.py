@@ -296,13 +296,6 @@ class TaskTx:
         )
         return cur.rowcount == 1
 
-    async def skip_pending_steps(self, task_id: int, finished_at: str) -> list[str]:
-        """Mark every pending step of the task skipped, so no worker can claim it; returns their names."""
-        rows = await self._tx.fetchall(
-            "UPDATE steps SET state = 'skipped', finished_at = ? WHERE task_id = ? AND kind = 'step' "
-            "AND state = 'pending' RETURNING name", (finished_at, task_id))
-        return [r[0] for r in rows]
-
     async def remove_unstarted_steps(self, task_id: int) -> int:
         """Delete the task's steps that never ran (a plan about to be replaced); returns how many."""
         cur = await self._tx.execute(

@@ -205,6 +205,8 @@ async def test_every_alert_resolving_before_anyone_acted_closes_the_task_and_ref
         assert names.count(ev.RESOLVED) == 1 and names.count(ev.CANCELLED) == 1
         audited = [row[3] async for row in app.store.audit_rows(task.id)]
         assert "task.resolved" in audited and "task.cancelled" in audited
+        assert audited.count("step.skipped") == 1  # the skip is a step move, recorded like every other
+        assert names.count(ev.STEP_CHANGED) >= 1
 
         # The chat message now shows the closed task, with no Approve/Reject/Edit buttons to click.
         shown = chat.last(task.id)

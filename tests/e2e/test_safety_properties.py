@@ -238,7 +238,7 @@ async def test_the_kill_switch_pulled_after_quorum_stops_the_write_at_run_time(w
     assert task.state is TaskState.needs_approval
 
     proposal = await app.commands.show(task.id)
-    task, started = await app.commands.approvals.approve(task, proposal, approver, None, None)
+    task, started, _ = await app.commands.approvals.approve(task, proposal, approver, None, None)
     assert started and task.state is TaskState.executing
     await app.commands.pause(ADMIN, "drill")
     await app.engine.submit(task.id)

@@ -57,7 +57,7 @@ async def test_a_pause_through_one_process_is_honoured_by_the_other(tmp_path):
         refused_id = await waiting_task(second, "refused", standin)
         late_id = await waiting_task(second, "late", standin)
         late = await second.store.get_task(late_id)
-        task, started = await second.commands.approvals.approve(late, await second.commands.show(late_id),
+        task, started, _ = await second.commands.approvals.approve(late, await second.commands.show(late_id),
                                                                  APPROVER, None, None)
         assert started and task.state is TaskState.executing
 

@@ -70,14 +70,11 @@ async def test_a_step_is_claimed_once_and_counted_as_a_run_of_its_tool(store):
     assert (step.state, step.error, step.result) == ("failed", "boom", {"x": 1})
 
 
-async def test_unstarted_steps_are_skipped_or_removed(store):
+async def test_unstarted_steps_are_removed(store):
     task = await new_task(store)
     await new_step(store, task.id, name="one", idx=0)
     await new_step(store, task.id, name="two", idx=1)
     await new_step(store, task.id, name="proof", kind="evidence", category="read")
-    now = datetime.now(UTC).isoformat()
-    assert await store.transact(lambda t: t.skip_pending_steps(task.id, now)) == ["one", "two"]
-    assert {s.state for s in await store.steps_of_task(task.id, "step")} == {"skipped"}
     assert await store.transact(lambda t: t.remove_unstarted_steps(task.id)) == 2
     assert [s.name for s in await store.steps_of_task(task.id)] == ["proof"]
 
