@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -70,6 +70,12 @@ class Metrics:
             "ooda_store_seconds", "Store calls by backend and operation (the store port's method)",
             ["backend", "operation"], buckets=STORE_BUCKETS, registry=r,
         )
+        self.work_items = Gauge(
+            "ooda_work_items", "Work waiting in the store by kind: signals_ungrouped, outbox_pending, steps_running "
+            "(read when /readyz or /metrics is)", ["kind"], registry=r)
+        self.work_lag = Gauge(
+            "ooda_work_lag_seconds", "How long the oldest item of each kind of work has waited (0: none waits)",
+            ["kind"], registry=r)
         self.engine_queue_depth = Gauge("ooda_engine_queue_depth", "Signals waiting for the engine", registry=r)
         self.kill_switch = Gauge("ooda_kill_switch", "1 when the kill switch is on", registry=r)
         self.leader = Gauge("ooda_leader", "1 for the role this process has: leader (runs the scheduled jobs) "
@@ -86,6 +92,17 @@ class Metrics:
     def store_observer(self, backend: str) -> Callable[[str], Callable[[float], None]]:
         """What ``bot.store.timing.time_store_calls`` reports each call's seconds to, for one backend."""
         return lambda operation: FirstUseSeries(self.store_seconds, backend, operation).observe
+
+    def record_work_lag(self, lag: Mapping[str, tuple[int, float]] | None) -> None:
+        """Set the work gauges from (items, oldest age in seconds) by kind; None (the store did not
+        answer) removes them rather than leave figures that are no longer true."""
+        if lag is None:
+            self.work_items.clear()
+            self.work_lag.clear()
+            return
+        for kind, (items, age_s) in lag.items():
+            self.work_items.labels(kind).set(items)
+            self.work_lag.labels(kind).set(age_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
