@@ -197,7 +197,7 @@ class App:
 
         audit_key = secrets.get(s.audit.hmac_key_env).encode() if s.audit.hmac_key_env else None
         self.audit_key = audit_key
-        self.store = build_store(s, self.bus, audit_key=audit_key, env=env)
+        self.store = build_store(s, self.bus, audit_key=audit_key, env=env, metrics=self.metrics)
         await self.store.open()
         self.stack.push_async_callback(self.store.close)
         self.leadership = leadership_for(self.store, self.metrics)

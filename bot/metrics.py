@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# A store call takes from a fraction of a millisecond (a read on SQLite) to seconds (a digest's
+# figures on a large store, or PostgreSQL's command timeout coming near).
+STORE_BUCKETS = (*LATENCY_BUCKETS, 5.0)
 
 # Alert names are chosen by whoever writes alerting rules, so the label is bounded: each distinct
 # name is a time series Prometheus keeps, and a templated name must not grow them without end.
@@ -63,6 +66,16 @@ class Metrics:
             "ooda_proposal_latency_seconds", "Signal stored to proposal created", buckets=LATENCY_BUCKETS, registry=r
         )
         self.store_queue_depth = Gauge("ooda_store_queue_depth", "Writes waiting for the store writer", registry=r)
+        self.store_seconds = Histogram(
+            "ooda_store_seconds", "Store calls by backend and operation (the store port's method)",
+            ["backend", "operation"], buckets=STORE_BUCKETS, registry=r,
+        )
+        self.work_items = Gauge(
+            "ooda_work_items", "Work waiting in the store by kind: signals_ungrouped, outbox_pending, steps_running "
+            "(read when /readyz or /metrics is)", ["kind"], registry=r)
+        self.work_lag = Gauge(
+            "ooda_work_lag_seconds", "How long the oldest item of each kind of work has waited (0: none waits)",
+            ["kind"], registry=r)
         self.engine_queue_depth = Gauge("ooda_engine_queue_depth", "Signals waiting for the engine", registry=r)
         self.kill_switch = Gauge("ooda_kill_switch", "1 when the kill switch is on", registry=r)
         self.leader = Gauge("ooda_leader", "1 for the role this process has: leader (runs the scheduled jobs) "
@@ -76,8 +89,40 @@ class Metrics:
     def track_queue(self, gauge: Gauge, read: Callable[[], int]) -> None:
         gauge.set_function(read)
 
+    def store_observer(self, backend: str) -> Callable[[str], Callable[[float], None]]:
+        """What ``bot.store.timing.time_store_calls`` reports each call's seconds to, for one backend."""
+        return lambda operation: FirstUseSeries(self.store_seconds, backend, operation).observe
+
+    def record_work_lag(self, lag: Mapping[str, tuple[int, float]] | None) -> None:
+        """Set the work gauges from (items, oldest age in seconds) by kind; None (the store did not
+        answer) removes them rather than leave figures that are no longer true."""
+        if lag is None:
+            self.work_items.clear()
+            self.work_lag.clear()
+            return
+        for kind, (items, age_s) in lag.items():
+            self.work_items.labels(kind).set(items)
+            self.work_lag.labels(kind).set(age_s)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FirstUseSeries:
+    """One labelled series of a histogram, created when first observed: /metrics lists the store
+    operations that ran, not a row of empty buckets for each one that never ran."""
+
+    __slots__ = ("_child", "_histogram", "_labels")
+
+    def __init__(self, histogram: Histogram, *labels: str) -> None:
+        self._histogram = histogram
+        self._labels = labels
+        self._child: Histogram | None = None
+
+    def observe(self, seconds: float) -> None:
+        if self._child is None:
+            self._child = self._histogram.labels(*self._labels)
+        self._child.observe(seconds)
 
 
 class UnmatchedCounter:

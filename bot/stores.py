@@ -6,12 +6,23 @@ from collections.abc import Mapping
 
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.metrics import Metrics
 from bot.model.events import EventBus
 from bot.store.protocol import Store
+from bot.store.timing import time_store_calls
 
 
-def build_store(settings: Settings, bus: EventBus, *, audit_key: bytes | None, env: Mapping[str, str]) -> Store:
-    """The configured store, not opened yet."""
+def build_store(settings: Settings, bus: EventBus, *, audit_key: bytes | None, env: Mapping[str, str],
+                metrics: Metrics | None = None) -> Store:
+    """The configured store, not opened yet; with ``metrics``, every port call is timed in
+    ``ooda_store_seconds{backend, operation}``."""
+    store = _backend_store(settings, bus, audit_key=audit_key, env=env)
+    if metrics is not None:
+        time_store_calls(store, metrics.store_observer(settings.store_target.backend))
+    return store
+
+
+def _backend_store(settings: Settings, bus: EventBus, *, audit_key: bytes | None, env: Mapping[str, str]) -> Store:
     target = settings.store_target
     if target.backend == "sqlite":
         from bot.store.sqlite import SqliteStore

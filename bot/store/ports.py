@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bot.audit.chain import AuditEntry
@@ -175,6 +176,44 @@ class UnmatchedAlertRow:
     example_labels: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Unfinished work of one kind in the store: how many items, and since when the oldest waits (ISO)."""
+
+    count: int = 0
+    oldest_at: str | None = None
+
+    def age_s(self, now: datetime) -> float:
+        """Seconds the oldest item has waited at ``now``; 0 when nothing waits."""
+        if not self.oldest_at:
+            return 0.0
+        try:
+            oldest = datetime.fromisoformat(self.oldest_at)
+        except ValueError:  # a time the store never writes; an unknown age is no reason to fail /readyz
+            return 0.0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return max(0.0, (now - oldest).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkLag:
+    """Work the store holds that some process still has to take or finish (``WorkLagReads.work_lag``)."""
+
+    signals_ungrouped: Backlog  # stored, not yet behind the engine's saved cursor
+    outbox_pending: Backlog  # chat deliveries waiting for a retry
+    steps_running: Backlog  # steps claimed and not finished (oldest: the longest running)
+
+    def by_kind(self) -> dict[str, Backlog]:
+        return {"signals_ungrouped": self.signals_ungrouped, "outbox_pending": self.outbox_pending,
+                "steps_running": self.steps_running}
+
+
+# Signals behind the engine's cursor are counted up to this many: the count walks the seq index,
+# and past this a bigger number tells an operator nothing more than "far behind".
+LAG_COUNT_MAX = 100_000
+
+
 # -- transaction ports ----------------------------------------------------------------------------
 
 
@@ -324,6 +363,21 @@ class Lifecycle(Protocol):
 
     async def heartbeat(self) -> None:
         """A real write: what /readyz checks."""
+        ...
+
+
+class WorkLagReads(Protocol):
+    """**Port:** how much work waits in the store, whichever process is to take it (what /readyz shows)."""
+
+    async def work_lag(self) -> WorkLag:
+        """Signals not yet grouped (counted up to ``LAG_COUNT_MAX``), the chat outbox and the running
+        steps: each a count and the time of its oldest item, read through indexes.
+
+        A signal counts until the engine's saved cursor passes it. Signals that start or join a
+        task move the cursor in the same transaction; signals that match no playbook move it only
+        when the engine saves it, at most ``CURSOR_SAVE_S`` (5 s) later, so a few seconds of
+        unmatched alerts is normal, a growing age is an engine that does not keep up.
+        """
         ...
 
 

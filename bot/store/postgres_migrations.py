@@ -159,4 +159,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE tasks ADD COLUMN claimed_by BIGINT;
     """,
+    # 6: the running steps, for /readyz's lag: a partial index holds only those rows, so finding
+    # them does not scan every step ever run, and costs a write only when a step starts or ends
+    """
+    CREATE INDEX steps_running ON steps(started_at) WHERE state = 'running';
+    """,
 ]

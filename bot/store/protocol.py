@@ -24,11 +24,12 @@ from bot.store.ports import (
     TaskOps,
     TaskReads,
     UnitOfWork,
+    WorkLagReads,
 )
 
 __all__ = ["Store", "TaskOps"]
 
 
 class Store(Lifecycle, SignalIntake, SignalReads, TaskReads, StepReads, ApprovalReads, AuditReads, EventReads,
-            OutboxReads, SettingReads, ConsoleReads, DigestReads, UnitOfWork, Protocol):
+            OutboxReads, SettingReads, ConsoleReads, DigestReads, WorkLagReads, UnitOfWork, Protocol):
     """**Protocol:** every read port and the unit of work: the store as the app wires it."""

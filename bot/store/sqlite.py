@@ -27,7 +27,9 @@ from bot.model.steps import StepRecord
 from bot.model.tasks import ATTENTION_STATES, ApprovalRecord, Task
 from bot.store.digest_figures import DayWindow, Figures, compute_figures
 from bot.store.ports import (
+    LAG_COUNT_MAX,
     AuditRow,
+    Backlog,
     GuardQuery,
     GuardState,
     OutboxItem,
@@ -37,6 +39,7 @@ from bot.store.ports import (
     StoredSignal,
     TaskOps,
     UnmatchedAlertRow,
+    WorkLag,
 )
 from bot.store.sqlite_migrations import MIGRATIONS
 from bot.store.sqlite_tasks import (
@@ -59,6 +62,16 @@ T = TypeVar("T")
 # The engine's setting (bot/loop/engine.py CURSOR_KEY): every signal at or behind it was grouped.
 ENGINE_CURSOR = "engine.cursor"
 MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
+# What /readyz's lag reads, in one statement: each part walks an index (signals_by_seq, the
+# steps_running partial index) or a table that holds only waiting rows (outbox).
+WORK_LAG_SQL = """
+WITH engine AS (SELECT coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0) AS seq)
+SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE seq > (SELECT seq FROM engine) LIMIT ?)),
+       (SELECT updated_at FROM signals WHERE seq > (SELECT seq FROM engine) ORDER BY seq LIMIT 1),
+       (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox),
+       (SELECT count(*) FROM steps WHERE state = 'running'),
+       (SELECT min(started_at) FROM steps WHERE state = 'running')
+"""
 # Page size for new stores (SQLite's default is 4 KiB). Every alert lands at a random place in
 # the dedup index, so at 1,600 rows a commit nearly each row dirties an index page of its own,
 # and a commit costs a write per dirty page to the log and again at the checkpoint. Larger pages
@@ -315,6 +328,10 @@ class SqliteStore:
 
         await self.writer.transact(write)
 
+    async def work_lag(self) -> WorkLag:
+        row = await self._one(WORK_LAG_SQL, (ENGINE_CURSOR, LAG_COUNT_MAX))
+        return work_lag_from_row(row)
+
     # -- audit and events ----------------------------------------------------------------------
 
     async def audit_rows(self, task_id: int | None = None) -> AsyncIterator[AuditRow]:
@@ -522,6 +539,12 @@ def _stored_signal(row: Any) -> StoredSignal:
         "labels": loads(row[7]), "annotations": loads(row[8]), "starts_at": row[9], "ends_at": row[10],
         "url": row[11],
     }))
+
+
+def work_lag_from_row(row: Any) -> WorkLag:
+    """``WORK_LAG_SQL``'s one row (either backend's) as the port's model."""
+    return WorkLag(signals_ungrouped=Backlog(int(row[0]), row[1]), outbox_pending=Backlog(int(row[2]), row[3]),
+                   steps_running=Backlog(int(row[4]), row[5]))
 
 
 def _split_sql(script: str) -> list[str]:

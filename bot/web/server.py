@@ -23,6 +23,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import structlog
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from bot.config import ServerConfig
 from bot.metrics import Metrics
-from bot.store.ports import Lifecycle
+from bot.store.ports import Lifecycle, WorkLagReads
 
 log = structlog.get_logger(__name__)
 
@@ -87,10 +88,14 @@ class HasRole(Protocol):
     def role(self) -> str: ...
 
 
+class ReadinessStore(Lifecycle, WorkLagReads, Protocol):
+    """**Protocol:** the store as /readyz and /metrics read it: a heartbeat write and the work waiting."""
+
+
 def build_web_app(
     *,
     routes: list[web.RouteDef],
-    store: Lifecycle,
+    store: ReadinessStore,
     metrics: Metrics,
     leadership: HasRole | None = None,
     max_body_bytes: int,
@@ -106,6 +111,20 @@ def build_web_app(
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def read_work_lag() -> dict[str, dict[str, float]] | None:
+        """The work waiting in the store by kind, also set on the work gauges; None if the store did not answer."""
+        try:
+            async with asyncio.timeout(2.0):
+                lag = await store.work_lag()
+        except Exception as exc:
+            log.warning("store.work_lag_unread", error=str(exc))
+            metrics.record_work_lag(None)
+            return None
+        now = datetime.now(UTC)
+        figures = {kind: (backlog.count, round(backlog.age_s(now), 3)) for kind, backlog in lag.by_kind().items()}
+        metrics.record_work_lag(figures)
+        return {kind: {"count": count, "oldest_s": age} for kind, (count, age) in figures.items()}
+
     async def readyz(_: web.Request) -> web.Response:
         try:
             async with asyncio.timeout(2.0):
@@ -113,12 +132,18 @@ def build_web_app(
         except Exception as exc:
             log.warning("readyz.store_not_writable", error=str(exc))
             return web.json_response({"status": "unavailable", "store": "not writable"}, status=503)
-        ready = {"status": "ready", "store": "writable"}
+        ready: dict[str, Any] = {"status": "ready", "store": "writable"}
         if leadership is not None:
             ready["role"] = leadership.role  # leader: runs the scheduled jobs; standby: takes over if it dies
+        # Work waiting is information, not a failure: another replica, or this one, still works on
+        # it, and taking this replica out of a load balancer would not make it go faster.
+        lag = await read_work_lag()
+        if lag is not None:
+            ready["lag"] = lag
         return web.json_response(ready)
 
     async def metrics_handler(_: web.Request) -> web.Response:
+        await read_work_lag()
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.bot.web.test_api import metric
+from tests.bot.web.test_readiness import NOTHING_WAITS
 from tests.e2e.test_loop import sample
 from tests.harness import ADMIN, AM, SECOND, client, running_app, running_standin
 
@@ -31,5 +33,8 @@ async def test_an_alert_is_proposed_approved_and_acted_on_with_the_store_on_post
         assert "71% /var" in standin.ssh_host.filesystem.df(["-P", "/var"])[1]
         ready = (await http.get("/readyz")).json()
         assert (ready["status"], ready["store"]) == ("ready", "writable")
+        assert ready["lag"] == NOTHING_WAITS  # grouped, acted on, nothing left running or undelivered
+        assert await metric(http, "ooda_store_seconds_count", backend="postgresql", operation="ingest_signals") == 1
+        assert await metric(http, "ooda_store_seconds_count", backend="postgresql", operation="transact") > 0
         verify = (await http.get("/api/v1/audit/verify", headers=ADMIN)).json()
         assert verify["ok"] and verify["checked"] > 5
