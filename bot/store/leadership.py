@@ -116,7 +116,10 @@ class AdvisoryLockLeader:
                 elif await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
                     self._set_role(True)
                     log.warning("leadership.acquired")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # InternalClientError: during a failover every listed host may answer with none writable,
+            # or the connection's server may have closed it without asyncpg having seen it yet
+            # (bot/store/postgres.py UNAVAILABLE); neither may end the loop.
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 if self._leading:
                     log.warning("leadership.lost", error=f"{type(exc).__name__}: {exc}")
                 await self._drop()

@@ -7,7 +7,10 @@ exactly as SQLite's single writer gives. Reads take no lock. Migrations run at o
 own advisory lock, so replicas starting together migrate once.
 
 A connection failure is ``StoreUnavailable`` (intake answers 503 and senders retry); asyncpg's
-pool opens new connections when PostgreSQL is back.
+pool opens new connections when PostgreSQL is back. With several hosts in the URL (a primary and
+its standbys, bot/store_url.py) each new connection goes through the list again and keeps the
+writable one: after a failover the connections to the old primary fail, and their replacements
+reach the promoted server.
 """
 
 from __future__ import annotations
@@ -56,10 +59,13 @@ P = ParamSpec("P")
 WRITE_LOCK = 0x4F4F4441  # "OODA": every write transaction holds it (pg_advisory_xact_lock)
 MIGRATE_LOCK = 0x4F4F4442
 # A refused connection, a dropped one, a server shutting down or starting up: the store is down,
-# not the request wrong.
+# not the request wrong. InternalClientError covers two faces of a failover: every listed host up
+# and none writable (TargetServerAttributeNotMatched), and a pooled connection whose server said
+# "terminating connection" while it was idle, handed out before asyncpg has seen the socket close
+# (its protocol refuses the next query: "another operation is in progress").
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, TimeoutError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InternalClientError, TimeoutError,
 )
 SIGNAL_UPSERT = """
 INSERT INTO signals (id, source, fingerprint, status, severity, title, labels, annotations,
