@@ -70,6 +70,7 @@ BATCH = 500
 REDECIDE_SETTLE_S = 0.25  # a re-decision waits this long while signals are still arriving
 REDECIDE_MIN_INTERVAL_S = 1.0  # and comes at most this often per task
 PEER_POLL_S = 1.0  # on a shared store, how often an idle engine looks for signals other replicas took in
+STORE_RETRY_S = 2.0  # a task whose step met an unavailable store is tried again after this
 
 
 TITLE_CHARS = 200
@@ -502,8 +503,11 @@ class Engine:
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(correlation_id=f"task-{task_id}", task_id=task_id)
                 await self._step(task_id)
-            except StoreUnavailable:
-                log.exception("engine.task_failed", task_id=task_id)  # resumed from the store at restart
+            except StoreUnavailable as exc:
+                # The store went away mid-step (PostgreSQL failing over, say): everything committed
+                # is still there, so the same step is tried again once the store is back.
+                log.warning("engine.task_deferred", task_id=task_id, error=str(exc), retry_in_s=STORE_RETRY_S)
+                self._defer(task_id, STORE_RETRY_S)
             except Exception as exc:
                 log.exception("engine.task_failed", task_id=task_id)
                 await self._escalate_after_error(task_id, exc)

@@ -191,6 +191,30 @@ async def test_a_failed_read_of_the_store_is_retried_and_nothing_is_skipped(tmp_
     assert failures and [t.signal_count for t in tasks] == [20]
 
 
+async def test_a_task_whose_planning_met_an_unavailable_store_is_planned_when_it_is_back(
+        tmp_path, playbooks, monkeypatch):
+    # PostgreSQL failing over under a task being planned: no alert comes again to wake it.
+    monkeypatch.setattr(engine_module, "STORE_RETRY_S", 0.05)
+    async with running_standin() as standin, running_app(tmp_path, standin, playbooks) as app, client(app) as http:
+        real_get_task = app.store.get_task
+        failures = []
+
+        async def get_task(task_id):
+            if not failures:
+                failures.append(task_id)
+                raise StoreUnavailable("connection to PostgreSQL lost")
+            return await real_get_task(task_id)
+
+        monkeypatch.setattr(app.store, "get_task", get_task)
+        assert (await http.post("/webhooks/alertmanager", json=payload([alert("fp-u1", "api")]),
+                                headers=AM)).status_code == 202
+        async with asyncio.timeout(10):
+            await app.engine.wait_idle()
+        (task,) = await app.store.list_tasks(open_only=False)
+    # Planned after all (the storm playbook only observes, so planning completes it), not left queued.
+    assert failures == [task.id] and task.state is TaskState.completed
+
+
 async def test_group_window_and_cooldown_decide_whether_an_alert_joins_or_opens_a_task(tmp_path, playbooks):
     clock = Clock()
     fingerprints = (f"fp-{n}" for n in itertools.count())
