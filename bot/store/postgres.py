@@ -12,6 +12,7 @@ pool opens new connections when PostgreSQL is back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -39,6 +40,7 @@ from bot.store.ports import (
     TaskOps,
     UnmatchedAlertRow,
 )
+from bot.store.postgres_chat_leases import chat_lease
 from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
 from bot.store.postgres_owner import hold, live_steps
@@ -387,6 +389,10 @@ class PostgresStore:
         rows = await self.pool.fetch(
             "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT $1", limit)
         return [OutboxItem(*r) for r in rows]
+
+    def chat_lease(self, surface: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """See ``bot/store/postgres_chat_leases.py``."""
+        return chat_lease(self.pool, surface)
 
     @_unavailable
     async def get_setting(self, key: str) -> Setting | None:

@@ -82,14 +82,15 @@ def free_port() -> int:
 class Child:
     """``python -m bot serve`` with its stderr read line by line as JSON log events."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env or {}  # added to ENV: chat tokens, say
         self.proc: asyncio.subprocess.Process | None = None
         self.events: asyncio.Queue[dict] = asyncio.Queue()
         self._reader: asyncio.Task | None = None
 
     async def start(self) -> None:
-        env = {**ENV, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+        env = {**ENV, **self.env, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "serve", "--config", str(self.config), cwd=str(ROOT), env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
