@@ -15,11 +15,12 @@ lease it drains the surface's outbox first, in order, then makes its own deliver
 them if something still waits; it reads the task's message reference afresh, so a task is posted
 once however many replicas have news of it, and every later delivery edits that one message. The
 reference is saved with a compare-and-set all the same, so that two posts could never leave the
-task pointing at two messages. One gap stays: a delivery the surface took just before its replica
-died, and that the replica did not record yet, is made again by the next holder (one copy too many,
-never one too few). The proposal of a task whose replica died before posting it (its news lived
-only in that process) is posted by the leader's outbox retry, which also posts every open task
-that has no message on a surface.
+task pointing at two messages. A delivery the surface took just before its replica died, and that
+the replica did not record yet, is made again by the next holder (one copy too many). News lives
+in the memory of the process whose event it is until it is delivered or queued: the proposal of
+a task whose replica died before posting it is posted by the leader's outbox retry, which posts
+every open task that has no message on a surface; a thread note lost that way is not posted (the
+message shows the task as it stands at its next update).
 """
 
 from __future__ import annotations
