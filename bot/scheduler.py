@@ -5,22 +5,31 @@ Jobs live in a MemoryJobStore and are rebuilt from settings at every start (a pe
 would pickle functions and break on renames). The digest records the day it was sent in the store,
 so a restart the same day does not send it twice. Each job binds its own correlation id: jobs run
 in the scheduler's context, not in the context of whoever scheduled them.
+
+Jobs run on the leader only. A scheduled check claims its slot (the time it was due) in the
+transaction that records the run (bot/store/slot_claims.py), so a slot runs once however many
+replicas think they lead. A slot that passed while nobody led (the leader was killed a moment
+before it) is not lost: a process that becomes leader runs, for each check, the latest slot that
+passed since it started, within ``CHECK_CATCH_UP_S``, unless a replica claimed it already, and sends
+the digest if its time passed within the hour and nobody sent today's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.chat.commands import Commands, UnmatchedAlert
+from bot.chat.commands import Commands, UnmatchedAlert, scheduled_check_id
 from bot.chat.notifier import Notifier
 from bot.chat.wording import neutralize_mentions, truncate
 from bot.config import DigestConfig
@@ -55,6 +64,9 @@ class DigestUndelivered(Exception):
 
 
 UNMATCHED_FYI_CHECK_S = 60
+CHECK_CATCH_UP_S = 300  # a check's slot missed by more than this is skipped, not run late
+DIGEST_CATCH_UP_S = 3600
+LEADERSHIP_WATCH_S = 1  # how soon a process that became leader catches up on what it missed
 UNMATCHED_FYI_PER_RUN = 10  # more due at once are summed up in one notice: a storm must not flood the channel
 # Labels that say where an alert comes from, in the order the FYI looks for one to name.
 WHERE_LABELS = ("instance", "pod", "service", "job", "namespace", "cluster")
@@ -82,6 +94,16 @@ def unmatched_fyi_text(alert: UnmatchedAlert, window_s: int) -> str:
     return neutralize_mentions(text)
 
 
+def due_slot(trigger: BaseTrigger, now: datetime, since: datetime) -> datetime | None:
+    """The latest time ``trigger`` fires at in (``since``, ``now``]: the slot a run at ``now`` is for."""
+    slot = None
+    at = trigger.get_next_fire_time(None, since + timedelta(microseconds=1))
+    while at is not None and at <= now:
+        slot = at
+        at = trigger.get_next_fire_time(at, at + timedelta(microseconds=1))
+    return slot
+
+
 def digest_trigger(config: DigestConfig) -> CronTrigger:
     """``digest.cron`` when set, else ``digest.at`` on ``digest.days``, in ``digest.timezone``."""
     if config.cron:
@@ -104,10 +126,15 @@ class Scheduler:
         self.notifier = notifier
         self.surfaces = surfaces
         self._scheduler: AsyncIOScheduler | None = None
+        self._started_at = core.clock()
+        self._led = False  # whether this process led at the last look (``watch_leadership``)
+        self._checks: dict[str, tuple[str, int]] = {}  # job id -> (playbook, schedule index)
+        self._digest_lock = asyncio.Lock()  # the digest's job and a catch-up of it, one after the other
 
     def start(self) -> None:
         s = self.core.settings
         sched = AsyncIOScheduler(timezone="UTC")
+        self._started_at = self.core.clock()
         if s.digest.enabled:
             sched.add_job(_job("digest", self.send_digest, self._leading), digest_trigger(s.digest),
                           id="digest", replace_existing=True, misfire_grace_time=3600, coalesce=True)
@@ -134,11 +161,15 @@ class Scheduler:
             for i, schedule in enumerate(self.core.playbooks.get(playbook_id).schedules):
                 if not schedule.enabled:
                     continue
-                name = f"check:{playbook_id}:{i}"
+                name = scheduled_check_id(playbook_id, i)
+                self._checks[name] = (playbook_id, i)
                 # A tick missed by more than 5 minutes (the process was down) is skipped, not run late.
-                sched.add_job(_job(name, functools.partial(self.commands.run_scheduled, playbook_id, i), self._leading),
+                sched.add_job(_job(name, functools.partial(self.run_check, playbook_id, i), self._leading),
                               cron_trigger(schedule.cron, schedule.timezone), id=name, replace_existing=True,
-                              misfire_grace_time=300, coalesce=True, max_instances=1)
+                              misfire_grace_time=CHECK_CATCH_UP_S, coalesce=True, max_instances=1)
+        # On every process, leader or not: the one that becomes leader catches up.
+        sched.add_job(_job("leadership", self.watch_leadership), IntervalTrigger(seconds=LEADERSHIP_WATCH_S),
+                      id="leadership", replace_existing=True, coalesce=True, max_instances=1)
         sched.start()
         self._scheduler = sched
 
@@ -148,6 +179,47 @@ class Scheduler:
         if job is None:
             raise KeyError(f"no scheduled job {job_id!r}")
         return job
+
+    async def run_check(self, playbook_id: str, index: int) -> Task | None:
+        """The scheduled check's run for the slot that just came, claimed once across replicas."""
+        now = datetime.now(UTC)  # APScheduler's clock: the triggers' slots are wall-clock times
+        slot = due_slot(self.job(scheduled_check_id(playbook_id, index)).trigger, now,
+                        now - timedelta(seconds=CHECK_CATCH_UP_S))
+        if slot is None:
+            return None
+        return await self.commands.run_scheduled(playbook_id, index, slot)
+
+    async def watch_leadership(self) -> None:
+        leading = self._leading()
+        if leading and not self._led:
+            await self.catch_up()
+        self._led = leading
+
+    async def catch_up(self) -> None:
+        """Run what passed while this process did not lead: for each scheduled check, the latest
+        slot since this process started (within ``CHECK_CATCH_UP_S``) that no replica ran; the
+        digest, if its time passed within ``DIGEST_CATCH_UP_S`` and today's was not sent."""
+        if self._scheduler is None:
+            return
+        now = self.core.clock()
+        for job in self._scheduler.get_jobs():
+            if job.id in self._checks:
+                since = max(self._started_at, now - timedelta(seconds=CHECK_CATCH_UP_S))
+            elif job.id == "digest":
+                since = max(self._started_at, now - timedelta(seconds=DIGEST_CATCH_UP_S))
+            else:
+                continue
+            slot = due_slot(job.trigger, now, since)
+            if slot is None:
+                continue
+            log.info("scheduler.catch_up", job=job.id, slot=slot.isoformat())
+            try:
+                if job.id == "digest":
+                    await self.send_digest()
+                else:
+                    await self.commands.run_scheduled(*self._checks[job.id], slot)
+            except Exception:
+                log.exception("scheduler.catch_up_failed", job=job.id, slot=slot.isoformat())
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -175,6 +247,10 @@ class Scheduler:
 
     async def send_digest(self) -> bool:
         """Post the digest once per day; returns False when today's was already sent."""
+        async with self._digest_lock:
+            return await self._send_digest()
+
+    async def _send_digest(self) -> bool:
         today = self.core.clock().date().isoformat()
         sent = await self.store.get_setting(f"digest.sent.{today}")
         if sent:

@@ -64,6 +64,7 @@ from bot.store.ports import (
     UnitOfWork,
 )
 from bot.store.protocol import TaskOps
+from bot.store.slot_claims import claim_slot
 
 if TYPE_CHECKING:
     from bot.loop.approvals import Approvals
@@ -75,6 +76,11 @@ log = structlog.get_logger(__name__)
 RESUME_ROLES = frozenset({"admin", "operator"})
 SCHEDULER = "scheduler"  # the requester of scheduled checks
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def scheduled_check_id(playbook_id: str, index: int) -> str:
+    """The scheduler's job id of a playbook's ``schedules[index]``, and the name its slots are claimed by."""
+    return f"check:{playbook_id}:{index}"
 
 
 def audited_refusals(command: str) -> Callable[[F], F]:
@@ -292,18 +298,25 @@ class Commands:
         await self.engine.submit(task.id)
         return task
 
-    async def run_scheduled(self, playbook_id: str, index: int) -> Task | None:
+    async def run_scheduled(self, playbook_id: str, index: int, slot: datetime | None = None) -> Task | None:
         """One tick of the playbook's ``schedules[index]``: a run as ``ooda run`` would start it,
         requested by the scheduler. None when skipped because the previous run of the same args
-        is still open (or waits for a person), so ticks do not pile up proposals."""
+        is still open (or waits for a person), so ticks do not pile up proposals.
+
+        With ``slot`` (the time the tick was due), the run claims that slot in the transaction
+        that records it (bot/store/slot_claims.py), so a slot runs once across replicas: None
+        when another replica ran it already.
+        """
         playbook = self.core.playbooks.get(playbook_id)
         resolved = playbook.resolve_args(playbook.schedules[index].args)
         key = f"{playbook.group_key(resolved)}#scheduled"
 
-        async def unit(t: TaskOps) -> Task | None:
+        async def unit(t: TaskOps) -> Task | str:
+            if slot is not None and not await claim_slot(t, scheduled_check_id(playbook_id, index), slot):
+                return "another replica ran this slot"
             latest = await t.latest_task_for_group(key)
             if latest is not None and latest[0].state in ATTENTION_STATES:
-                return None
+                return "the previous run is still open"
             return await t.create_task(
                 playbook_id=playbook.id, playbook_version=playbook.version, group_key=key,
                 title=f"{playbook.id} scheduled check", environment=resolved.get("env", self.core.environment),
@@ -311,8 +324,9 @@ class Commands:
             )
 
         task = await self.store.transact(unit)
-        if task is None:
-            log.info("schedule.skipped", playbook=playbook_id, schedule=index, reason="the previous run is still open")
+        if isinstance(task, str):
+            log.info("schedule.skipped", playbook=playbook_id, schedule=index,
+                     slot=slot.isoformat() if slot else None, reason=task)
             return None
         await self.engine.submit(task.id)
         return task

@@ -5,6 +5,22 @@ message afterwards (with a note saying who did what). A surface that fails does 
 proposal or a note: the delivery goes to the outbox in the store, later ones queue behind it, and
 all are delivered in order when the surface is back (see ``Notifier``); the task stays
 approvable from the CLI and the API meanwhile.
+
+Several replicas on one store share one outbox, and any of them may deliver to any surface: each
+replica's notifier handles the events of its own process, and whichever replica runs next drains
+what waits. To keep "each delivery once, in order per surface" true across processes, a replica
+delivers to a surface only while it holds that surface's lease in the store (``chat_lease``: an
+advisory lock per surface on PostgreSQL, which PostgreSQL releases when the holder dies). Under the
+lease it drains the surface's outbox first, in order, then makes its own deliveries, or queues
+them if something still waits; it reads the task's message reference afresh, so a task is posted
+once however many replicas have news of it, and every later delivery edits that one message. The
+reference is saved with a compare-and-set all the same, so that two posts could never leave the
+task pointing at two messages. A delivery the surface took just before its replica died, and that
+the replica did not record yet, is made again by the next holder (one copy too many). News lives
+in the memory of the process whose event it is until it is delivered or queued: the proposal of
+a task whose replica died before posting it is posted by the leader's outbox retry, which posts
+every open task that has no message on a surface; a thread note lost that way is not posted (the
+message shows the task as it stands at its next update).
 """
 
 from __future__ import annotations
@@ -25,8 +41,9 @@ from bot.loop.core import Core
 from bot.model import events as ev
 from bot.model.events import Event
 from bot.model.proposals import MessageRef
+from bot.model.tasks import ATTENTION_STATES, TaskState
 from bot.ports import ChatSurface
-from bot.store.ports import ApprovalReads, OutboxReads, StepReads, TaskReads, UnitOfWork
+from bot.store.ports import ApprovalReads, ChatLeases, OutboxItem, OutboxReads, StepReads, TaskReads, UnitOfWork
 from bot.store.protocol import TaskOps
 
 log = structlog.get_logger(__name__)
@@ -42,6 +59,8 @@ BACKOFF_MAX_S = 60.0
 
 def _note(event: Event) -> str | None:
     p = event.payload
+    if p.get("from") == TaskState.running.value:
+        return None  # the outcome of planning: the proposal message itself shows it
     who = p.get("display") or p.get("actor") or "Ooda"
     short = event.name.removeprefix(ev.PREFIX)
     if event.name in WORDED_EVENTS:
@@ -61,8 +80,9 @@ def _note(event: Event) -> str | None:
     return None
 
 
-class NotifierStore(TaskReads, StepReads, ApprovalReads, OutboxReads, UnitOfWork, Protocol):
-    """The store ports the notifier uses: the proposal as it stands, the outbox, and units of work."""
+class NotifierStore(TaskReads, StepReads, ApprovalReads, OutboxReads, ChatLeases, UnitOfWork, Protocol):
+    """The store ports the notifier uses: the proposal as it stands, the outbox, the surfaces'
+    leases, and units of work."""
 
 
 class Notifier:
@@ -74,7 +94,8 @@ class Notifier:
     due meanwhile go out in the order they happened. A row is deleted only once the surface took
     it (a crash between the two repeats that one delivery). Other surfaces go on meanwhile. A
     failed surface is tried again after a backoff (2 s, doubling to a minute) and by the
-    scheduler's retry every 30 s. While nothing fails, no delivery costs a write.
+    scheduler's retry every 30 s. While nothing fails, no delivery costs a write. Every delivery
+    to a surface is made under that surface's lease (see the module's docstring).
     """
 
     def __init__(self, core: Core, surfaces: list[ChatSurface]) -> None:
@@ -111,6 +132,7 @@ class Notifier:
 
     async def stop(self) -> None:
         self._unsubscribe()
+        self._unsubscribe = lambda: None  # stopping twice is stopping once
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -149,54 +171,85 @@ class Notifier:
         await self._deliver_all([(task_id, note)], force=False)
 
     async def retry_outbox(self) -> int:
-        """Deliver what waits, whatever the backoff; returns how many deliveries still wait."""
+        """Deliver what waits, whatever the backoff, then post the open tasks no process posted on a
+        surface; returns how many deliveries still wait."""
         await self._deliver_all([], force=True)
         return len(await self.store.outbox_items(OUTBOX_PAGE))
 
     async def _deliver_all(self, changes: list[tuple[int, str | None]], *, force: bool) -> None:
         async with self._lock:
-            blocked = await self._drain(force=force)
-            for task_id, note in changes:
-                for surface in self.surfaces:
-                    if surface.name in blocked:
-                        await self.store.transact(functools.partial(
-                            _add_outbox, task_id=task_id, surface=surface.name, note=note,
-                            error="queued behind an earlier delivery that failed"))
-                        continue
-                    error = await self._deliver(surface, task_id, note)
-                    if error is not None:
-                        await self.store.transact(functools.partial(
-                            _add_outbox, task_id=task_id, surface=surface.name, note=note, error=error))
-                        blocked.add(surface.name)
-                        self._back_off(surface.name)
+            if force:
+                await self._forget_unknown_surfaces()
+            for surface in self.surfaces:
+                async with self.store.chat_lease(surface.name):
+                    await self._deliver_to(surface, changes, force=force)
 
-    async def _drain(self, *, force: bool) -> set[str]:
-        """Deliver the outbox in order; returns the surfaces that still have deliveries waiting."""
-        items = await self.store.outbox_items(OUTBOX_PAGE)
-        if not items:
-            return set()
-        surfaces = {s.name: s for s in self.surfaces}
-        now = time.monotonic()
-        blocked = {name for name, (at, _) in self._backoff.items() if not force and at > now}
-        # A row without a note only refreshes the message: a later row of the same thread does that too.
-        last = {(i.task_id, i.surface): i.id for i in items}
-        for item in items:
-            surface = surfaces.get(item.surface)
-            redundant = item.note is None and last[(item.task_id, item.surface)] != item.id
-            if surface is None or redundant:
-                await self._done(item.id)  # a surface no longer configured, or a refresh made redundant
+    async def _deliver_to(self, surface: ChatSurface, changes: list[tuple[int, str | None]], *,
+                          force: bool) -> None:
+        """What waits for ``surface`` first, then ``changes``; the caller holds the surface's lease."""
+        blocked = await self._drain(surface, force=force)
+        if force and not blocked:
+            blocked = await self._post_unposted(surface)
+        for task_id, note in changes:
+            if blocked:
+                await self._queue(surface.name, task_id, note, "queued behind an earlier delivery that failed")
                 continue
-            if surface.name in blocked:
+            error = await self._deliver(surface, task_id, note)
+            if error is not None:
+                await self._queue(surface.name, task_id, note, error)
+                blocked = True
+                self._back_off(surface.name)
+
+    async def _drain(self, surface: ChatSurface, *, force: bool) -> bool:
+        """Deliver the surface's outbox in order; True while deliveries for it still wait."""
+        items = await self._waiting(surface.name)
+        if not items:
+            return False
+        at, _ = self._backoff.get(surface.name, (0.0, 0.0))
+        if not force and at > time.monotonic():
+            return True
+        # A row without a note only refreshes the message: a later row of the same thread does that too.
+        last = {i.task_id: i.id for i in items}
+        for item in items:
+            if item.note is None and last[item.task_id] != item.id:
+                await self._done(item.id)
                 continue
             error = await self._deliver(surface, item.task_id, item.note)
-            if error is None:
-                await self._done(item.id)
-                self._backoff.pop(surface.name, None)
-            else:
+            if error is not None:
                 await self.store.transact(functools.partial(_failed, outbox_id=item.id, error=error))
-                blocked.add(surface.name)
                 self._back_off(surface.name)
-        return {i.surface for i in await self.store.outbox_items(OUTBOX_PAGE)}
+                return True
+            await self._done(item.id)
+            self._backoff.pop(surface.name, None)
+        return bool(await self._waiting(surface.name))
+
+    async def _post_unposted(self, surface: ChatSurface) -> bool:
+        """Post the open tasks that have a proposal but no message on ``surface``: their news lived
+        only in a process that died before posting. True when the surface failed meanwhile."""
+        for task in await self.store.tasks_in_states(sorted(s.value for s in ATTENTION_STATES)):
+            if task.proposal is None or any(m.get("surface") == surface.name for m in task.messages):
+                continue
+            log.info("chat.posting_unposted", surface=surface.name, task_id=task.id)
+            error = await self._deliver(surface, task.id, None)
+            if error is not None:
+                await self._queue(surface.name, task.id, None, error)
+                self._back_off(surface.name)
+                return True
+        return False
+
+    async def _waiting(self, surface: str) -> list[OutboxItem]:
+        return [i for i in await self.store.outbox_items(OUTBOX_PAGE) if i.surface == surface]
+
+    async def _forget_unknown_surfaces(self) -> None:
+        """Drop what waits for a surface no longer configured: nothing would ever deliver it."""
+        known = {s.name for s in self.surfaces}
+        for item in await self.store.outbox_items(OUTBOX_PAGE):
+            if item.surface not in known:
+                await self._done(item.id)
+
+    async def _queue(self, surface: str, task_id: int, note: str | None, error: str) -> None:
+        await self.store.transact(functools.partial(_add_outbox, task_id=task_id, surface=surface, note=note,
+                                                    error=error))
 
     async def _deliver(self, surface: ChatSurface, task_id: int, note: str | None) -> str | None:
         """Post or update one task's proposal on one surface; the error when the surface failed."""
@@ -210,8 +263,14 @@ class Notifier:
                 playbook = self.core.playbooks.get(task.playbook_id) if task.playbook_id in self.core.playbooks \
                     else None
                 ref = await surface.post_proposal(proposal, playbook.routing.get(surface.name) if playbook else None)
-                # A first post shows the task as it stands now, what the notes before it said included.
-                await self.store.transact(functools.partial(_save_ref, task_id=task_id, ref=ref.model_dump()))
+                kept = MessageRef.model_validate(await self.store.transact(
+                    functools.partial(_save_ref, task_id=task_id, ref=ref.model_dump())))
+                if kept != ref:  # only if a lease was lost while posting (its connection broke)
+                    log.warning("chat.second_post", surface=surface.name, task_id=task_id,
+                                kept=kept.message_id, orphaned=ref.message_id)
+                ref = kept
+                if note:  # the first post shows the task as it stands; the note says who did what
+                    await surface.update_proposal(ref, proposal, note)
             else:
                 await surface.update_proposal(ref, proposal, note)
         except (BotError, OSError, TimeoutError) as exc:
@@ -234,10 +293,18 @@ class Notifier:
         await self.store.transact(unit)
 
 
-async def _save_ref(t: TaskOps, *, task_id: int, ref: dict[str, Any]) -> None:
+async def _save_ref(t: TaskOps, *, task_id: int, ref: dict[str, Any]) -> dict[str, Any]:
+    """Save the task's message on ``ref``'s surface unless one is saved already; returns the one kept.
+
+    A compare-and-set: transactions are serialised (the store's write lock), so of two first posts
+    the first one saved stays the task's message.
+    """
     task = await t.get_task(task_id)
-    messages = [m for m in task.messages if m.get("surface") != ref["surface"]] + [ref]
-    await t.save_messages(task_id, messages)
+    saved = next((m for m in task.messages if m.get("surface") == ref["surface"]), None)
+    if saved is not None:
+        return saved
+    await t.save_messages(task_id, [*task.messages, ref])
+    return ref
 
 
 async def _failed(t: TaskOps, *, outbox_id: int, error: str) -> None:

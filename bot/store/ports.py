@@ -22,6 +22,7 @@ Guarantees every backend gives:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -504,6 +505,20 @@ class OutboxReads(Protocol):
     """**Port:** chat deliveries waiting for a retry."""
 
     async def outbox_items(self, limit: int = 100) -> list[OutboxItem]: ...
+
+
+class ChatLeases(Protocol):
+    """**Port:** the right to deliver to one chat surface, held by one holder at a time.
+
+    The notifier posts and drains the outbox for a surface only while it holds that surface's
+    lease, so deliveries to a surface go out one after another, whichever process makes them.
+    """
+
+    def chat_lease(self, surface: str) -> AbstractAsyncContextManager[None]:
+        """Hold the lease on ``surface`` until the block exits, waiting while anyone else (another
+        process on the same store included) holds it. A holder that dies, even by SIGKILL, loses it.
+        """
+        ...
 
 
 class SettingReads(Protocol):

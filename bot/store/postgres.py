@@ -45,6 +45,7 @@ from bot.store.ports import (
     UnmatchedAlertRow,
     WorkLag,
 )
+from bot.store.postgres_chat_leases import chat_lease
 from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
 from bot.store.postgres_owner import CLAIM_WAIT_S, OwnerLock, OwnerLockLost, hand_over, live_steps
@@ -424,6 +425,10 @@ class PostgresStore:
         rows = await self.pool.fetch(
             "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT $1", limit)
         return [OutboxItem(*r) for r in rows]
+
+    def chat_lease(self, surface: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """See ``bot/store/postgres_chat_leases.py``."""
+        return chat_lease(self.pool, surface)
 
     @_unavailable
     async def get_setting(self, key: str) -> Setting | None:

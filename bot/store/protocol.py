@@ -12,6 +12,7 @@ from typing import Protocol
 from bot.store.ports import (
     ApprovalReads,
     AuditReads,
+    ChatLeases,
     ConsoleReads,
     DigestReads,
     EventReads,
@@ -31,5 +32,5 @@ __all__ = ["Store", "TaskOps"]
 
 
 class Store(Lifecycle, SignalIntake, SignalReads, TaskReads, StepReads, ApprovalReads, AuditReads, EventReads,
-            OutboxReads, SettingReads, ConsoleReads, DigestReads, WorkLagReads, UnitOfWork, Protocol):
+            OutboxReads, ChatLeases, SettingReads, ConsoleReads, DigestReads, WorkLagReads, UnitOfWork, Protocol):
     """**Protocol:** every read port and the unit of work: the store as the app wires it."""

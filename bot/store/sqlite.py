@@ -8,6 +8,7 @@ beside the writer). Migrations run at open. This is the default implementation o
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,6 +125,7 @@ class SqliteStore:
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._chat_leases: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -424,6 +426,10 @@ class SqliteStore:
             "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT ?", (limit,)
         )
         return [OutboxItem(*r) for r in rows]
+
+    def chat_lease(self, surface: str) -> asyncio.Lock:
+        """One process owns a SQLite store, so a lock of this process is the whole lease."""
+        return self._chat_leases.setdefault(surface, asyncio.Lock())
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]:
         rows = await self._all(
