@@ -45,7 +45,7 @@ from bot.store.ports import (
     UnmatchedAlertRow,
     WorkLag,
 )
-from bot.store.postgres_chat_leases import chat_lease
+from bot.store.postgres_leases import chat_lease
 from bot.store.postgres_digest_figures import POSTGRESQL
 from bot.store.postgres_migrations import MIGRATIONS
 from bot.store.postgres_owner import CLAIM_WAIT_S, OwnerLock, OwnerLockLost, hand_over, live_steps
@@ -427,7 +427,7 @@ class PostgresStore:
         return [OutboxItem(*r) for r in rows]
 
     def chat_lease(self, surface: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """See ``bot/store/postgres_chat_leases.py``."""
+        """See ``bot/store/postgres_leases.py``."""
         return chat_lease(self.pool, surface)
 
     @_unavailable

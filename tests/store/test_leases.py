@@ -1,7 +1,7 @@
 """The chat lease of a surface: one holder at a time, on every backend (bot/store/ports.py ``ChatLeases``).
 
 On PostgreSQL the lease is shared by every process on the database, and a holder that dies loses it
-(bot/store/postgres_chat_leases.py): two store instances stand for two replicas.
+(bot/store/postgres_leases.py): two store instances stand for two replicas.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncpg
 
 from bot.model.events import EventBus
 from bot.store.postgres import PostgresStore
-from bot.store.postgres_chat_leases import CHAT_LOCK, surface_key
+from bot.store.postgres_leases import CHAT_LOCK, surface_key
 from tests.e2e.test_replicas_postgres import until
 
 
