@@ -9,7 +9,7 @@ approvable from the CLI and the API meanwhile.
 Several replicas on one store share one outbox, and any of them may deliver to any surface: each
 replica's notifier handles the events of its own process, and whichever replica runs next drains
 what waits. To keep "each delivery once, in order per surface" true across processes, a replica
-delivers to a surface only while it holds that surface's lease in the store (``chat_lease``: an
+delivers to a surface only while it holds that surface's lease in the store (``lease``: an
 advisory lock per surface on PostgreSQL, which PostgreSQL releases when the holder dies). Under the
 lease it drains the surface's outbox first, in order, then makes its own deliveries, or queues
 them if something still waits; it reads the task's message reference afresh, so a task is posted
@@ -43,7 +43,7 @@ from bot.model.events import Event
 from bot.model.proposals import MessageRef
 from bot.model.tasks import ATTENTION_STATES, TaskState
 from bot.ports import ChatSurface
-from bot.store.ports import ApprovalReads, ChatLeases, OutboxItem, OutboxReads, StepReads, TaskReads, UnitOfWork
+from bot.store.ports import ApprovalReads, Leases, OutboxItem, OutboxReads, StepReads, TaskReads, UnitOfWork
 from bot.store.protocol import TaskOps
 
 log = structlog.get_logger(__name__)
@@ -80,7 +80,7 @@ def _note(event: Event) -> str | None:
     return None
 
 
-class NotifierStore(TaskReads, StepReads, ApprovalReads, OutboxReads, ChatLeases, UnitOfWork, Protocol):
+class NotifierStore(TaskReads, StepReads, ApprovalReads, OutboxReads, Leases, UnitOfWork, Protocol):
     """The store ports the notifier uses: the proposal as it stands, the outbox, the surfaces'
     leases, and units of work."""
 
@@ -181,7 +181,7 @@ class Notifier:
             if force:
                 await self._forget_unknown_surfaces()
             for surface in self.surfaces:
-                async with self.store.chat_lease(surface.name):
+                async with self.store.lease(surface.name):
                     await self._deliver_to(surface, changes, force=force)
 
     async def _deliver_to(self, surface: ChatSurface, changes: list[tuple[int, str | None]], *,

@@ -507,15 +507,17 @@ class OutboxReads(Protocol):
     async def outbox_items(self, limit: int = 100) -> list[OutboxItem]: ...
 
 
-class ChatLeases(Protocol):
-    """**Port:** the right to deliver to one chat surface, held by one holder at a time.
+class Leases(Protocol):
+    """**Port:** the right to do one ordered piece of work (deliver to a chat surface, feed an event
+    sink), held by one holder at a time across every process on the store.
 
     The notifier posts and drains the outbox for a surface only while it holds that surface's
-    lease, so deliveries to a surface go out one after another, whichever process makes them.
+    lease, and an event sink sends only while it holds its own, so each is done in order, once,
+    whichever process does it.
     """
 
-    def chat_lease(self, surface: str) -> AbstractAsyncContextManager[None]:
-        """Hold the lease on ``surface`` until the block exits, waiting while anyone else (another
+    def lease(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold the lease ``name`` until the block exits, waiting while anyone else (another
         process on the same store included) holds it. A holder that dies, even by SIGKILL, loses it.
         """
         ...

@@ -45,8 +45,8 @@ from bot.store.ports import (
     UnmatchedAlertRow,
     WorkLag,
 )
-from bot.store.postgres_leases import chat_lease
 from bot.store.postgres_digest_figures import POSTGRESQL
+from bot.store.postgres_leases import lease
 from bot.store.postgres_migrations import MIGRATIONS
 from bot.store.postgres_owner import CLAIM_WAIT_S, OwnerLock, OwnerLockLost, hand_over, live_steps
 from bot.store.postgres_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
@@ -426,9 +426,9 @@ class PostgresStore:
             "SELECT id, task_id, surface, note, attempts, last_error FROM outbox ORDER BY id LIMIT $1", limit)
         return [OutboxItem(*r) for r in rows]
 
-    def chat_lease(self, surface: str) -> contextlib.AbstractAsyncContextManager[None]:
+    def lease(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """See ``bot/store/postgres_leases.py``."""
-        return chat_lease(self.pool, surface)
+        return lease(self.pool, name)
 
     @_unavailable
     async def get_setting(self, key: str) -> Setting | None:

@@ -12,10 +12,10 @@ from typing import Protocol
 from bot.store.ports import (
     ApprovalReads,
     AuditReads,
-    ChatLeases,
     ConsoleReads,
     DigestReads,
     EventReads,
+    Leases,
     Lifecycle,
     OutboxReads,
     SettingReads,
@@ -32,5 +32,5 @@ __all__ = ["Store", "TaskOps"]
 
 
 class Store(Lifecycle, SignalIntake, SignalReads, TaskReads, StepReads, ApprovalReads, AuditReads, EventReads,
-            OutboxReads, ChatLeases, SettingReads, ConsoleReads, DigestReads, WorkLagReads, UnitOfWork, Protocol):
+            OutboxReads, Leases, SettingReads, ConsoleReads, DigestReads, WorkLagReads, UnitOfWork, Protocol):
     """**Protocol:** every read port and the unit of work: the store as the app wires it."""

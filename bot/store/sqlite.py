@@ -125,7 +125,7 @@ class SqliteStore:
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
-        self._chat_leases: dict[str, asyncio.Lock] = {}
+        self._leases: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -427,9 +427,9 @@ class SqliteStore:
         )
         return [OutboxItem(*r) for r in rows]
 
-    def chat_lease(self, surface: str) -> asyncio.Lock:
+    def lease(self, name: str) -> asyncio.Lock:
         """One process owns a SQLite store, so a lock of this process is the whole lease."""
-        return self._chat_leases.setdefault(surface, asyncio.Lock())
+        return self._leases.setdefault(name, asyncio.Lock())
 
     async def noisiest_alerts(self, since: str, limit: int = 5) -> list[tuple[str, int]]:
         rows = await self._all(

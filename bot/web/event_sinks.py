@@ -8,6 +8,9 @@ only after the receiver's answer. The bus only wakes it. That makes delivery at 
 batch acknowledged just before a crash, whose cursor was not saved yet, is sent again, so
 receivers drop events whose ``id`` they have seen.
 
+Several replicas on one store share each sink's cursor and take turns under its lease in the
+store (bot/store/ports.py ``Leases``), so each batch goes out from one of them.
+
 The body is ``{"sink": name, "events": [{id, name, task_id, payload, correlation_id, at}, ...]}``,
 signed as the generic intake verifies a request (bot/intake/signing.py) when ``secret_env`` is set. A
 failed delivery is retried with a backoff that doubles up to five minutes; events whose names
@@ -33,7 +36,7 @@ from bot.jsoncodec import dumps
 from bot.metrics import Metrics
 from bot.model.events import PREFIX, EventBus
 from bot.outbound_http import TRANSPORT_ERRORS, OutboundSession, describe
-from bot.store.ports import EventReads, SettingReads, StoredEvent, UnitOfWork
+from bot.store.ports import EventReads, Leases, SettingReads, StoredEvent, UnitOfWork
 from bot.store.protocol import TaskOps
 
 log = structlog.get_logger(__name__)
@@ -42,8 +45,8 @@ POLL_S = 30.0  # also look without a wake-up: events written by another process,
 MAX_BACKOFF_S = 300.0
 
 
-class SinkStore(EventReads, SettingReads, UnitOfWork, Protocol):
-    """The store ports an event sink uses: events after its cursor, and the cursor."""
+class SinkStore(EventReads, SettingReads, Leases, UnitOfWork, Protocol):
+    """The store ports an event sink uses: events after its cursor, the cursor, and its lease."""
 
 
 class DeliveryFailed(BotError):
@@ -121,14 +124,20 @@ class WebhookSink:
         Raises:
             DeliveryFailed: the receiver was unreachable or did not answer 2xx; the cursor stays.
         """
-        events = await self._store.events_after(self.cursor, self.config.batch)
-        if not events:
-            return False
-        wanted = [e for e in events if e.name.startswith(tuple(self.config.events))]
-        if wanted:
-            await self._post(wanted)
-            self._metrics.event_deliveries.labels(self.config.name, "delivered").inc()
-        await self._save_cursor(events[-1].id)
+        # Replicas on one store each run this sink: one at a time holds its lease and sends from
+        # the cursor as stored, so a batch another replica delivered is not sent again.
+        async with self._store.lease(f"event_sink:{self.config.name}"):
+            saved = await self._store.get_setting(self.cursor_key)
+            if saved is not None and int(saved.value) > self.cursor:
+                await self._moved_to(int(saved.value))
+            events = await self._store.events_after(self.cursor, self.config.batch)
+            if not events:
+                return False
+            wanted = [e for e in events if e.name.startswith(tuple(self.config.events))]
+            if wanted:
+                await self._post(wanted)
+                self._metrics.event_deliveries.labels(self.config.name, "delivered").inc()
+            await self._save_cursor(events[-1].id)
         return True
 
     async def _post(self, events: list[StoredEvent]) -> None:
@@ -147,6 +156,9 @@ class WebhookSink:
             await t.set_setting(self.cursor_key, event_id, f"event_sink:{self.config.name}")
 
         await self._store.transact(unit)
+        await self._moved_to(event_id)
+
+    async def _moved_to(self, event_id: int) -> None:
         async with self._moved:
             self.cursor = event_id
             self._moved.notify_all()

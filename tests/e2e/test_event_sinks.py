@@ -108,3 +108,25 @@ async def test_a_new_sink_starts_from_now_unless_told_to_backfill(tmp_path):
         async with running_app(tmp_path, standin, backfill, env={"OODA_EVENTS_SECRET": SECRET}):
             async with asyncio.timeout(10):
                 await receiver.wait_for(proposed(before))
+
+
+async def test_two_replicas_on_one_store_send_each_event_once(tmp_path, postgres_url):
+    # Each replica runs the sink; they share its cursor and take turns under its lease.
+    async with running_receiver() as receiver, running_standin() as standin:
+        overrides = {**sink(receiver.url), "store": {"url": postgres_url}}
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        env = {"OODA_EVENTS_SECRET": SECRET}
+        async with running_app(tmp_path / "a", standin, overrides, env=env) as a, \
+                running_app(tmp_path / "b", standin, overrides, env=env) as b:
+            first = await run_crash_loop(a, "api")
+            async with asyncio.timeout(10):
+                await receiver.wait_for(proposed(first))
+            second = await run_crash_loop(b, "web")  # b's own events wake b, after a sent the first ones
+            async with asyncio.timeout(10):
+                await receiver.wait_for(proposed(second))
+            everything = [e.id for t in (first, second) for e in await a.store.events_of_task(t)]
+
+    delivered = [e["id"] for e in receiver.acknowledged]
+    assert len(set(delivered)) == len(delivered), "an event was sent twice"
+    assert set(everything) <= set(delivered) and delivered == sorted(delivered)

@@ -1,4 +1,4 @@
-"""The chat lease of a surface: one holder at a time, on every backend (bot/store/ports.py ``ChatLeases``).
+"""The chat lease of a surface: one holder at a time, on every backend (bot/store/ports.py ``Leases``).
 
 On PostgreSQL the lease is shared by every process on the database, and a holder that dies loses it
 (bot/store/postgres_leases.py): two store instances stand for two replicas.
@@ -12,12 +12,12 @@ import asyncpg
 
 from bot.model.events import EventBus
 from bot.store.postgres import PostgresStore
-from bot.store.postgres_leases import CHAT_LOCK, surface_key
+from bot.store.postgres_leases import LEASE_LOCK, lease_key
 from tests.e2e.test_replicas_postgres import until
 
 
 async def hold(store, surface: str, log: list[str], name: str, release: asyncio.Event) -> None:
-    async with store.chat_lease(surface):
+    async with store.lease(surface):
         log.append(f"{name} in")
         await release.wait()
         log.append(f"{name} out")
@@ -30,7 +30,7 @@ async def test_a_surface_has_one_lease_holder_at_a_time_and_other_surfaces_go_on
     await until(lambda: _has(log, "first in"))
     second = asyncio.create_task(hold(store, "slack", log, "second", second_done))
 
-    async with asyncio.timeout(10), store.chat_lease("discord"):  # another surface: not kept waiting
+    async with asyncio.timeout(10), store.lease("discord"):  # another surface: not kept waiting
         log.append("discord")
     await asyncio.sleep(0.3)  # time enough for the second to get in, were the lease not exclusive
     assert log == ["first in", "discord"]
@@ -60,7 +60,7 @@ async def test_a_lease_is_one_for_every_replica_on_postgresql_and_dies_with_its_
         killed = await db.fetchval(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
-            CHAT_LOCK, surface_key("slack") % 2**32)
+            LEASE_LOCK, lease_key("slack") % 2**32)
         assert killed
         await until(lambda: _has(log, "b in"))
         assert log == ["a in", "b in"]
