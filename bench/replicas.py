@@ -74,20 +74,18 @@ CONNECTIONS = 32  # as bench/intake.py's 100-alert phase; split evenly over the 
 
 @dataclass
 class Server:
-    """One ``ooda serve`` process: its config, port, and the process while it runs."""
+    """One ``ooda serve`` process: where it lives, its store, and its port and process while it runs."""
 
     name: str
-    config: Path
-    port: int
     home: Path
+    store: dict[str, Any]
+    port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     @classmethod
     def create(cls, tmp: Path, name: str, store: dict[str, Any]) -> Server:
-        port = free_port()
-        config = write_bench_config(tmp / name, server_port=port, log_level="info", store=store)
-        return cls(name, config, port, tmp / name)
+        return cls(name, tmp / name, store)
 
     @property
     def pid(self) -> int:
@@ -99,10 +97,21 @@ class Server:
         return self.home / "data" / "ooda.db"
 
     def start(self, env: dict[str, str]) -> None:
-        self.starts += 1
-        log = self.home / f"ooda.{self.starts}.log"
-        self.proc = start([PYTHON, "-m", "bot", "serve", "--config", str(self.config)], env, log)
-        wait_http(f"http://127.0.0.1:{self.port}/healthz", self.proc, log, timeout=120)
+        # Fresh ports (the server's and its stand-in's) at every start, written just before it: on a
+        # shared machine a free port picked minutes earlier may be some client's by now. The same
+        # race in the instant between the two is met by trying again.
+        for attempt in range(3):
+            self.starts += 1
+            self.port = free_port()
+            config = write_bench_config(self.home, server_port=self.port, log_level="info", store=self.store)
+            log = self.home / f"ooda.{self.starts}.log"
+            self.proc = start([PYTHON, "-m", "bot", "serve", "--config", str(config)], env, log)
+            try:
+                wait_http(f"http://127.0.0.1:{self.port}/healthz", self.proc, log, timeout=120)
+                return
+            except SystemExit:
+                if attempt == 2 or "address already in use" not in log.read_text():
+                    raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
