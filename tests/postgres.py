@@ -5,6 +5,8 @@ One server per test session and xdist worker (``postgres_server``), one fresh da
 directory, and trusts local connections (``initdb -A trust``): nothing outside the machine can
 reach it and it holds nothing but test data. PostgreSQL refuses to run as root, so as root the
 binaries run as the ``postgres`` system user (``runuser -u postgres --``) on a directory it owns.
+``start_postgres(durable=True)`` keeps PostgreSQL's own defaults for durability instead (fsync,
+full-page writes, synchronous commit): bench/replicas.py measures with them, as production runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class PostgresServer:
     root: Path
     port: int
     user: str
+    durable: bool = False  # fsync and full-page writes on, as in production (benchmarks)
 
     @property
     def _data(self) -> Path:
@@ -49,8 +52,14 @@ class PostgresServer:
 
     def start(self) -> None:
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(self._data), "-l",
-                                  str(self.root / "log"), "-o", _options(self.port, self.root / "sockets")]),
+                                  str(self.root / "log"), "-o",
+                                  _options(self.port, self.root / "sockets", self.durable)]),
                        check=True, capture_output=True)
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id; every backend is its child (benchmarks count their CPU)."""
+        return int((self._data / "postmaster.pid").read_text().split()[0])
 
     @property
     def admin_url(self) -> str:
@@ -70,20 +79,22 @@ class PostgresServer:
         return self.url(name)
 
 
-def _options(port: int, sockets: Path) -> str:
+def _options(port: int, sockets: Path, durable: bool) -> str:
+    listen = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200"
+    if durable:
+        return listen
     # fsync off: the tests stop PostgreSQL (immediate, as a crash) but never the machine, so WAL in
     # the page cache survives, and they share two cores with everything else. synchronous_commit
     # off server-wide: the store must turn it on for its own sessions, or a crash loses writes it
     # acknowledged (tests/e2e/test_postgres_outage.py).
-    return (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200 "
-            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+    return f"{listen} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 
 
 def _as_owner(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def start_postgres() -> Iterator[PostgresServer]:
+def start_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
     """Start a server, yield it, and stop it (the generator behind the session fixture)."""
     if not (BIN / "pg_ctl").exists():
         raise RuntimeError(f"PostgreSQL 15 is not installed ({BIN / 'pg_ctl'} is missing): "
@@ -97,7 +108,7 @@ def start_postgres() -> Iterator[PostgresServer]:
     subprocess.run(_as_owner(["mkdir", str(sockets)]), check=True)
     subprocess.run(_as_owner([str(BIN / "initdb"), "-A", "trust", "-U", user, "-E", "UTF8", "--no-sync",
                               "-D", str(data)]), check=True, capture_output=True)
-    server = PostgresServer(root, free_port(), user)
+    server = PostgresServer(root, free_port(), user, durable)
     server.start()
     try:
         yield server

@@ -28,6 +28,13 @@ async def test_a_redelivery_updates_the_stored_signal_and_moves_it_to_the_end(st
     assert [(r.signal.fingerprint, r.signal.status) for r in rows] == [("fp-2", "firing"), ("fp-1", "resolved")]
 
 
+async def test_one_delivery_naming_a_signal_twice_stores_it_once_as_its_last_version(store):
+    await store.ingest_signals([signal(1), signal(2), signal(1, SignalStatus.resolved)], received(3))
+    rows = await store.signals_after(0)
+    assert await store.signal_count() == 2
+    assert [(r.signal.fingerprint, r.signal.status) for r in rows] == [("fp-2", "firing"), ("fp-1", "resolved")]
+
+
 async def test_signals_of_a_task_and_their_raw_payloads(store):
     signals = [signal(n) for n in range(2)]
     await store.ingest_signals([*signals, signal(9)], received(3))
