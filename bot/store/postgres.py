@@ -539,8 +539,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
     asyncpg's default resets the session on every release, one more round trip per store call
     (an approval makes dozens). Nothing here leaves session state on a pooled connection: locks
-    are transaction-scoped, cursors live inside transactions, settings are fixed at connect, and
-    the session-level locks (leader, owner) are held on connections of their own.
+    are transaction-scoped, cursors live inside transactions, settings are fixed at connect, the
+    session-level locks (leader, owner) are held on connections of their own, and a lease unlocks
+    its connection before giving it back, or closes it (bot/store/postgres_leases.py).
     """
 
 

@@ -10,6 +10,7 @@ never holds the store's write lock across a call to a chat platform or a sink's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import zlib
 from collections.abc import AsyncIterator
@@ -28,11 +29,15 @@ def lease_key(name: str) -> int:
 @contextlib.asynccontextmanager
 async def lease(pool: asyncpg.Pool, name: str) -> AsyncIterator[None]:
     async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", LEASE_LOCK, lease_key(name))
         try:
+            await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", LEASE_LOCK, lease_key(name))
             yield
         finally:
-            # A connection that broke meanwhile lost the lock already. asyncpg also unlocks every
-            # advisory lock of a connection it takes back into the pool, a cancelled wait's included.
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await conn.execute("SELECT pg_advisory_unlock($1::int, $2::int)", LEASE_LOCK, lease_key(name))
+            # Pooled connections go back without a session reset (bot/store/postgres.py), so no lock
+            # may outlive the lease on one. Unlock everything this session holds (a pooled connection
+            # holds nothing else; a wait cancelled as it was granted holds the lock all the same);
+            # when that cannot be done, close the connection, and PostgreSQL drops its locks with it.
+            try:
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.CancelledError):
+                conn.terminate()

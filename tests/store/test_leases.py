@@ -7,6 +7,7 @@ On PostgreSQL the lease is shared by every process on the database, and a holder
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 
@@ -75,3 +76,28 @@ async def test_a_lease_is_one_for_every_replica_on_postgresql_and_dies_with_its_
 
 async def _has(log: list[str], entry: str) -> bool:
     return entry in log
+
+
+async def test_a_lease_wait_given_up_leaves_no_lock_on_the_pooled_connection(postgres_url):
+    # Pooled connections go back without a session reset: a cancelled wait must not keep the lock.
+    store = PostgresStore(postgres_url, EventBus())
+    await store.open()
+    db = await asyncpg.connect(postgres_url)
+    try:
+        log: list[str] = []
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(store, "slack", log, "holder", release))
+        await until(lambda: _has(log, "holder in"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2), store.lease("slack"):
+                raise AssertionError("the lease is held: this wait must time out")
+        release.set()
+        await holder
+        held = await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::oid "
+                                 "AND objid = $2::oid", LEASE_LOCK, lease_key("slack") & 0xFFFFFFFF)
+        assert held == 0
+        async with asyncio.timeout(5), store.lease("slack"):  # free for the next holder
+            pass
+    finally:
+        await db.close()
+        await store.close()
