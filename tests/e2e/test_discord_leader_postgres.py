@@ -13,27 +13,13 @@ import contextlib
 import signal
 import time
 
-import httpx
-
-from tests import harness
 from tests.adapters.chat.chat_rig import chat_overrides
-from tests.e2e.test_crash_execution import Child, free_port
-from tests.e2e.test_replicas_postgres import NOTIFICATION, PLAYBOOK, Platform, _stop, until
 from tests.fakes.discord import CHANNEL_ID, FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.harness import AM
+from tests.replicas import NOTIFICATION, Platform, roles, start_replicas, until
 
 DISCORD_ENV = {"DISCORD_BOT_TOKEN": "discord-token-0123456789"}
-
-
-async def roles(replicas: list[tuple[Child, httpx.AsyncClient]]) -> list[str]:
-    out = []
-    for _, http in replicas:
-        try:
-            out.append((await http.get("/readyz")).json().get("role", "?"))
-        except httpx.HTTPError:
-            out.append("down")
-    return out
 
 
 async def test_only_the_leader_holds_the_discord_gateway_and_the_standby_takes_it_over(tmp_path, postgres_url):
@@ -42,22 +28,8 @@ async def test_only_the_leader_holds_the_discord_gateway_and_the_standby_takes_i
             contextlib.AsyncExitStack() as stack:
         chat = chat_overrides(slack, discord)
         chat["chat"].pop("slack")
-        playbooks = tmp_path / "playbooks"
-        playbooks.mkdir()
-        (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)  # the drill alert opens a task
-        replicas = []
-        for name in ("a", "b"):
-            home = tmp_path / name
-            home.mkdir()
-            port = free_port()
-            config = harness.test_config(home, platform_port, {
-                "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url},
-                **chat})
-            child = Child(config, env=DISCORD_ENV)
-            await child.start()
-            stack.push_async_callback(_stop, child)
-            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-            replicas.append((child, http))
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b", overrides=chat,
+                                        env=DISCORD_ENV)
 
         async def one_leader_with_the_session() -> list[str] | None:
             now = await roles(replicas)

@@ -30,8 +30,8 @@ from bot.loop.orphans import ORPHAN_CHECK_S
 from bot.store.postgres_owner import OWNER_LOCK
 from tests import harness
 from tests.e2e.test_crash_execution import Child, free_port
-from tests.e2e.test_replicas_postgres import NOTIFICATION, until
 from tests.harness import ADMIN, AM
+from tests.replicas import NOTIFICATION, until
 
 PLAYBOOK = """
 id: look-then-restart

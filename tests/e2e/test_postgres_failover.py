@@ -29,9 +29,9 @@ from bot.metrics import Metrics
 from bot.model.events import EventBus
 from bot.store.leadership import AdvisoryLockLeader
 from bot.store.postgres import PostgresStore
-from tests.e2e.test_replicas_postgres import NOTIFICATION, Platform, start_replicas, until
 from tests.harness import AM
 from tests.postgres_pair import PostgresPair, start_pair
+from tests.replicas import NOTIFICATION, Platform, start_replicas, until
 
 LANES = 3  # notifications in flight at once, as several Alertmanager groups send them
 RETRY_S = 0.05  # a sender's pause before it sends a refused notification again

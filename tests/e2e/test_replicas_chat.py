@@ -26,12 +26,10 @@ import httpx
 import yaml
 
 from bot.app import App
-from tests import harness
 from tests.adapters.chat.test_slack_e2e import PEOPLE, sample
-from tests.e2e.test_crash_execution import Child, free_port
-from tests.e2e.test_replicas_postgres import NOTIFICATION, PLAYBOOK, Platform, _stop, until
 from tests.fakes.slack import ApiCall, FakeSlack
 from tests.harness import ADMIN, AM, EXAMPLE, client, running_app, running_standin
+from tests.replicas import NOTIFICATION, Platform, start_replicas, until
 
 CHANNEL = "C_OPS"
 SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-replicas-0123456789", "SLACK_SIGNING_SECRET": "replicas-signing-0123456789"}
@@ -42,28 +40,6 @@ SEND_INTERVAL_S = 0.2
 # What each task's thread says, in order: the approval, the step, the end.
 NOTES = ["approved by Local admin", "restart ran (http.request): ok", "completed by"]
 FLOW = ["approved by Local admin", "ran (k8s.rollout_restart): ok", "completed by", "verified with"]  # crashloop
-
-
-async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,
-                         slack: FakeSlack, *names: str) -> list[tuple[Child, httpx.AsyncClient]]:
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
-    replicas = []
-    for name in names:
-        home = tmp_path / name
-        home.mkdir()
-        port = free_port()
-        config = harness.test_config(home, platform_port, {
-            "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url},
-            "chat": {"slack": {"api_base_url": slack.api_url, "default_channel": CHANNEL, "lookup_user_groups": False,
-                               "api_retries": 0, "send_interval_s": SEND_INTERVAL_S}}})
-        child = Child(config, env=SLACK_ENV)
-        await child.start()
-        stack.push_async_callback(_stop, child)
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-        replicas.append((child, http))
-    return replicas
 
 
 def storm(n: int) -> dict:
@@ -166,7 +142,11 @@ async def test_a_storm_during_a_slack_outage_and_a_killed_leader_posts_each_mess
         tmp_path, postgres_url):
     platform = Platform()
     async with FakeSlack() as slack, platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
-        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, slack, "a", "b", "c")
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b", "c", env=SLACK_ENV,
+                                        overrides={"chat": {"slack": {
+                                            "api_base_url": slack.api_url, "default_channel": CHANNEL,
+                                            "lookup_user_groups": False, "api_retries": 0,
+                                            "send_interval_s": SEND_INTERVAL_S}}})
         clients = [http for _, http in replicas]
         db = await asyncpg.connect(postgres_url)
         stack.push_async_callback(db.close)

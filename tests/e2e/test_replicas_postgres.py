@@ -16,107 +16,17 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import httpx
-from aiohttp import web
 
 from bot.audit.chain import AuditEntry
 from bot.model.events import EventBus
 from bot.model.signals import Signal, SignalStatus
 from bot.store.postgres import PostgresStore
-from tests import harness
-from tests.e2e.test_crash_execution import Child, HangingPlatform, free_port
+from tests.e2e.test_crash_execution import Child, HangingPlatform
 from tests.harness import ADMIN, AM, SECOND
-
-PLAYBOOK = """
-id: restart-on-drill
-version: "1"
-description: Restart the workload a drill alert names.
-trigger:
-  match_in:
-    alertname: [ReplicaDrill]
-  group_by: [service]
-  group_window_s: 600
-  cooldown_s: 3600
-steps:
-  - name: restart
-    tool: http.request
-    params:
-      method: POST
-      url: "{{ vars.platform_api }}/platform/workloads/shop/api/restart"
-      expect_status: [200]
-    category: write_irreversible
-    blast_radius: single
-autonomy_cap: L3
-"""
-NOTIFICATION = {
-    "receiver": "ooda", "status": "firing", "version": "4", "groupKey": "{}:{alertname=\"ReplicaDrill\"}",
-    "alerts": [{"status": "firing", "labels": {"alertname": "ReplicaDrill", "service": "api", "severity": "critical"},
-                "annotations": {"summary": "drill"}, "startsAt": "2026-05-12T07:58:12.507Z",
-                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
-                "fingerprint": "7a1c0de5a1c0de51"}],
-    "groupLabels": {"alertname": "ReplicaDrill"}, "commonLabels": {"alertname": "ReplicaDrill"},
-    "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-}
-
-
-class Platform:
-    """The platform API: counts restart calls."""
-
-    def __init__(self) -> None:
-        self.restarts = 0
-
-    async def restart(self, request: web.Request) -> web.Response:
-        self.restarts += 1
-        return web.json_response({"status": "restarting"})
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[int]:
-        app = web.Application()
-        app.router.add_post("/platform/workloads/{ns}/{dep}/restart", self.restart)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield int(runner.addresses[0][1])
-        finally:
-            await runner.cleanup()
-
-
-async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,
-                         *names: str, policy: dict | None = None) -> list[tuple[Child, httpx.AsyncClient]]:
-    """``ooda serve`` processes on one PostgreSQL, each with its own port and data dir, and a client for each."""
-    playbooks = tmp_path / "playbooks"
-    if not playbooks.exists():
-        playbooks.mkdir()
-        (playbooks / "restart-on-drill.yaml").write_text(PLAYBOOK)
-    replicas = []
-    for name in names:
-        home = tmp_path / name
-        home.mkdir()
-        port = free_port()
-        config = harness.test_config(home, platform_port, {
-            "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url},
-            **({"policy": policy} if policy else {})})
-        child = Child(config)
-        await child.start()
-        stack.push_async_callback(_stop, child)
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-        replicas.append((child, http))
-    return replicas
-
-
-async def until(check, deadline_s: float = 20.0):
-    """Poll an async ``check`` until it returns something true; fails after the deadline."""
-    start = time.monotonic()
-    while not (value := await check()):
-        assert time.monotonic() - start < deadline_s, "condition not reached before the deadline"
-        await asyncio.sleep(0.1)
-    return value
+from tests.replicas import NOTIFICATION, Platform, roles, start_replicas, stop_child, until
 
 
 async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, postgres_url):
@@ -156,20 +66,11 @@ async def test_replicas_on_one_postgresql_do_each_piece_of_work_once(tmp_path, p
         assert platform.restarts == 1
 
         # The leader dies without a word; another replica leads within 10 s.
-        async def roles() -> list[str]:
-            out = []
-            for _, http in replicas:
-                try:
-                    out.append((await http.get("/readyz")).json().get("role", "?"))
-                except httpx.HTTPError:
-                    out.append("down")
-            return out
-
-        before = await until(lambda: _one_leader(roles))
+        before = await until(lambda: _one_leader(replicas))
         leader = before.index("leader")
         killed_at = time.monotonic()
         assert await replicas[leader][0].kill(signal.SIGKILL) == -signal.SIGKILL
-        after = await until(lambda: _one_leader(roles), deadline_s=10)
+        after = await until(lambda: _one_leader(replicas), deadline_s=10)
         assert time.monotonic() - killed_at < 10
         assert after[leader] == "down" and after.count("leader") == 1
 
@@ -216,7 +117,7 @@ async def test_a_replica_restarting_leaves_the_step_another_replica_runs_alone(t
         assert await other.kill(signal.SIGTERM) == 0
         restarted = Child(other.config)
         await restarted.start()  # its recovery ran before it reported started
-        stack.push_async_callback(_stop, restarted)
+        stack.push_async_callback(stop_child, restarted)
         proposal = (await b.get(f"/api/v1/tasks/{task['id']}", headers=ADMIN)).json()["proposal"]
         assert proposal["state"] == "executing" and proposal["steps"][0]["state"] == "running"
 
@@ -261,14 +162,9 @@ async def test_a_step_left_running_by_a_killed_replica_is_resolved_by_the_leader
         assert platform.posts == ["/platform/workloads/shop/api/restart"]
 
 
-async def _one_leader(roles) -> list[str] | None:
-    current = await roles()
+async def _one_leader(replicas) -> list[str] | None:
+    current = await roles(replicas)
     return current if current.count("leader") == 1 else None
-
-
-async def _stop(child: Child) -> None:
-    if child.proc is not None and child.proc.returncode is None:
-        await child.kill(signal.SIGTERM)
 
 
 SERVICES = 50
@@ -336,7 +232,7 @@ async def test_fifty_tasks_approved_on_two_replicas_at_once_run_each_step_once(t
     platform = Platform()
     async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
         replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b", "c",
-                                        policy=TWO_APPROVERS)
+                                        overrides={"policy": TWO_APPROVERS})
         clients = [http for _, http in replicas]
         db = await asyncpg.connect(postgres_url)
         stack.push_async_callback(db.close)

@@ -14,14 +14,11 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 
-from tests import harness
-from tests.e2e.test_crash_execution import Child, free_port
-from tests.e2e.test_replicas_postgres import Platform, _stop, until
+from tests.replicas import Platform, start_replicas, until
 
 PLAYBOOK = """
 id: heartbeat
@@ -34,26 +31,6 @@ KILL_BEFORE_SLOT_S = 0.3  # the leader dies this long before the slot: the slot 
 LEAD_IN_S = 5.0  # at least this long after the start before the slot, so that someone leads by then
 
 
-async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,
-                         *names: str) -> list[tuple[Child, httpx.AsyncClient]]:
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "heartbeat.yaml").write_text(PLAYBOOK)
-    replicas = []
-    for name in names:
-        home = tmp_path / name
-        home.mkdir()
-        port = free_port()
-        config = harness.test_config(home, platform_port, {
-            "playbooks_dir": str(playbooks), "server": {"port": port}, "store": {"url": postgres_url}})
-        child = Child(config)
-        await child.start()
-        stack.push_async_callback(_stop, child)
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10))
-        replicas.append((child, http))
-    return replicas
-
-
 def slot_of(created_at: str) -> datetime:
     """The minute a run belongs to (runs start within seconds of their slot)."""
     return datetime.fromisoformat(created_at).astimezone(UTC).replace(second=0, microsecond=0)
@@ -62,7 +39,8 @@ def slot_of(created_at: str) -> datetime:
 async def test_a_slot_passing_while_the_leader_is_killed_fires_once_on_the_new_leader(tmp_path, postgres_url):
     platform = Platform()
     async with platform.running() as platform_port, contextlib.AsyncExitStack() as stack:
-        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b")
+        replicas = await start_replicas(stack, tmp_path, platform_port, postgres_url, "a", "b",
+                                        playbooks={"heartbeat.yaml": PLAYBOOK})
         db = await asyncpg.connect(postgres_url)
         stack.push_async_callback(db.close)
 

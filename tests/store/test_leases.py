@@ -14,7 +14,7 @@ import asyncpg
 from bot.model.events import EventBus
 from bot.store.postgres import PostgresStore
 from bot.store.postgres_leases import LEASE_LOCK, lease_key
-from tests.e2e.test_replicas_postgres import until
+from tests.replicas import until
 
 
 async def hold(store, surface: str, log: list[str], name: str, release: asyncio.Event) -> None:

@@ -21,7 +21,7 @@ from bot.model.steps import StepState
 from bot.store import step_moves
 from bot.store.postgres import PostgresStore
 from bot.store.postgres_owner import OWNER_LOCK, Orphan, OwnerLockLost, TaskOwners
-from tests.e2e.test_replicas_postgres import until
+from tests.replicas import until
 from tests.store.contract import new_step, new_task
 
 STARTED = "2026-01-05T10:00:00+00:00"
