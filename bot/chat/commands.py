@@ -83,6 +83,13 @@ def scheduled_check_id(playbook_id: str, index: int) -> str:
     return f"check:{playbook_id}:{index}"
 
 
+def _already_approved(task_id: int, actor: Actor, when: str, proposal: Proposal) -> ActionResult:
+    """The answer to a click that repeats this person's approval: it counted nothing new."""
+    log.info("task.approve_repeated", task_id=task_id, actor=actor.id)
+    return ActionResult(message=f"You already approved task #{task_id} {when}. {wording.approvals_line(proposal)}",
+                        proposal=proposal, executed=False)
+
+
 def audited_refusals(command: str) -> Callable[[F], F]:
     """Count and log a refused command (who tried what, and why not), audit a policy refusal of a
     task (see the module docstring), then re-raise."""
@@ -186,18 +193,13 @@ class Commands:
             # A second click is not a second approval: say so, with when the first one was
             # (unless it would be refused now: the steps still waiting may need other roles).
             await self.approvals.check_may_approve(task, actor)
-            log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
-            return ActionResult(message=f"You already approved task #{task.id} at {wording.clock(mine.created_at)}. "
-                                        f"{wording.approvals_line(proposal)}", proposal=proposal, executed=False)
+            return _already_approved(task.id, actor, f"at {wording.clock(mine.created_at)}", proposal)
         task, started, repeated = await self.approvals.approve(task, proposal, actor, edits, confirmation,
                                                                override_dry_run)
         if repeated and not edits:
             # The same person clicked on two replicas (or twice) at the same moment: the other
             # click recorded it; this one counted nothing new and says so.
-            log.info("task.approve_repeated", task_id=task.id, actor=actor.id)
-            after = await current_proposal(self.core.store, task.id)
-            return ActionResult(message=f"You already approved task #{task.id} a moment ago. "
-                                        f"{wording.approvals_line(after)}", proposal=after, executed=False)
+            return _already_approved(task.id, actor, "a moment ago", await current_proposal(self.core.store, task.id))
         if edits and not started:
             # The steps wait for more approvers: their dry run must show the edited params.
             await self.engine.planner.refresh_dry_runs(task.id, set(edits))
