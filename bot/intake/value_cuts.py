@@ -29,6 +29,7 @@ from bot.model.signals import Signal
 
 DEFAULT_MAX_VALUE_BYTES = 4 * 1024
 CUT_ANNOTATION = "ooda_cut"
+CUT_MARKER = "[cut by Ooda:"  # how every cut value ends: a value holding it is not what the sender sent
 OWN_ANNOTATION_PREFIX = "__"
 
 
@@ -41,7 +42,7 @@ def cut_text(value: str, max_bytes: int) -> tuple[str, int] | None:
     if len(encoded) <= max_bytes:
         return None
     kept = encoded[:max_bytes].decode("utf-8", "ignore")  # drops a character split at the edge
-    return f"{kept}… [cut by Ooda: {len(encoded)} bytes, first {max_bytes} kept]", len(encoded)
+    return f"{kept}… {CUT_MARKER} {len(encoded)} bytes, first {max_bytes} kept]", len(encoded)
 
 
 def _cut_mapping(values: dict[str, str], where: str, max_bytes: int,

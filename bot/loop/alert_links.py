@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from bot.intake.value_cuts import CUT_MARKER
 from bot.model.proposals import AlertLink
 from bot.model.signals import Signal
 
@@ -43,9 +44,6 @@ def alertmanager_silence_url(external_url: str, labels: Mapping[str, str]) -> st
     matchers = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
                         for k, v in sorted(labels.items()))
     return f"{external_url.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
-
-
-CUT_MARKER = "[cut by Ooda:"  # bot/intake/value_cuts.py: a value that ends so is not what was sent
 
 
 def silence_link(signal: Signal, sent: Mapping[str, Any] | None, max_bytes: int) -> str | None:
