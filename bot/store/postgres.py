@@ -50,7 +50,14 @@ from bot.store.postgres_leases import lease
 from bot.store.postgres_migrations import MIGRATIONS
 from bot.store.postgres_owner import CLAIM_WAIT_S, OwnerLock, OwnerLockLost, hand_over, live_steps
 from bot.store.postgres_tasks import PLAYBOOK_RUNS_SQL, TOOL_RUNS_SQL, PgTaskTx, read_guard, steps_query
-from bot.store.sqlite import ENGINE_CURSOR, MOVED_TO_COLUMNS, now_iso, to_signal_row, work_lag_from_row
+from bot.store.sqlite import (
+    ENGINE_CURSOR,
+    MOVED_TO_COLUMNS,
+    WORK_LAG_TEMPLATE,
+    now_iso,
+    to_signal_row,
+    work_lag_from_row,
+)
 from bot.store.sqlite_tasks import APPROVAL_COLUMNS, TASK_COLUMNS, approval_from_row, step_from_row, task_from_row
 
 log = structlog.get_logger(__name__)
@@ -93,15 +100,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 SUMMARY_KEYS = ("id", "playbook_id", "state", "title", "environment", "severity", "signal_count", "created_at",
                 "updated_at", "outcome")
 BAND_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}  # as SqliteStore ranks them: riskiest first
-# See ``bot/store/sqlite.py`` WORK_LAG_SQL: the same reads, through the same indexes.
-WORK_LAG_SQL = """
-WITH engine AS (SELECT coalesce((SELECT CAST(value AS BIGINT) FROM settings WHERE key = $1), 0) AS seq)
-SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE seq > (SELECT seq FROM engine) LIMIT $2) AS behind),
-       (SELECT updated_at FROM signals WHERE seq > (SELECT seq FROM engine) ORDER BY seq LIMIT 1),
-       (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox),
-       (SELECT count(*) FROM steps WHERE state = 'running'),
-       (SELECT min(started_at) FROM steps WHERE state = 'running')
-"""
+WORK_LAG_SQL = WORK_LAG_TEMPLATE.format(integer="BIGINT", key="$1", limit="$2")  # see bot/store/sqlite.py
 SIGNAL_COLUMNS = ("id, seq, source, fingerprint, status, severity, title, labels, annotations, starts_at, "
                   "ends_at, url, task_id")
 

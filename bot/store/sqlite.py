@@ -64,15 +64,17 @@ T = TypeVar("T")
 ENGINE_CURSOR = "engine.cursor"
 MIN_SQLITE = (3, 35, 0)  # RETURNING and the upsert syntax we use
 # What /readyz's lag reads, in one statement: each part walks an index (signals_by_seq, the
-# steps_running partial index) or a table that holds only waiting rows (outbox).
-WORK_LAG_SQL = """
-WITH engine AS (SELECT coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0) AS seq)
-SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE seq > (SELECT seq FROM engine) LIMIT ?)),
+# steps_running partial index) or a table that holds only waiting rows (outbox). Both backends
+# run it; they differ only in placeholders and the integer type (bot/store/postgres.py).
+WORK_LAG_TEMPLATE = """
+WITH engine AS (SELECT coalesce((SELECT CAST(value AS {integer}) FROM settings WHERE key = {key}), 0) AS seq)
+SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE seq > (SELECT seq FROM engine) LIMIT {limit}) AS behind),
        (SELECT updated_at FROM signals WHERE seq > (SELECT seq FROM engine) ORDER BY seq LIMIT 1),
        (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox),
        (SELECT count(*) FROM steps WHERE state = 'running'),
        (SELECT min(started_at) FROM steps WHERE state = 'running')
 """
+WORK_LAG_SQL = WORK_LAG_TEMPLATE.format(integer="INTEGER", key="?", limit="?")
 # Page size for new stores (SQLite's default is 4 KiB). Every alert lands at a random place in
 # the dedup index, so at 1,600 rows a commit nearly each row dirties an index page of its own,
 # and a commit costs a write per dirty page to the log and again at the checkpoint. Larger pages
