@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from bot.metrics import Metrics
+from bot.store.postgres import UNAVAILABLE, PostgresStore
 
 log = structlog.get_logger(__name__)
 
@@ -116,10 +117,9 @@ class AdvisoryLockLeader:
                 elif await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
                     self._set_role(True)
                     log.warning("leadership.acquired")
-            # InternalClientError: during a failover every listed host may answer with none writable,
-            # or the connection's server may have closed it without asyncpg having seen it yet
-            # (bot/store/postgres.py UNAVAILABLE); neither may end the loop.
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # Whatever makes the store unavailable (a failover's faces included, see UNAVAILABLE) or
+            # fails a statement may not end the loop: it competes again in a moment.
+            except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
                 if self._leading:
                     log.warning("leadership.lost", error=f"{type(exc).__name__}: {exc}")
                 await self._drop()
@@ -142,8 +142,6 @@ class AdvisoryLockLeader:
 
 def leadership_for(store: Any, metrics: Metrics) -> SoleLeader | AdvisoryLockLeader:
     """An advisory-lock leader on PostgreSQL; the sole leader on an embedded store."""
-    from bot.store.postgres import PostgresStore
-
     if isinstance(store, PostgresStore):
         return AdvisoryLockLeader(store.connect, metrics)
     return SoleLeader()
