@@ -144,13 +144,7 @@ class Executor:
                 await t.set_state(task.id, TaskState.executing, TaskState.failed_terminal, actor="system",
                                   reason=f"{step.name} failed", outcome=f"step {step.name} failed: {error}")
 
-        try:
-            await core.store.transact(record)
-        except Conflict:
-            # The step was resolved elsewhere meanwhile: the leader took it for interrupted (this
-            # replica's owner lock was absent at two looks) and escalated it or ran it again. That
-            # stands; the call's own audit record keeps what this run returned.
-            log.warning("step.result_refused", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
+        if not await self._record_result(record, task, step, ok):
             return False
         log.info("step.done", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
         return ok
@@ -330,12 +324,19 @@ class Executor:
                              reason=error or "rollback succeeded", result=result, error=error,
                              finished_at=self.core.clock().isoformat())
 
+        return await self._record_result(record, task, row, ok) and ok
+
+    async def _record_result(self, record: Callable[[TaskOps], Awaitable[None]], task: Task, step: StepRecord,
+                             ok: bool) -> bool:
+        """Commit a step's result; False when the step was resolved elsewhere meanwhile: the leader
+        took it for interrupted (this replica's owner lock was absent at two looks) and escalated it
+        or ran it again. That stands; the call's own audit record keeps what this run returned."""
         try:
             await self.core.store.transact(record)
-        except Conflict:  # resolved elsewhere meanwhile, as in _run_step
-            log.warning("step.result_refused", task_id=task.id, step=row.name, tool=row.tool, ok=ok)
+        except Conflict:
+            log.warning("step.result_refused", task_id=task.id, step=step.name, tool=step.tool, ok=ok)
             return False
-        return ok
+        return True
 
     @staticmethod
     async def _not_run(t: TaskOps, row: StepRecord, refusal: str, actor: str) -> None:
