@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import yaml
+from aiohttp import web
 
 from bot.app import App
 from bot.config import load_settings
@@ -109,3 +110,15 @@ async def running_app(tmp_path: Path, standin: Standin, overrides: dict[str, Any
 
 def client(app: App) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=10)
+
+
+@asynccontextmanager
+async def serving_on_a_free_port(app: web.Application) -> AsyncIterator[int]:
+    """``app`` served on 127.0.0.1 on a port the OS picks (a fake platform, a forwarder); yields the port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tests import harness
 from tests.e2e.test_crash_execution import Child, free_port
+from tests.harness import serving_on_a_free_port
 
 PLAYBOOK = """
 id: restart-on-drill
@@ -69,14 +70,8 @@ class Platform:
     async def running(self) -> AsyncIterator[int]:
         app = web.Application()
         app.router.add_post("/platform/workloads/{ns}/{dep}/restart", self.restart)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield int(runner.addresses[0][1])
-        finally:
-            await runner.cleanup()
+        async with serving_on_a_free_port(app) as port:
+            yield port
 
 
 async def start_replicas(stack: contextlib.AsyncExitStack, tmp_path: Path, platform_port: int, postgres_url: str,

@@ -17,7 +17,7 @@ import httpx
 from aiohttp import web
 
 from tests.e2e.test_crash_execution import WAIT_S, Child, free_port
-from tests.harness import ADMIN
+from tests.harness import ADMIN, serving_on_a_free_port
 
 __all__ = ["WAIT_S", "Child", "HoldingProxy", "free_port", "poll_task"]
 
@@ -62,16 +62,12 @@ class HoldingProxy:
     async def running(self) -> AsyncIterator[int]:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield int(runner.addresses[0][1])
-        finally:
-            self._release.set()
-            await self._client.aclose()
-            await runner.cleanup()
+        async with serving_on_a_free_port(app) as port:
+            try:
+                yield port
+            finally:
+                self._release.set()
+                await self._client.aclose()
 
 
 async def poll_task(http: httpx.AsyncClient, task_id: int, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

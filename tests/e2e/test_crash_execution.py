@@ -22,7 +22,7 @@ import httpx
 from aiohttp import web
 
 from tests import harness
-from tests.harness import ADMIN, ENV, ROOT, SECOND
+from tests.harness import ADMIN, ENV, ROOT, SECOND, serving_on_a_free_port
 
 PLAYBOOK = """
 id: restart
@@ -62,15 +62,11 @@ class HangingPlatform:
     async def running(self) -> AsyncIterator[int]:
         app = web.Application()
         app.router.add_post("/platform/workloads/{ns}/{dep}/restart", self.restart)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield int(runner.addresses[0][1])
-        finally:
-            self.release.set()
-            await runner.cleanup()
+        async with serving_on_a_free_port(app) as port:
+            try:
+                yield port
+            finally:
+                self.release.set()
 
 
 def free_port() -> int:

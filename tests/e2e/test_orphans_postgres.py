@@ -30,7 +30,7 @@ from bot.loop.orphans import ORPHAN_CHECK_S
 from bot.store.postgres_owner import OWNER_LOCK
 from tests import harness
 from tests.e2e.test_crash_execution import Child, free_port
-from tests.harness import ADMIN, AM
+from tests.harness import ADMIN, AM, serving_on_a_free_port
 from tests.replicas import NOTIFICATION, until
 
 PLAYBOOK = """
@@ -89,15 +89,11 @@ class Platform:
         app = web.Application()
         app.router.add_get("/platform/workloads/{ns}/{dep}/status", self.status)
         app.router.add_post("/platform/workloads/{ns}/{dep}/restart", self.restart)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield int(runner.addresses[0][1])
-        finally:
-            self.release.set()
-            await runner.cleanup()
+        async with serving_on_a_free_port(app) as port:
+            try:
+                yield port
+            finally:
+                self.release.set()
 
 
 class Gate:
